@@ -1,0 +1,22 @@
+//! Compiles `proto/` with protox (pure Rust, no system protoc) and writes the
+//! encoded FileDescriptorSet that server reflection serves.
+
+use std::{env, fs, path::PathBuf};
+
+use prost::Message;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut files: Vec<PathBuf> =
+        fs::read_dir("proto/coord/v1")?.map(|entry| entry.map(|e| e.path())).collect::<Result<_, _>>()?;
+    files.retain(|p| p.extension().is_some_and(|ext| ext == "proto"));
+    files.sort();
+
+    let fds = protox::compile(&files, ["proto"])?;
+    let out = PathBuf::from(env::var("OUT_DIR")?);
+    fs::write(out.join("coord_descriptor.bin"), fds.encode_to_vec())?;
+
+    tonic_prost_build::configure().type_attribute(".", "#[allow(clippy::all)]").compile_fds(fds)?;
+
+    println!("cargo:rerun-if-changed=proto");
+    Ok(())
+}

@@ -1,0 +1,444 @@
+//! Settings: built-in defaults, then a TOML file (`--config`), then `COORD_*`
+//! environment variables, then flags — each layer overrides the one before.
+//! clap reads a flag or, when it is absent, its environment variable; the
+//! file is the layer below both. Everything is validated once at start-up,
+//! and every error names the setting.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, ValueEnum};
+use serde::{Deserialize, Serialize};
+
+use crate::redis::ConnectOptions;
+
+/// The effective configuration; also the TOML file's format.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub metrics: MetricsConfig,
+    pub log: LogConfig,
+    pub redis: RedisConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// gRPC listen address.
+    pub listen: SocketAddr,
+    /// How long a graceful shutdown may take before open streams and
+    /// connections are dropped.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// How often health checks Redis.
+    #[serde(with = "humantime_serde")]
+    pub health_interval: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: ([0, 0, 0, 0], 50051).into(),
+            shutdown_grace: Duration::from_secs(10),
+            health_interval: Duration::from_millis(250),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    pub enabled: bool,
+    /// Prometheus endpoint (`GET /metrics`).
+    pub listen: SocketAddr,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig { enabled: true, listen: ([0, 0, 0, 0], 9090).into() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Pretty on a terminal, JSON otherwise.
+    Auto,
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info` or `coord=debug,info`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { format: LogFormat::Auto, level: "info".into() }
+    }
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://` or `rediss://` URL of one node. Empty with no `cluster`
+    /// nodes: coord starts its embedded redis-server.
+    pub url: String,
+    /// Seed node URLs of a Redis Cluster; non-empty selects cluster mode.
+    pub cluster: Vec<String>,
+    /// ACL user and password; override any in the URL.
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// PEM files for TLS: a private CA, and a client certificate + key.
+    pub tls_ca_file: Option<PathBuf>,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    /// Connections per pool (each multiplexes many concurrent requests).
+    pub pool_size: u32,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Bound on one Redis command; past it the RPC fails UNAVAILABLE.
+    #[serde(with = "humantime_serde")]
+    pub command_timeout: Duration,
+    /// First segment of every key.
+    pub key_prefix: String,
+    /// redis-server binary for the embedded mode.
+    pub embedded_binary: PathBuf,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: String::new(),
+            cluster: Vec::new(),
+            username: None,
+            password: None,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            pool_size: 4,
+            connect_timeout: Duration::from_secs(1),
+            command_timeout: Duration::from_secs(1),
+            key_prefix: "coord".into(),
+            embedded_binary: PathBuf::from("redis-server"),
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&toml::to_string(&self.redacted()).unwrap_or_default())
+    }
+}
+
+impl RedisConfig {
+    /// True when coord must start its own redis-server.
+    pub fn embedded(&self) -> bool {
+        self.url.is_empty() && self.cluster.is_empty()
+    }
+
+    /// A copy safe to print: passwords (also inside URLs) are replaced.
+    pub fn redacted(&self) -> RedisConfig {
+        let mut copy = self.clone();
+        copy.url = redact_url(&copy.url);
+        copy.cluster = copy.cluster.iter().map(|u| redact_url(u)).collect();
+        if copy.password.is_some() {
+            copy.password = Some(REDACTED.into());
+        }
+        copy
+    }
+
+    /// Connection options, reading the TLS files.
+    pub fn connect_options(&self) -> Result<ConnectOptions, ConfigError> {
+        let read = |setting: &str, path: &Option<PathBuf>| -> Result<Option<Vec<u8>>, ConfigError> {
+            path.as_ref()
+                .map(|p| std::fs::read(p).map_err(|e| ConfigError::new(setting, format!("{}: {e}", p.display()))))
+                .transpose()
+        };
+        let tls_client = match (
+            read("redis.tls_cert_file", &self.tls_cert_file)?,
+            read("redis.tls_key_file", &self.tls_key_file)?,
+        ) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            _ => None,
+        };
+        Ok(ConnectOptions {
+            pool_size: self.pool_size,
+            connect_timeout: self.connect_timeout,
+            command_timeout: self.command_timeout,
+            username: self.username.clone(),
+            password: self.password.clone(),
+            tls_ca: read("redis.tls_ca_file", &self.tls_ca_file)?,
+            tls_client,
+        })
+    }
+}
+
+const REDACTED: &str = "<redacted>";
+
+fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut url) if url.password().is_some() => {
+            let _ = url.set_password(Some(REDACTED));
+            url.to_string()
+        }
+        _ => raw.to_owned(),
+    }
+}
+
+/// A setting that failed validation.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid setting {setting}: {reason}")]
+pub struct ConfigError {
+    pub setting: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(setting: &str, reason: impl Into<String>) -> Self {
+        ConfigError { setting: setting.into(), reason: reason.into() }
+    }
+}
+
+/// Flags of `coord serve`; each also reads its `COORD_*` variable.
+#[derive(Debug, Default, Args)]
+pub struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "COORD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Print the effective configuration (secrets redacted) and exit.
+    #[arg(long)]
+    pub print_config: bool,
+    /// gRPC listen address [default: 0.0.0.0:50051]
+    #[arg(long, env = "COORD_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Graceful shutdown limit, e.g. `10s` [default: 10s]
+    #[arg(long, env = "COORD_SHUTDOWN_GRACE", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Option<Duration>,
+    /// Redis health check interval [default: 250ms]
+    #[arg(long, env = "COORD_HEALTH_INTERVAL", value_parser = humantime::parse_duration)]
+    pub health_interval: Option<Duration>,
+    /// Prometheus endpoint address [default: 0.0.0.0:9090]
+    #[arg(long, env = "COORD_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+    /// Serve metrics [default: true]
+    #[arg(long, env = "COORD_METRICS_ENABLED")]
+    pub metrics_enabled: Option<bool>,
+    /// Log format [default: auto]
+    #[arg(long, env = "COORD_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Log filter, e.g. `info` or `coord=debug` [default: info]
+    #[arg(long, env = "COORD_LOG_LEVEL")]
+    pub log_level: Option<String>,
+    /// URL of one Redis node (redis:// or rediss://); none: embedded Redis.
+    #[arg(long, env = "COORD_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Comma-separated seed URLs of a Redis Cluster.
+    #[arg(long, env = "COORD_REDIS_CLUSTER", value_delimiter = ',')]
+    pub redis_cluster: Option<Vec<String>>,
+    /// Redis ACL user.
+    #[arg(long, env = "COORD_REDIS_USERNAME")]
+    pub redis_username: Option<String>,
+    /// Redis password (prefer the environment variable).
+    #[arg(long, env = "COORD_REDIS_PASSWORD", hide_env_values = true)]
+    pub redis_password: Option<String>,
+    /// PEM CA certificate for rediss://.
+    #[arg(long, env = "COORD_REDIS_TLS_CA_FILE")]
+    pub redis_tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate for mutual TLS.
+    #[arg(long, env = "COORD_REDIS_TLS_CERT_FILE")]
+    pub redis_tls_cert_file: Option<PathBuf>,
+    /// PEM client key for mutual TLS.
+    #[arg(long, env = "COORD_REDIS_TLS_KEY_FILE")]
+    pub redis_tls_key_file: Option<PathBuf>,
+    /// Connections per Redis pool [default: 4]
+    #[arg(long, env = "COORD_REDIS_POOL_SIZE")]
+    pub redis_pool_size: Option<u32>,
+    /// Redis connect timeout [default: 1s]
+    #[arg(long, env = "COORD_REDIS_CONNECT_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub redis_connect_timeout: Option<Duration>,
+    /// Redis per-command timeout [default: 1s]
+    #[arg(long, env = "COORD_REDIS_COMMAND_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub redis_command_timeout: Option<Duration>,
+    /// First segment of every Redis key [default: coord]
+    #[arg(long, env = "COORD_KEY_PREFIX")]
+    pub key_prefix: Option<String>,
+    /// redis-server binary for the embedded mode [default: redis-server]
+    #[arg(long, env = "COORD_REDIS_SERVER")]
+    pub redis_server: Option<PathBuf>,
+}
+
+impl Config {
+    /// Defaults, then the file named by `args.config`, then env and flags.
+    pub fn load(args: &ServeArgs) -> Result<Config, ConfigError> {
+        let mut config = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| ConfigError::new("--config", format!("{}: {e}", path.display())))?;
+                Config::from_toml(&text)?
+            }
+            None => Config::default(),
+        };
+        config.apply(args);
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        // toml's message names the offending key and line.
+        toml::from_str(text).map_err(|e| ConfigError::new("--config", e.to_string()))
+    }
+
+    fn apply(&mut self, a: &ServeArgs) {
+        fn set<T: Clone>(slot: &mut T, value: &Option<T>) {
+            if let Some(v) = value {
+                *slot = v.clone();
+            }
+        }
+        fn set_opt<T: Clone>(slot: &mut Option<T>, value: &Option<T>) {
+            if value.is_some() {
+                slot.clone_from(value);
+            }
+        }
+        set(&mut self.server.listen, &a.listen);
+        set(&mut self.server.shutdown_grace, &a.shutdown_grace);
+        set(&mut self.server.health_interval, &a.health_interval);
+        set(&mut self.metrics.listen, &a.metrics_addr);
+        set(&mut self.metrics.enabled, &a.metrics_enabled);
+        set(&mut self.log.format, &a.log_format);
+        set(&mut self.log.level, &a.log_level);
+        set(&mut self.redis.url, &a.redis_url);
+        set(&mut self.redis.cluster, &a.redis_cluster);
+        set_opt(&mut self.redis.username, &a.redis_username);
+        set_opt(&mut self.redis.password, &a.redis_password);
+        set_opt(&mut self.redis.tls_ca_file, &a.redis_tls_ca_file);
+        set_opt(&mut self.redis.tls_cert_file, &a.redis_tls_cert_file);
+        set_opt(&mut self.redis.tls_key_file, &a.redis_tls_key_file);
+        set(&mut self.redis.pool_size, &a.redis_pool_size);
+        set(&mut self.redis.connect_timeout, &a.redis_connect_timeout);
+        set(&mut self.redis.command_timeout, &a.redis_command_timeout);
+        set(&mut self.redis.key_prefix, &a.key_prefix);
+        set(&mut self.redis.embedded_binary, &a.redis_server);
+    }
+
+    /// Checks every bound; the error names the first bad setting.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let between = |setting: &str, value: Duration, min: Duration, max: Duration| {
+            if value < min || value > max {
+                return Err(ConfigError::new(setting, format!("must be between {min:?} and {max:?}, got {value:?}")));
+            }
+            Ok(())
+        };
+        between("server.shutdown_grace", self.server.shutdown_grace, Duration::ZERO, Duration::from_secs(600))?;
+        between(
+            "server.health_interval",
+            self.server.health_interval,
+            Duration::from_millis(10),
+            Duration::from_secs(10),
+        )?;
+        between(
+            "redis.connect_timeout",
+            self.redis.connect_timeout,
+            Duration::from_millis(1),
+            Duration::from_secs(60),
+        )?;
+        between(
+            "redis.command_timeout",
+            self.redis.command_timeout,
+            Duration::from_millis(1),
+            Duration::from_secs(60),
+        )?;
+        if !(1..=1024).contains(&self.redis.pool_size) {
+            return Err(ConfigError::new(
+                "redis.pool_size",
+                format!("must be between 1 and 1024, got {}", self.redis.pool_size),
+            ));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(ConfigError::new("log.level", format!("not a valid filter: {:?}", self.log.level)));
+        }
+        if !self.redis.url.is_empty() && !self.redis.cluster.is_empty() {
+            return Err(ConfigError::new("redis.cluster", "set either redis.url or redis.cluster, not both"));
+        }
+        for (setting, url) in std::iter::once(("redis.url", &self.redis.url))
+            .filter(|(_, u)| !u.is_empty())
+            .chain(self.redis.cluster.iter().map(|u| ("redis.cluster", u)))
+        {
+            match url::Url::parse(url) {
+                Ok(u) if matches!(u.scheme(), "redis" | "rediss" | "unix" | "redis+unix") => {}
+                Ok(u) => {
+                    return Err(ConfigError::new(
+                        setting,
+                        format!("unsupported scheme {:?} (use redis:// or rediss://)", u.scheme()),
+                    ));
+                }
+                Err(e) => return Err(ConfigError::new(setting, format!("{url:?}: {e}"))),
+            }
+        }
+        if self.redis.tls_cert_file.is_some() != self.redis.tls_key_file.is_some() {
+            return Err(ConfigError::new("redis.tls_key_file", "tls_cert_file and tls_key_file must be set together"));
+        }
+        crate::redis::KeyBuilder::new(&self.redis.key_prefix)
+            .map_err(|e| ConfigError::new("redis.key_prefix", e.to_string()))?;
+        Ok(())
+    }
+
+    /// The configuration as TOML, secrets redacted.
+    pub fn to_redacted_toml(&self) -> String {
+        let mut copy = self.clone();
+        copy.redis = self.redis.redacted();
+        toml::to_string(&copy).unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_embedded() {
+        let config = Config::default();
+        config.validate().unwrap();
+        assert!(config.redis.embedded());
+        assert_eq!(config.server.listen.to_string(), "0.0.0.0:50051");
+        assert_eq!(config.metrics.listen.to_string(), "0.0.0.0:9090");
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let mut config = Config::from_toml("[redis]\npool_size = 7\nurl = \"redis://file:1\"\n").unwrap();
+        config.apply(&ServeArgs { redis_url: Some("redis://flag:2".into()), ..Default::default() });
+        assert_eq!(config.redis.url, "redis://flag:2");
+        assert_eq!(config.redis.pool_size, 7);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_setting() {
+        let err = Config::from_toml("[redis]\npool_sise = 7\n").unwrap_err();
+        assert!(err.to_string().contains("pool_sise"), "{err}");
+        let err = Config::from_toml("[server]\nshutdown_grace = \"soon\"\n").unwrap_err();
+        assert!(err.to_string().contains("shutdown_grace"), "{err}");
+        let mut config = Config::default();
+        config.redis.pool_size = 0;
+        assert_eq!(config.validate().unwrap_err().setting, "redis.pool_size");
+        let mut config = Config::default();
+        config.redis.url = "http://x".into();
+        let err = config.validate().unwrap_err();
+        assert_eq!(err.setting, "redis.url");
+        assert!(err.reason.contains("http"), "{err}");
+    }
+
+    #[test]
+    fn printed_config_redacts_passwords() {
+        let mut config = Config::default();
+        config.redis.url = "redis://app:hunter2@db:6379".into();
+        config.redis.password = Some("hunter3".into());
+        let text = config.to_redacted_toml();
+        assert!(!text.contains("hunter2") && !text.contains("hunter3"), "{text}");
+        assert!(text.contains("redis://app:%3Credacted%3E@db:6379") || text.contains("<redacted>"), "{text}");
+    }
+}

@@ -1,0 +1,32 @@
+//! coord: a gRPC coordination service on Redis — distributed locks with
+//! leases and fencing tokens, rate limits, leaderboards and pub/sub — for
+//! services written in any language.
+//!
+//! # Layout
+//! - [`server`]: the tonic server, health, reflection, graceful shutdown.
+//! - [`config`]: settings from file, `COORD_*` environment and flags.
+//! - [`error`]: the one error enum and its mapping to gRPC codes.
+//! - [`context`]: the per-request caller context (namespace).
+//! - [`metrics`]: Prometheus endpoint and the per-RPC tower layer.
+//! - [`redis`]: pools, script registry, key builder, embedded redis-server.
+//! - one module per service: [`admin`].
+//! - [`pb`]: generated protobuf code only.
+
+#![deny(unsafe_code)]
+
+pub mod admin;
+pub mod config;
+pub mod context;
+pub mod error;
+pub mod metrics;
+pub mod redis;
+pub mod server;
+pub mod telemetry;
+
+/// Generated protobuf and gRPC code for `coord.v1`.
+pub mod pb {
+    tonic::include_proto!("coord.v1");
+
+    /// Encoded descriptors of every coord proto, for server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("coord_descriptor");
+}

@@ -1,0 +1,44 @@
+//! The script registry: one `.lua` file per script under `src/lua/`, each
+//! compiled in with `include_str!` and invoked as EVALSHA. `redis::Script`
+//! loads the script and retries once when Redis answers NOSCRIPT (after a
+//! restart, failover or `SCRIPT FLUSH`), on whichever node the call went to.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// A named script; the name labels metrics and errors.
+pub struct NamedScript {
+    pub name: &'static str,
+    pub source: &'static str,
+    script: LazyLock<Script>,
+}
+
+impl NamedScript {
+    pub fn script(&self) -> &Script {
+        &self.script
+    }
+
+    pub fn sha(&self) -> String {
+        self.script.get_hash().to_owned()
+    }
+}
+
+macro_rules! scripts {
+    ($($ident:ident => $file:literal),* $(,)?) => {
+        $(
+            #[doc = concat!("`src/lua/", $file, "`")]
+            pub static $ident: NamedScript = NamedScript {
+                name: $file,
+                source: include_str!(concat!("../lua/", $file)),
+                script: LazyLock::new(|| Script::new(include_str!(concat!("../lua/", $file)))),
+            };
+        )*
+        /// Every script, for loading at start-up and for tests.
+        pub static ALL: &[&NamedScript] = &[$(&$ident),*];
+    };
+}
+
+scripts! {
+    PROBE => "probe.lua",
+}

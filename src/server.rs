@@ -1,0 +1,203 @@
+//! Builds and runs the tonic server: services, health, reflection, metrics,
+//! and graceful shutdown.
+//!
+//! Shutdown (SIGTERM from Kubernetes, or SIGINT): health goes NOT_SERVING,
+//! tonic stops accepting and sends GOAWAY (new RPCs are refused), open
+//! streams end with UNAVAILABLE (the RPC layer cuts them), and whatever is
+//! still open when `server.shutdown_grace` runs out is dropped.
+
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::{ServingStatus, server::HealthReporter};
+
+use crate::{
+    admin,
+    config::Config,
+    metrics::{self, RpcLayer},
+    pb,
+    redis::{KeyBuilder, Redis, scripts},
+};
+
+/// The backend every service shares.
+#[derive(Clone)]
+pub struct Backend {
+    pub redis: Redis,
+    pub keys: KeyBuilder,
+    /// True when `redis` is coord's own embedded redis-server.
+    pub embedded: bool,
+    /// This instance's health probe key.
+    pub probe_key: String,
+}
+
+impl Backend {
+    /// Connects (lazily) to the Redis the configuration names.
+    pub fn connect(config: &Config, embedded: bool) -> Result<Self, ServeError> {
+        let opts = config.redis.connect_options().map_err(|e| ServeError::Config(e.to_string()))?;
+        let redis = if config.redis.cluster.is_empty() {
+            Redis::single(&config.redis.url, &opts)
+        } else {
+            Redis::cluster(&config.redis.cluster, &opts)
+        }
+        .map_err(|e| ServeError::Config(e.to_string()))?;
+        let keys = KeyBuilder::new(&config.redis.key_prefix).map_err(|e| ServeError::Config(e.to_string()))?;
+        let instance = uuid::Uuid::new_v4().simple().to_string();
+        let probe_key = keys.internal("health", &instance).as_str().to_owned();
+        Ok(Backend { redis, keys, embedded, probe_key })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("{0}")]
+    Config(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// Every coord service's fully-qualified name, for health.
+pub const SERVICES: &[&str] = &["coord.v1.AdminService"];
+
+/// Runs coord on `listener` until `signal` resolves, then drains within
+/// the configured grace period.
+pub async fn serve(
+    config: &Config,
+    backend: Backend,
+    listener: TcpListener,
+    signal: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let shutdown = CancellationToken::new();
+    let _stop_background = shutdown.clone().drop_guard();
+
+    // Metrics first, so start-up problems are counted too.
+    metrics::handle();
+    if config.metrics.enabled {
+        let addr = config.metrics.listen;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind { addr: format!("{addr} (metrics.listen)"), source })?;
+        tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "metrics endpoint listening");
+        tokio::spawn(metrics::serve(listener, shutdown.clone()));
+    }
+
+    if let Err(e) = backend.redis.load_scripts(scripts::ALL).await {
+        tracing::warn!(error = %e, "could not preload scripts; they load on first use");
+    }
+
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    set_all(&reporter, ServingStatus::NotServing).await;
+    tokio::spawn(health_loop(
+        backend.clone(),
+        reporter.clone(),
+        config.server.health_interval,
+        probe_timeout(config),
+        shutdown.clone(),
+    ));
+
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
+
+    let addr = listener.local_addr().ok();
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    tracing::info!(addr = ?addr, "coord serving gRPC");
+
+    let drain = {
+        let shutdown = shutdown.clone();
+        let reporter = reporter.clone();
+        async move {
+            signal.await;
+            tracing::info!("shutting down: health NOT_SERVING, refusing new RPCs, ending streams");
+            // Cancel first so the health loop cannot flip back to SERVING.
+            shutdown.cancel();
+            set_all(&reporter, ServingStatus::NotServing).await;
+        }
+    };
+
+    let server = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .layer(RpcLayer::new(shutdown.clone()))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(pb::admin_service_server::AdminServiceServer::new(admin::Service::new(backend.clone())))
+        .serve_with_incoming_shutdown(incoming, drain);
+
+    let grace = config.server.shutdown_grace;
+    tokio::select! {
+        result = server => result?,
+        _ = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(?grace, "grace period over; dropping remaining connections");
+        }
+    }
+    tracing::info!("coord stopped");
+    Ok(())
+}
+
+async fn set_all(reporter: &HealthReporter, status: ServingStatus) {
+    reporter.set_service_status("", status).await;
+    for service in SERVICES {
+        reporter.set_service_status(*service, status).await;
+    }
+}
+
+/// A probe must fail fast enough that a hung Redis is reported within about
+/// a second, whatever the command timeout.
+fn probe_timeout(config: &Config) -> Duration {
+    config.redis.command_timeout.min(Duration::from_millis(500))
+}
+
+/// Probes Redis every `interval` and reports SERVING only while a scripted
+/// write succeeds.
+async fn health_loop(
+    backend: Backend,
+    reporter: HealthReporter,
+    interval: Duration,
+    timeout: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let ttl_ms = (interval * 4).max(Duration::from_secs(1)).as_millis() as u64;
+    let mut serving: Option<bool> = None;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let probe = backend.redis.invoke::<(i64, i64)>(&scripts::PROBE, |inv| {
+            inv.key(&backend.probe_key).arg(ttl_ms);
+        });
+        let result = match tokio::time::timeout(timeout, probe).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no reply within {timeout:?}")),
+        };
+        let (connections, idle) = backend.redis.pool_state();
+        ::metrics::gauge!("coord_redis_pool_connections").set(connections);
+        ::metrics::gauge!("coord_redis_pool_idle_connections").set(idle);
+        ::metrics::gauge!("coord_redis_up").set(if result.is_ok() { 1.0 } else { 0.0 });
+        if shutdown.is_cancelled() {
+            return;
+        }
+        let up = result.is_ok();
+        if serving != Some(up) {
+            match &result {
+                Ok(()) => tracing::info!("redis reachable: SERVING"),
+                Err(e) => tracing::warn!(error = %e, "redis unreachable: NOT_SERVING"),
+            }
+            set_all(&reporter, if up { ServingStatus::Serving } else { ServingStatus::NotServing }).await;
+            serving = Some(up);
+        }
+    }
+}
