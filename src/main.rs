@@ -50,7 +50,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
     let embedded = if config.redis.embedded() {
         match embedded::start(Some(&config.redis.embedded_binary)).await {
             Ok(redis) => {
-                tracing::info!(url = %redis.url(), pid = ?redis.pid(), "no Redis configured: started embedded redis-server (no persistence)");
+                tracing::info!(url = %redis.url(), pid = redis.pid().unwrap_or(0), "no Redis configured: started embedded redis-server (no persistence)");
                 config.redis.url = redis.url();
                 Some(redis)
             }

@@ -108,9 +108,10 @@ pub async fn serve(
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
-    let addr = listener.local_addr().ok();
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "coord serving gRPC");
+    }
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    tracing::info!(addr = ?addr, "coord serving gRPC");
 
     let drain = {
         let shutdown = shutdown.clone();

@@ -34,9 +34,7 @@ fn find_binary(env_var: &str, name: &str) -> PathBuf {
     let from_env = env::var_os(env_var).filter(|p| !p.is_empty());
     let found = from_env.map(PathBuf::from).or_else(|| {
         let path = env::var_os("PATH")?;
-        env::split_paths(&path)
-            .map(|d| d.join(name))
-            .find(|p| p.is_file())
+        env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
     });
     match found {
         Some(path) if path.is_file() => path,
@@ -96,19 +94,14 @@ fn try_cli(port: u16, args: &[&str]) -> Result<String, String> {
     let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
     if !out.status.success() {
         let (status, stderr) = (out.status, String::from_utf8_lossy(&out.stderr));
-        return Err(format!(
-            "redis-cli -p {port} {args:?}: {status}: {stderr}{stdout}"
-        ));
+        return Err(format!("redis-cli -p {port} {args:?}: {status}: {stderr}{stdout}"));
     }
     Ok(stdout)
 }
 
 /// Sends a signal with the `kill` command (std can only SIGKILL, and we avoid unsafe/libc).
 fn signal(pid: u32, sig: &str) -> Result<(), String> {
-    let status = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status();
+    let status = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
     match status {
         Ok(s) if s.success() => Ok(()),
         other => Err(format!("kill -{sig} {pid} failed: {other:?}")),
@@ -229,30 +222,18 @@ impl RedisServer {
         let out = File::create(self.dir.join("stdout.log")).expect("create stdout.log");
         let err = out.try_clone().expect("clone stdout.log handle");
         let mut cmd = Command::new(redis_server_bin());
-        cmd.args(self.args())
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err);
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn redis-server: {e}"));
+        cmd.args(self.args()).stdin(Stdio::null()).stdout(out).stderr(err);
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn redis-server: {e}"));
         let pid = child.id();
         let watchdog = spawn_watchdog(pid, &self.dir);
-        *self.lock() = Proc {
-            child: Some(child),
-            watchdog,
-            stopped: false,
-        };
+        *self.lock() = Proc { child: Some(child), watchdog, stopped: false };
 
         let (port, deadline) = (self.port, Instant::now() + PING_TIMEOUT);
         loop {
             let exited = self.lock().child.as_mut().map(|c| c.try_wait());
             if let Some(Ok(Some(status))) = exited {
                 self.kill(); // reaps the watchdog too
-                return Err(format!(
-                    "port {port}: exited with {status}\n{}",
-                    self.logs()
-                ));
+                return Err(format!("port {port}: exited with {status}\n{}", self.logs()));
             }
             if raw_ping(port, Duration::from_millis(200)) {
                 // The PONG must come from our process, not a stranger that won the port race.
@@ -262,9 +243,7 @@ impl RedisServer {
                     return Ok(());
                 }
                 self.kill();
-                return Err(format!(
-                    "port {port} answered by another process: {ADDR_IN_USE}"
-                ));
+                return Err(format!("port {port} answered by another process: {ADDR_IN_USE}"));
             }
             if Instant::now() > deadline {
                 let logs = self.logs();
@@ -345,10 +324,7 @@ impl RedisServer {
             }
             thread::sleep(Duration::from_millis(200));
         }
-        panic!(
-            "redis-server could not rebind port {}: {last_log}",
-            self.port
-        );
+        panic!("redis-server could not rebind port {}: {last_log}", self.port);
     }
 
     /// True while the process exists (also while SIGSTOPped).
@@ -434,15 +410,8 @@ impl RedisCluster {
             .output()
             .expect("run redis-cli --cluster create");
         let text = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
-        assert!(
-            out.status.success(),
-            "redis-cli --cluster create: {}\n{text}",
-            out.status
-        );
-        let cluster = RedisCluster {
-            servers,
-            replicas: replicas_per_master,
-        };
+        assert!(out.status.success(), "redis-cli --cluster create: {}\n{text}", out.status);
+        let cluster = RedisCluster { servers, replicas: replicas_per_master };
         cluster.wait_ready(total);
         cluster
     }
@@ -450,16 +419,10 @@ impl RedisCluster {
     fn wait_ready(&self, total: usize) {
         let deadline = Instant::now() + CLUSTER_TIMEOUT;
         loop {
-            let problem = self
-                .servers
-                .iter()
-                .find_map(|s| self.problem(s.port(), total).err());
+            let problem = self.servers.iter().find_map(|s| self.problem(s.port(), total).err());
             let Some(problem) = problem else { return };
             let late = Instant::now() > deadline;
-            assert!(
-                !late,
-                "cluster not ready after {CLUSTER_TIMEOUT:?}: {problem}"
-            );
+            assert!(!late, "cluster not ready after {CLUSTER_TIMEOUT:?}: {problem}");
             thread::sleep(Duration::from_millis(100));
         }
     }
@@ -475,12 +438,7 @@ impl RedisCluster {
         }
         let nodes = try_cli(port, &["cluster", "nodes"])?;
         let flags: Vec<&str> = nodes.lines().filter_map(|l| l.split(' ').nth(2)).collect();
-        let count = |f: &str| {
-            flags
-                .iter()
-                .filter(|x| x.split(',').any(|x| x == f))
-                .count()
-        };
+        let count = |f: &str| flags.iter().filter(|x| x.split(',').any(|x| x == f)).count();
         let bad = ["fail", "handshake", "noaddr"];
         let unhealthy = flags.iter().any(|x| bad.iter().any(|b| x.contains(b)));
         if unhealthy || count("master") != 3 || count("slave") != 3 * self.replicas {
@@ -513,13 +471,8 @@ impl RedisCluster {
     /// Ports of the current masters not flagged as failing, as seen by the first
     /// reachable node (changes after a failover), sorted.
     pub fn masters(&self) -> Vec<u16> {
-        let mut answers = self
-            .servers
-            .iter()
-            .map(|s| try_cli(s.port(), &["cluster", "nodes"]));
-        let nodes = answers
-            .find_map(Result::ok)
-            .expect("no node answers `cluster nodes`");
+        let mut answers = self.servers.iter().map(|s| try_cli(s.port(), &["cluster", "nodes"]));
+        let nodes = answers.find_map(Result::ok).expect("no node answers `cluster nodes`");
         let mut ports: Vec<u16> = nodes.lines().filter_map(master_port).collect();
         ports.sort_unstable();
         ports

@@ -1,0 +1,124 @@
+//! Shared test harness: real redis-server processes ([`redis`]) and coord
+//! running in-process on 127.0.0.1:0, reached through generated clients as
+//! users reach it.
+#![allow(dead_code)] // each test binary uses a different subset
+
+pub mod process;
+pub mod redis;
+
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use coord::{
+    config::Config,
+    pb::admin_service_client::AdminServiceClient,
+    server::{self, Backend, ServeError},
+};
+use tokio::{sync::oneshot, task::JoinHandle};
+use tonic::transport::Channel;
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+
+/// A test configuration for a coord on `redis_url`: no metrics endpoint, a
+/// fast health interval, short Redis timeouts.
+pub fn config(redis_url: &str) -> Config {
+    let mut config = Config::default();
+    config.server.listen = ([127, 0, 0, 1], 0).into();
+    config.server.health_interval = Duration::from_millis(50);
+    config.server.shutdown_grace = Duration::from_secs(10);
+    config.metrics.enabled = false;
+    config.redis.url = redis_url.to_owned();
+    config.redis.command_timeout = Duration::from_millis(500);
+    config.redis.connect_timeout = Duration::from_millis(500);
+    config
+}
+
+/// coord running in this process.
+pub struct Coord {
+    pub addr: SocketAddr,
+    channel: Channel,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), ServeError>>>,
+}
+
+impl Coord {
+    pub async fn start(redis_url: &str) -> Coord {
+        Coord::start_with(config(redis_url)).await
+    }
+
+    pub async fn start_with(config: Config) -> Coord {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind coord listener");
+        let addr = listener.local_addr().expect("local addr");
+        let backend = Backend::connect(&config, false).expect("backend config");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            server::serve(&config, backend, listener, async move {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        let channel = Channel::from_shared(format!("http://{addr}")).expect("uri").connect_lazy();
+        Coord { addr, channel, stop: Some(stop), task: Some(task) }
+    }
+
+    /// A handle for a coord running elsewhere (another process): clients
+    /// only, nothing to shut down.
+    pub fn client_only(uri: &str) -> Coord {
+        let channel = Channel::from_shared(uri.to_owned()).expect("uri").connect_lazy();
+        Coord { addr: ([127, 0, 0, 1], 0).into(), channel, stop: None, task: None }
+    }
+
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    pub fn health(&self) -> HealthClient<Channel> {
+        HealthClient::new(self.channel())
+    }
+
+    pub fn admin(&self) -> AdminServiceClient<Channel> {
+        AdminServiceClient::new(self.channel())
+    }
+
+    /// Health of `service` ("" = overall) as the server reports it.
+    pub async fn health_status(&self, service: &str) -> Option<ServingStatus> {
+        let reply = self.health().check(HealthCheckRequest { service: service.to_owned() }).await.ok()?.into_inner();
+        ServingStatus::try_from(reply.status).ok()
+    }
+
+    /// Polls health until `service` reports `want`; returns how long it
+    /// took, or panics after `within`.
+    pub async fn wait_health(&self, service: &str, want: ServingStatus, within: Duration) -> Duration {
+        let start = Instant::now();
+        loop {
+            let got = self.health_status(service).await;
+            if got == Some(want) {
+                return start.elapsed();
+            }
+            assert!(start.elapsed() < within, "health of {service:?} still {got:?} after {within:?}, want {want:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Triggers graceful shutdown and waits for the server to finish;
+    /// returns how long the drain took.
+    pub async fn shutdown(mut self) -> Duration {
+        let start = Instant::now();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("server task panicked").expect("server failed");
+        }
+        start.elapsed()
+    }
+}
+
+impl Drop for Coord {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
