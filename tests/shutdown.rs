@@ -48,10 +48,9 @@ async fn health_reports_not_serving_once_shutdown_starts() {
     assert_eq!(watch.message().await.unwrap().unwrap().status, ServingStatus::Serving as i32);
     drop(coord); // signals shutdown
     // The watcher sees NOT_SERVING or the cut; it never sees SERVING again.
-    loop {
-        match tokio::time::timeout(Duration::from_secs(10), watch.message()).await.expect("stream hung") {
-            Ok(Some(update)) => assert_eq!(update.status, ServingStatus::NotServing as i32),
-            Ok(None) | Err(_) => break,
-        }
+    while let Ok(Some(update)) =
+        tokio::time::timeout(Duration::from_secs(10), watch.message()).await.expect("stream hung")
+    {
+        assert_eq!(update.status, ServingStatus::NotServing as i32);
     }
 }

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs what `make run` / `make test` need and are missing, and says how
+# to install it by hand when it may not (not root, no passwordless sudo).
+#   redis  redis-server + redis-cli (Debian packages redis-server redis-tools)
+#   buf    buf 1.75.0 from PyPI (buf-bin) into .venv/
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"
+  elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo "$@"
+  else return 1
+  fi
+}
+
+apt_install() {
+  echo "installing Debian packages: $*" >&2
+  if ! { as_root apt-get update -qq && DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" >/dev/null; }; then
+    echo "error: could not install $* (need root or passwordless sudo)." >&2
+    echo "       Install them with: sudo apt-get install $*" >&2
+    exit 1
+  fi
+}
+
+for what in "$@"; do
+  case "$what" in
+    redis)
+      if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+        apt_install redis-server redis-tools
+      fi
+      ;;
+    buf)
+      if [ ! -x .venv/bin/buf ]; then
+        echo "installing buf 1.75.0 (PyPI buf-bin) into .venv" >&2
+        python3 -m venv .venv || { apt_install python3-venv && python3 -m venv .venv; }
+        .venv/bin/pip install -q --disable-pip-version-check buf-bin==1.75.0
+      fi
+      ;;
+    *) echo "unknown dependency: $what" >&2; exit 2 ;;
+  esac
+done

@@ -1,0 +1,96 @@
+//! The Prometheus endpoint: every RPC is counted with its status code and
+//! timed by one tower layer, streams are recorded when they end, and Redis
+//! errors and pool gauges are exported.
+
+mod support;
+
+use std::{
+    io::{Read as _, Write as _},
+    net::TcpStream,
+    time::Duration,
+};
+
+use coord::pb::GetBackendStatusRequest;
+use support::{Coord, redis::RedisServer};
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+
+fn scrape(port: u16) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to metrics");
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    text
+}
+
+fn has_line(text: &str, prefix: &str) -> bool {
+    text.lines().any(|l| l.starts_with(prefix))
+}
+
+#[tokio::test]
+async fn rpcs_are_counted_by_method_and_code() {
+    let redis = RedisServer::start();
+    let metrics_port = support::redis::free_port();
+    let mut config = support::config(&redis.url());
+    config.metrics.enabled = true;
+    config.metrics.listen = ([127, 0, 0, 1], metrics_port).into();
+    let coord = Coord::start_with(config).await;
+    coord.wait_health("", ServingStatus::Serving, Duration::from_secs(10)).await;
+    let mut admin = coord.admin();
+
+    admin.get_backend_status(GetBackendStatusRequest {}).await.expect("ok call");
+    redis.stop();
+    let err = admin.get_backend_status(GetBackendStatusRequest {}).await.expect_err("redis stopped");
+    assert_eq!(err.code(), tonic::Code::Unavailable);
+    redis.cont();
+
+    // A stream the client abandons is recorded as CANCELLED when it ends.
+    let watch = coord.health().watch(HealthCheckRequest { service: String::new() }).await.unwrap();
+    drop(watch);
+
+    let text = tokio::task::spawn_blocking(move || {
+        // Recording happens as bodies finish; give the server a moment.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let text = scrape(metrics_port);
+            if has_line(
+                &text,
+                r#"coord_rpc_requests_total{service="grpc.health.v1.Health",method="Watch",code="CANCELLED"}"#,
+            ) || std::time::Instant::now() > deadline
+            {
+                return text;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+    .await
+    .unwrap();
+
+    for prefix in [
+        r#"coord_rpc_requests_total{service="coord.v1.AdminService",method="GetBackendStatus",code="OK"} 1"#,
+        r#"coord_rpc_requests_total{service="coord.v1.AdminService",method="GetBackendStatus",code="UNAVAILABLE"} 1"#,
+        r#"coord_rpc_requests_total{service="grpc.health.v1.Health",method="Check",code="OK"}"#,
+        r#"coord_rpc_requests_total{service="grpc.health.v1.Health",method="Watch",code="CANCELLED"} 1"#,
+        r#"coord_rpc_duration_seconds_bucket{service="coord.v1.AdminService",method="GetBackendStatus",le="0.5"}"#,
+        r#"coord_redis_errors_total{op="probe.lua",kind="unavailable"}"#,
+        "coord_redis_pool_connections ",
+        "coord_redis_up ",
+    ] {
+        assert!(has_line(&text, prefix), "missing {prefix}\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn unknown_methods_do_not_mint_label_values() {
+    let redis = RedisServer::start();
+    let coord = Coord::start(&redis.url()).await;
+    let mut client = tonic::client::Grpc::new(coord.channel());
+    client.ready().await.unwrap();
+    let path = http::uri::PathAndQuery::from_static("/evil.Service/Random123");
+    let codec = tonic_prost::ProstCodec::<(), ()>::default();
+    let err = client.unary(tonic::Request::new(()), path, codec).await.expect_err("no such method");
+    assert_eq!(err.code(), tonic::Code::Unimplemented);
+    let text = coord::metrics::handle().render();
+    assert!(!text.contains("Random123"), "{text}");
+    assert!(text.contains(r#"service="unknown",method="unknown",code="UNIMPLEMENTED""#), "{text}");
+}
