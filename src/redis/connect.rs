@@ -12,7 +12,11 @@
 //!   retry a refused connect), each command by `command_timeout` on the
 //!   connection itself, so a dead or stopped Redis gives UNAVAILABLE quickly.
 
-use std::{fmt, time::Duration};
+use std::{
+    fmt,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use futures_util::FutureExt as _;
 use redis::{
@@ -63,6 +67,9 @@ pub enum Topology {
 #[derive(Clone)]
 pub struct Redis {
     pool: Pool,
+    /// Why the last connect failed: bb8 connects in the background and a
+    /// checkout only learns that it timed out.
+    last_connect_error: ConnectErrors,
     /// Outer bound on one call (checkout + command), a safety net over the
     /// per-step timeouts.
     call_timeout: Duration,
@@ -87,8 +94,9 @@ impl Redis {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(opts.connect_timeout))
             .set_response_timeout(Some(opts.command_timeout));
-        let pool = builder(opts).build_unchecked(NodeManager { client, config });
-        Ok(Redis { pool: Pool::Single(pool), call_timeout: call_timeout(opts) })
+        let errors = ConnectErrors::default();
+        let pool = builder(opts, &errors).build_unchecked(NodeManager { client, config });
+        Ok(Redis { pool: Pool::Single(pool), last_connect_error: errors, call_timeout: call_timeout(opts) })
     }
 
     /// A pool of cluster connections; `seeds` are any of the cluster's nodes.
@@ -101,8 +109,9 @@ impl Redis {
             builder_ = builder_.certs(certs);
         }
         let client = builder_.build().map_err(|e| config_error("redis.cluster", e))?;
-        let pool = builder(opts).build_unchecked(ClusterManager { client });
-        Ok(Redis { pool: Pool::Cluster(pool), call_timeout: call_timeout(opts) })
+        let errors = ConnectErrors::default();
+        let pool = builder(opts, &errors).build_unchecked(ClusterManager { client });
+        Ok(Redis { pool: Pool::Cluster(pool), last_connect_error: errors, call_timeout: call_timeout(opts) })
     }
 
     pub fn topology(&self) -> Topology {
@@ -173,10 +182,20 @@ impl Redis {
 
     async fn conn(&self) -> Result<Conn> {
         let conn = match &self.pool {
-            Pool::Single(p) => Conn::Single(p.get_owned().await.map_err(checkout_error)?),
-            Pool::Cluster(p) => Conn::Cluster(p.get_owned().await.map_err(checkout_error)?),
+            Pool::Single(p) => Conn::Single(p.get_owned().await.map_err(|e| self.checkout_error(e))?),
+            Pool::Cluster(p) => Conn::Cluster(p.get_owned().await.map_err(|e| self.checkout_error(e))?),
         };
         Ok(conn)
+    }
+
+    fn checkout_error(&self, err: bb8::RunError<RedisError>) -> Error {
+        match err {
+            bb8::RunError::User(e) => Error::Unavailable(e.to_string()),
+            bb8::RunError::TimedOut => Error::Unavailable(match self.last_connect_error.get() {
+                Some(cause) => format!("no connection: {cause}"),
+                None => "timed out waiting for a connection".into(),
+            }),
+        }
     }
 
     async fn bounded<T>(&self, fut: impl Future<Output = Result<T>>) -> Result<T> {
@@ -208,8 +227,12 @@ fn call_timeout(opts: &ConnectOptions) -> Duration {
     opts.connect_timeout + opts.command_timeout + Duration::from_millis(100)
 }
 
-fn builder<M: bb8::ManageConnection>(opts: &ConnectOptions) -> bb8::Builder<M> {
+fn builder<M: bb8::ManageConnection<Error = RedisError>>(
+    opts: &ConnectOptions,
+    errors: &ConnectErrors,
+) -> bb8::Builder<M> {
     bb8::Pool::builder()
+        .error_sink(Box::new(errors.clone()))
         .max_size(opts.pool_size.max(1))
         .connection_timeout(opts.connect_timeout.max(Duration::from_millis(1)))
         // A PING per checkout costs a third of the throughput; broken
@@ -249,10 +272,29 @@ fn config_error(field: &str, err: RedisError) -> Error {
     Error::invalid(field, err.to_string())
 }
 
-fn checkout_error(err: bb8::RunError<RedisError>) -> Error {
-    match err {
-        bb8::RunError::User(e) => Error::Unavailable(e.to_string()),
-        bb8::RunError::TimedOut => Error::Unavailable("timed out waiting for a connection".into()),
+/// Keeps the latest connect error for checkout errors, and logs changes.
+#[derive(Debug, Clone, Default)]
+struct ConnectErrors(Arc<Mutex<Option<String>>>);
+
+impl ConnectErrors {
+    fn get(&self) -> Option<String> {
+        self.0.lock().ok().and_then(|last| last.clone())
+    }
+}
+
+impl bb8::ErrorSink<RedisError> for ConnectErrors {
+    fn sink(&self, error: RedisError) {
+        let text = error.to_string();
+        if let Ok(mut last) = self.0.lock() {
+            if last.as_deref() != Some(text.as_str()) {
+                tracing::warn!(error = %text, "redis connect failed");
+            }
+            *last = Some(text);
+        }
+    }
+
+    fn boxed_clone(&self) -> Box<dyn bb8::ErrorSink<RedisError>> {
+        Box::new(self.clone())
     }
 }
 
