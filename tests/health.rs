@@ -75,3 +75,22 @@ async fn unreachable_redis_gives_unavailable_quickly() {
     assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
     assert!(start.elapsed() < Duration::from_secs(4), "took {:?}", start.elapsed());
 }
+
+#[tokio::test]
+async fn health_requires_writes_not_just_ping() {
+    let redis = RedisServer::start();
+    let coord = Coord::start(&redis.url()).await;
+    coord.wait_health("", ServingStatus::Serving, GENEROUS).await;
+
+    // PING still answers while writes are paused; coord could not serve.
+    assert_eq!(redis.cli(&["CLIENT", "PAUSE", "1500", "WRITE"]), "OK");
+    coord.wait_health("", ServingStatus::NotServing, GENEROUS).await;
+    coord.wait_health("", ServingStatus::Serving, GENEROUS).await;
+
+    // A master demoted to a replica (a failover) rejects writes: READONLY.
+    let primary = RedisServer::start();
+    assert_eq!(redis.cli(&["REPLICAOF", "127.0.0.1", &primary.port().to_string()]), "OK");
+    coord.wait_health("", ServingStatus::NotServing, GENEROUS).await;
+    assert_eq!(redis.cli(&["REPLICAOF", "NO", "ONE"]), "OK");
+    coord.wait_health("", ServingStatus::Serving, GENEROUS).await;
+}
