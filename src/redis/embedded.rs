@@ -9,14 +9,17 @@
 //! from the main thread, inside `block_on`).
 
 use std::{
-    io::{Read as _, Write as _},
-    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    net::{Ipv4Addr, SocketAddr, TcpListener},
     path::{Path, PathBuf},
     process::Stdio,
     time::{Duration, Instant},
 };
 
-use tokio::process::{Child, Command};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::TcpStream,
+    process::{Child, Command},
+};
 
 /// A running private redis-server.
 #[derive(Debug)]
@@ -110,7 +113,7 @@ async fn start_on(binary: &Path, port: u16) -> Result<EmbeddedRedis, EmbeddedErr
             let log = std::fs::read_to_string(&log).unwrap_or_default();
             return Err(EmbeddedError::Failed(format!("exited with {status}: {}", log.trim())));
         }
-        if ping(port) {
+        if ping(port).await {
             return Ok(redis);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -143,12 +146,13 @@ fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port())
 }
 
-fn ping(port: u16) -> bool {
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
-        return false;
+async fn ping(port: u16) -> bool {
+    let exchange = async {
+        let mut stream = TcpStream::connect(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await?;
+        stream.write_all(b"PING\r\n").await?;
+        let mut buf = [0u8; 7];
+        stream.read_exact(&mut buf).await?;
+        Ok::<_, std::io::Error>(&buf == b"+PONG\r\n")
     };
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
-    let mut buf = [0u8; 7];
-    stream.write_all(b"PING\r\n").is_ok() && stream.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+    matches!(tokio::time::timeout(Duration::from_millis(200), exchange).await, Ok(Ok(true)))
 }
