@@ -19,6 +19,7 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub log: LogConfig,
     pub redis: RedisConfig,
+    pub lock: LockConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -178,6 +179,37 @@ impl RedisConfig {
     }
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LockConfig {
+    /// Requested TTLs are clamped into [min_ttl, max_ttl]; the granted
+    /// value is returned to the caller.
+    #[serde(with = "humantime_serde")]
+    pub min_ttl: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_ttl: Duration,
+    /// Longest wait an Acquire may ask for.
+    #[serde(with = "humantime_serde")]
+    pub max_wait: Duration,
+    /// Replicas that must acknowledge a grant (WAIT) before it is returned;
+    /// 0 = do not wait (single node without replicas).
+    pub min_replicas: u32,
+    #[serde(with = "humantime_serde")]
+    pub replica_ack_timeout: Duration,
+}
+
+impl Default for LockConfig {
+    fn default() -> Self {
+        LockConfig {
+            min_ttl: Duration::from_secs(1),
+            max_ttl: Duration::from_secs(3600),
+            max_wait: Duration::from_secs(300),
+            min_replicas: 0,
+            replica_ack_timeout: Duration::from_millis(100),
+        }
+    }
+}
+
 const REDACTED: &str = "<redacted>";
 
 fn redact_url(raw: &str) -> String {
@@ -270,6 +302,21 @@ pub struct ServeArgs {
     /// redis-server binary for the embedded mode [default: redis-server]
     #[arg(long, env = "COORD_REDIS_SERVER")]
     pub redis_server: Option<PathBuf>,
+    /// Smallest lease/lock TTL granted [default: 1s]
+    #[arg(long, env = "COORD_LOCK_MIN_TTL", value_parser = humantime::parse_duration)]
+    pub lock_min_ttl: Option<Duration>,
+    /// Largest lease/lock TTL granted [default: 1h]
+    #[arg(long, env = "COORD_LOCK_MAX_TTL", value_parser = humantime::parse_duration)]
+    pub lock_max_ttl: Option<Duration>,
+    /// Longest Acquire wait [default: 5m]
+    #[arg(long, env = "COORD_LOCK_MAX_WAIT", value_parser = humantime::parse_duration)]
+    pub lock_max_wait: Option<Duration>,
+    /// Replicas that must acknowledge each lock grant [default: 0]
+    #[arg(long, env = "COORD_LOCK_MIN_REPLICAS")]
+    pub lock_min_replicas: Option<u32>,
+    /// How long to wait for those acknowledgements [default: 100ms]
+    #[arg(long, env = "COORD_LOCK_REPLICA_ACK_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub lock_replica_ack_timeout: Option<Duration>,
 }
 
 impl Config {
@@ -323,6 +370,11 @@ impl Config {
         set(&mut self.redis.command_timeout, &a.redis_command_timeout);
         set(&mut self.redis.key_prefix, &a.key_prefix);
         set(&mut self.redis.embedded_binary, &a.redis_server);
+        set(&mut self.lock.min_ttl, &a.lock_min_ttl);
+        set(&mut self.lock.max_ttl, &a.lock_max_ttl);
+        set(&mut self.lock.max_wait, &a.lock_max_wait);
+        set(&mut self.lock.min_replicas, &a.lock_min_replicas);
+        set(&mut self.lock.replica_ack_timeout, &a.lock_replica_ack_timeout);
     }
 
     /// Checks every bound; the error names the first bad setting.
@@ -352,6 +404,23 @@ impl Config {
             Duration::from_millis(1),
             Duration::from_secs(60),
         )?;
+        // Keepalive renews at TTL/3; below ~100 ms a round trip or a GC pause
+        // eats the whole lease.
+        between("lock.min_ttl", self.lock.min_ttl, Duration::from_millis(100), Duration::from_secs(86_400))?;
+        between("lock.max_ttl", self.lock.max_ttl, self.lock.min_ttl, Duration::from_secs(30 * 86_400))?;
+        between("lock.max_wait", self.lock.max_wait, Duration::ZERO, Duration::from_secs(86_400))?;
+        between(
+            "lock.replica_ack_timeout",
+            self.lock.replica_ack_timeout,
+            Duration::from_millis(1),
+            Duration::from_secs(60),
+        )?;
+        if self.lock.min_replicas > 0 && !self.redis.cluster.is_empty() {
+            return Err(ConfigError::new(
+                "lock.min_replicas",
+                "replica acknowledgement is for a single primary, not a cluster",
+            ));
+        }
         if !(1..=1024).contains(&self.redis.pool_size) {
             return Err(ConfigError::new(
                 "redis.pool_size",

@@ -6,7 +6,13 @@
 //! streams end with UNAVAILABLE (the RPC layer cuts them), and whatever is
 //! still open when `server.shutdown_grace` runs out is dropped.
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -16,6 +22,7 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use crate::{
     admin,
     config::Config,
+    lock,
     metrics::{self, RpcLayer},
     pb,
     redis::{KeyBuilder, Redis, scripts},
@@ -62,7 +69,7 @@ pub enum ServeError {
 }
 
 /// Every coord service's fully-qualified name, for health.
-pub const SERVICES: &[&str] = &["coord.v1.AdminService"];
+pub const SERVICES: &[&str] = &["coord.v1.AdminService", "coord.v1.LockService"];
 
 /// Runs coord on `listener` until `signal` resolves, then drains within
 /// the configured grace period.
@@ -90,10 +97,23 @@ pub async fn serve(
         tracing::warn!(error = %e, "could not preload scripts; they load on first use");
     }
 
+    // One pub/sub connection per instance carries every lock event.
+    let hub = Arc::new(lock::Hub::default());
+    let locks = Arc::new(lock::Locks::new(&backend, hub.clone(), (&config.lock).into(), shutdown.clone()));
+    let subscribed = Arc::new(AtomicBool::new(false));
+    tokio::spawn(crate::redis::pubsub::run(
+        backend.redis.pubsub_client().clone(),
+        locks.channel().to_owned(),
+        hub,
+        subscribed.clone(),
+        shutdown.clone(),
+    ));
+
     let (reporter, health_service) = tonic_health::server::health_reporter();
     set_all(&reporter, ServingStatus::NotServing).await;
     tokio::spawn(health_loop(
         backend.clone(),
+        subscribed,
         reporter.clone(),
         config.server.health_interval,
         probe_timeout(config),
@@ -132,6 +152,7 @@ pub async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(pb::admin_service_server::AdminServiceServer::new(admin::Service::new(backend.clone())))
+        .add_service(pb::lock_service_server::LockServiceServer::new(lock::grpc::Service::new(locks, shutdown.clone())))
         .serve_with_incoming_shutdown(incoming, drain);
 
     let grace = config.server.shutdown_grace;
@@ -159,9 +180,10 @@ fn probe_timeout(config: &Config) -> Duration {
 }
 
 /// Probes Redis every `interval` and reports SERVING only while a scripted
-/// write succeeds.
+/// write succeeds and the event subscription is up.
 async fn health_loop(
     backend: Backend,
+    subscribed: Arc<AtomicBool>,
     reporter: HealthReporter,
     interval: Duration,
     timeout: Duration,
@@ -180,6 +202,7 @@ async fn health_loop(
             inv.key(&backend.probe_key).arg(ttl_ms);
         });
         let result = match tokio::time::timeout(timeout, probe).await {
+            Ok(Ok(_)) if !subscribed.load(Ordering::Relaxed) => Err("event subscription is down".to_owned()),
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err(format!("no reply within {timeout:?}")),

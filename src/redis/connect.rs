@@ -77,6 +77,9 @@ pub struct Redis {
     /// Why the last connect failed: bb8 connects in the background and a
     /// checkout only learns that it timed out.
     last_connect_error: ConnectErrors,
+    /// For the dedicated pub/sub connection (a seed node in a cluster:
+    /// PUBLISH reaches every node).
+    pubsub_client: Client,
     /// Outer bound on one call (checkout + command), a safety net over the
     /// per-step timeouts.
     call_timeout: Duration,
@@ -93,22 +96,26 @@ impl Redis {
     /// start-up error (health reports it instead).
     pub fn single(url: &str, opts: &ConnectOptions) -> Result<Self> {
         let info = connection_info(url, opts)?;
-        let client = match tls_certificates(opts) {
-            Some(certs) => Client::build_with_tls(info, certs),
-            None => Client::open(info),
-        }
-        .map_err(|e| config_error("redis.url", e))?;
+        let client = node_client(info, opts).map_err(|e| config_error("redis.url", e))?;
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(opts.connect_timeout))
             .set_response_timeout(Some(opts.command_timeout));
         let errors = ConnectErrors::default();
+        let pubsub_client = client.clone();
         let pool = builder(opts, &errors).build_unchecked(NodeManager { client, config });
-        Ok(Redis { pool: Pool::Single(pool), last_connect_error: errors, call_timeout: call_timeout(opts) })
+        Ok(Redis {
+            pool: Pool::Single(pool),
+            last_connect_error: errors,
+            pubsub_client,
+            call_timeout: call_timeout(opts),
+        })
     }
 
     /// A pool of cluster connections; `seeds` are any of the cluster's nodes.
     pub fn cluster(seeds: &[String], opts: &ConnectOptions) -> Result<Self> {
         let infos = seeds.iter().map(|url| connection_info(url, opts)).collect::<Result<Vec<_>>>()?;
+        let first = infos.first().cloned().ok_or_else(|| Error::invalid("redis.cluster", "no seed nodes"))?;
+        let pubsub_client = node_client(first, opts).map_err(|e| config_error("redis.cluster", e))?;
         let mut builder_ = ClusterClient::builder(infos)
             .connection_timeout(opts.connect_timeout)
             .response_timeout(opts.command_timeout);
@@ -118,7 +125,12 @@ impl Redis {
         let client = builder_.build().map_err(|e| config_error("redis.cluster", e))?;
         let errors = ConnectErrors::default();
         let pool = builder(opts, &errors).build_unchecked(ClusterManager { client });
-        Ok(Redis { pool: Pool::Cluster(pool), last_connect_error: errors, call_timeout: call_timeout(opts) })
+        Ok(Redis {
+            pool: Pool::Cluster(pool),
+            last_connect_error: errors,
+            pubsub_client,
+            call_timeout: call_timeout(opts),
+        })
     }
 
     pub fn topology(&self) -> Topology {
@@ -147,6 +159,113 @@ impl Redis {
             metrics::counter!("coord_redis_errors_total", "op" => script.name, "kind" => err_kind(err)).increment(1);
         }
         result
+    }
+
+    /// Runs `script`, then `WAIT replicas timeout` on the same connection in
+    /// the same pipeline; returns the script's reply and how many replicas
+    /// acknowledged the write. WAIT holds the connection's later requests
+    /// until the replicas answer or the timeout passes.
+    pub async fn invoke_and_wait<T: FromRedisValue>(
+        &self,
+        script: &NamedScript,
+        prepare: impl FnOnce(&mut redis::ScriptInvocation<'_>),
+        replicas: u32,
+        timeout: Duration,
+    ) -> Result<(T, i64)> {
+        let mut invocation = script.script().prepare_invoke();
+        prepare(&mut invocation);
+        let result = self
+            .bounded(async {
+                let mut conn = self.conn().await?;
+                let mut pipe = redis::pipe();
+                pipe.invoke_script(&invocation).cmd("WAIT").arg(replicas).arg(timeout.as_millis() as u64);
+                match pipe.query_async::<(T, i64)>(&mut conn).await {
+                    Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                        // Pipelines do not reload scripts by themselves.
+                        script.script().load_async(&mut conn).await?;
+                        Ok(pipe.query_async(&mut conn).await?)
+                    }
+                    other => Ok(other?),
+                }
+            })
+            .await;
+        if let Err(err) = &result {
+            metrics::counter!("coord_redis_errors_total", "op" => script.name, "kind" => err_kind(err)).increment(1);
+        }
+        result
+    }
+
+    /// One SCAN step over every node holding data: on a cluster, the
+    /// masters one after the other. Returns the keys and the cursor for the
+    /// next step (None when done). The cursor is `<node index>:<cursor>`.
+    pub async fn scan(&self, pattern: &str, cursor: Option<&str>, count: u32) -> Result<(Vec<String>, Option<String>)> {
+        let (node, position) = match cursor {
+            None => (0usize, 0u64),
+            Some(text) => text
+                .split_once(':')
+                .and_then(|(n, c)| Some((n.parse().ok()?, c.parse().ok()?)))
+                .ok_or_else(|| Error::invalid("page.cursor", "not a cursor returned by this service"))?,
+        };
+        let mut cmd = redis::cmd("SCAN");
+        cmd.arg(position).arg("MATCH").arg(pattern).arg("COUNT").arg(count);
+        let (keys, next, nodes): (Vec<String>, u64, usize) = match &self.pool {
+            Pool::Single(_) => {
+                let (next, keys): (u64, Vec<String>) = self.query(&cmd).await?;
+                (keys, next, 1)
+            }
+            Pool::Cluster(_) => {
+                let masters = self.cluster_masters().await?;
+                let Some((host, port)) = masters.get(node).cloned() else {
+                    return Ok((Vec::new(), None));
+                };
+                let routing = redis::cluster_routing::RoutingInfo::SingleNode(
+                    redis::cluster_routing::SingleNodeRoutingInfo::ByAddress { host, port },
+                );
+                let value = self
+                    .bounded(async {
+                        let Conn::Cluster(mut conn) = self.conn().await? else {
+                            return Err(Error::Internal("cluster pool without cluster connection".into()));
+                        };
+                        Ok(conn.inner.route_command(cmd, routing).await?)
+                    })
+                    .await?;
+                let (next, keys): (u64, Vec<String>) =
+                    redis::from_redis_value(value).map_err(|e| Error::Internal(e.to_string()))?;
+                (keys, next, masters.len())
+            }
+        };
+        let next = match (next, node + 1 < nodes) {
+            (0, false) => None,
+            (0, true) => Some(format!("{}:0", node + 1)),
+            (c, _) => Some(format!("{node}:{c}")),
+        };
+        Ok((keys, next))
+    }
+
+    /// `(host, port)` of every healthy master, in a stable order.
+    async fn cluster_masters(&self) -> Result<Vec<(String, u16)>> {
+        let text: String = self.query(redis::cmd("CLUSTER").arg("NODES")).await?;
+        let mut masters: Vec<(String, u16)> = text
+            .lines()
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split(' ').collect();
+                let flags = *fields.get(2)?;
+                if !flags.split(',').any(|f| f == "master") || flags.contains("fail") {
+                    return None;
+                }
+                // ip:port@cport[,hostname]
+                let addr = fields.get(1)?.split('@').next()?;
+                let (host, port) = addr.rsplit_once(':')?;
+                Some((host.to_owned(), port.parse().ok()?))
+            })
+            .collect();
+        masters.sort();
+        Ok(masters)
+    }
+
+    /// A client for a dedicated pub/sub connection.
+    pub fn pubsub_client(&self) -> &Client {
+        &self.pubsub_client
     }
 
     /// Runs one command (PING, INFO, SCRIPT LOAD…).
@@ -260,6 +379,13 @@ fn connection_info(url: &str, opts: &ConnectOptions) -> Result<redis::Connection
         settings = settings.set_password(password);
     }
     Ok(info.set_redis_settings(settings))
+}
+
+fn node_client(info: redis::ConnectionInfo, opts: &ConnectOptions) -> redis::RedisResult<Client> {
+    match tls_certificates(opts) {
+        Some(certs) => Client::build_with_tls(info, certs),
+        None => Client::open(info),
+    }
 }
 
 fn tls_certificates(opts: &ConnectOptions) -> Option<redis::TlsCertificates> {

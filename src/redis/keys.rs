@@ -85,6 +85,11 @@ impl KeyBuilder {
         Ok(KeyBuilder { prefix: escape(prefix) })
     }
 
+    /// The (escaped) prefix every key starts with.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// The keys of one resource: `kind` is a fixed word chosen by the code
     /// (`lock`, `lease`, `rl`, …), `name` the user's resource name.
     pub fn resource(&self, ns: &Namespace, kind: &'static str, name: &Name) -> ResourceKey {
@@ -103,6 +108,27 @@ impl KeyBuilder {
         let _ = write!(base, "{}:_:{}:{{{}}}", self.prefix, kind, escape(name));
         ResourceKey { base }
     }
+}
+
+impl KeyBuilder {
+    /// A SCAN MATCH pattern for the base keys of `kind` in `ns` whose names
+    /// start with `prefix` (siblings, which end in `:<suffix>`, excluded).
+    pub fn scan_pattern(&self, ns: &Namespace, kind: &'static str, prefix: &str) -> String {
+        format!(
+            "{}:{}:{}:{{{}*}}",
+            glob_escape(&self.prefix),
+            glob_escape(&escape(&ns.0)),
+            kind,
+            glob_escape(&escape(prefix))
+        )
+    }
+}
+
+/// The user's name inside a base key built by [`KeyBuilder::resource`].
+pub fn name_of(key: &str) -> Option<String> {
+    let open = key.find('{')?;
+    let close = key[open..].find('}')? + open;
+    (close + 1 == key.len()).then(|| unescape(&key[open + 1..close]))
 }
 
 /// The base key of one resource; [`ResourceKey::sub`] derives its sibling
@@ -140,6 +166,43 @@ fn escape(segment: &str) -> String {
     out
 }
 
+fn unescape(segment: &str) -> String {
+    // Escapes are only ever the four below, so one left-to-right pass is exact.
+    let mut out = String::with_capacity(segment.len());
+    let mut rest = segment;
+    while let Some(i) = rest.find('%') {
+        out.push_str(&rest[..i]);
+        let code = rest.get(i + 1..i + 3);
+        let c = match code {
+            Some("25") => '%',
+            Some("3A") => ':',
+            Some("7B") => '{',
+            Some("7D") => '}',
+            _ => {
+                out.push('%');
+                rest = &rest[i + 1..];
+                continue;
+            }
+        };
+        out.push(c);
+        rest = &rest[i + 3..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Escapes glob metacharacters for SCAN MATCH.
+fn glob_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -156,10 +219,6 @@ mod tests {
             return &key[open + 1..open + 1 + len];
         }
         key
-    }
-
-    fn unescape(segment: &str) -> String {
-        segment.replace("%3A", ":").replace("%7B", "{").replace("%7D", "}").replace("%25", "%")
     }
 
     /// Strings rich in the characters that could break the layout.
@@ -227,6 +286,15 @@ mod tests {
             let braced = parts[3].starts_with('{') && parts[3].ends_with('}');
             prop_assert!(braced, "tag segment not braced: {}", parts[3]);
             prop_assert_eq!(unescape(&parts[3][1..parts[3].len() - 1]), name);
+        }
+
+        #[test]
+        fn names_are_recovered_from_base_keys(ns in nasty(), name in nasty()) {
+            prop_assume!(!ns.is_empty() && !name.is_empty());
+            let kb = KeyBuilder::new("coord").unwrap();
+            let key = kb.resource(&Namespace::parse(&ns).unwrap(), "lock", &Name::parse("n", &name).unwrap());
+            prop_assert_eq!(name_of(key.as_str()), Some(name));
+            prop_assert_eq!(name_of(&key.sub("fence")), None);
         }
 
         #[test]

@@ -5,6 +5,7 @@
 pub mod connect;
 pub mod embedded;
 pub mod keys;
+pub mod pubsub;
 pub mod scripts;
 
 pub use connect::{ConnectOptions, Redis, RedisNodes, Topology};

@@ -41,4 +41,13 @@ macro_rules! scripts {
 
 scripts! {
     PROBE => "probe.lua",
+    LEASE_GRANT => "lease_grant.lua",
+    LEASE_ATTACH => "lease_attach.lua",
+    LEASE_REVOKE => "lease_revoke.lua",
+    RENEW => "renew.lua",
+    ACQUIRE => "acquire.lua",
+    RELEASE => "release.lua",
+    LOCK_END => "lock_end.lua",
+    WAITER => "waiter.lua",
+    DESCRIBE => "describe.lua",
 }

@@ -13,7 +13,7 @@ use std::{
 
 use coord::{
     config::Config,
-    pb::admin_service_client::AdminServiceClient,
+    pb::{admin_service_client::AdminServiceClient, lock_service_client::LockServiceClient},
     server::{self, Backend, ServeError},
 };
 use tokio::{sync::oneshot, task::JoinHandle};
@@ -31,7 +31,20 @@ pub fn config(redis_url: &str) -> Config {
     config.redis.url = redis_url.to_owned();
     config.redis.command_timeout = Duration::from_millis(500);
     config.redis.connect_timeout = Duration::from_millis(500);
+    // Short leases keep expiry tests fast.
+    config.lock.min_ttl = Duration::from_millis(100);
     config
+}
+
+/// Starts coord on `redis_url` and waits until it reports SERVING.
+pub async fn serving(redis_url: &str) -> Coord {
+    serving_with(config(redis_url)).await
+}
+
+pub async fn serving_with(config: Config) -> Coord {
+    let coord = Coord::start_with(config).await;
+    coord.wait_health("", ServingStatus::Serving, Duration::from_secs(10)).await;
+    coord
 }
 
 /// coord running in this process.
@@ -79,6 +92,10 @@ impl Coord {
 
     pub fn admin(&self) -> AdminServiceClient<Channel> {
         AdminServiceClient::new(self.channel())
+    }
+
+    pub fn locks(&self) -> LockServiceClient<Channel> {
+        LockServiceClient::new(self.channel())
     }
 
     /// Health of `service` ("" = overall) as the server reports it.

@@ -1,0 +1,138 @@
+//! In-process fan-out of lock events from the pub/sub reader: wake-ups for
+//! waiters (a lock was released) and grant ends for KeepAlive streams (a
+//! lock of their lease was force-released or revoked).
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, Weak},
+};
+
+use serde::Deserialize;
+use tokio::sync::{Notify, mpsc};
+
+use super::LostReason;
+use crate::redis::pubsub::Handler;
+
+/// A grant of `lease` ended by someone else (lock_end.lua's event).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct GrantEnded {
+    pub ns: String,
+    pub lease: String,
+    pub name: String,
+    pub state: String,
+    #[serde(deserialize_with = "token")]
+    pub token: u64,
+}
+
+impl GrantEnded {
+    pub fn reason(&self) -> LostReason {
+        match self.state.as_str() {
+            "forced" => LostReason::ForceReleased,
+            "revoked" => LostReason::LeaseRevoked,
+            _ => LostReason::Expired,
+        }
+    }
+}
+
+fn token<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    // cjson sends the stored token as a string.
+    let text = String::deserialize(d)?;
+    Ok(text.parse().unwrap_or(0))
+}
+
+type LeaseWatchers = HashMap<(String, String), Vec<(u64, mpsc::UnboundedSender<GrantEnded>)>>;
+
+#[derive(Default)]
+pub struct Hub {
+    /// Lock key → the Notify its local waiters park on.
+    waiters: Mutex<HashMap<String, Weak<Notify>>>,
+    /// (namespace, lease) → streams that renew it.
+    leases: Mutex<LeaseWatchers>,
+}
+
+impl Hub {
+    /// The Notify for `key`'s waiters; released locks wake all of them.
+    pub fn waiter(&self, key: &str) -> Arc<Notify> {
+        let Ok(mut map) = self.waiters.lock() else { return Arc::new(Notify::new()) };
+        if let Some(notify) = map.get(key).and_then(Weak::upgrade) {
+            return notify;
+        }
+        // Drop entries nobody waits on any more before adding one.
+        map.retain(|_, w| w.strong_count() > 0);
+        let notify = Arc::new(Notify::new());
+        map.insert(key.to_owned(), Arc::downgrade(&notify));
+        notify
+    }
+
+    /// Wakes the local waiters of `key`.
+    pub fn released(&self, key: &str) {
+        let notify = self.waiters.lock().ok().and_then(|map| map.get(key).and_then(Weak::upgrade));
+        if let Some(notify) = notify {
+            notify.notify_waiters();
+        }
+    }
+
+    /// Streams renewing `lease` in `ns` receive its grant ends.
+    pub fn watch(&self, ns: &str, lease: &str, stream: u64, tx: mpsc::UnboundedSender<GrantEnded>) {
+        if let Ok(mut map) = self.leases.lock() {
+            let entry = map.entry((ns.to_owned(), lease.to_owned())).or_default();
+            if !entry.iter().any(|(id, _)| *id == stream) {
+                entry.push((stream, tx));
+            }
+        }
+    }
+
+    pub fn unwatch(&self, ns: &str, lease: &str, stream: u64) {
+        if let Ok(mut map) = self.leases.lock() {
+            let key = (ns.to_owned(), lease.to_owned());
+            if let Some(entry) = map.get_mut(&key) {
+                entry.retain(|(id, _)| *id != stream);
+                if entry.is_empty() {
+                    map.remove(&key);
+                }
+            }
+        }
+    }
+
+    pub fn ended(&self, event: GrantEnded) {
+        let senders: Vec<_> = match self.leases.lock() {
+            Ok(map) => map
+                .get(&(event.ns.clone(), event.lease.clone()))
+                .map(|v| v.iter().map(|(_, tx)| tx.clone()).collect())
+                .unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        for tx in senders {
+            let _ = tx.send(event.clone());
+        }
+    }
+}
+
+impl Handler for Hub {
+    fn on_message(&self, payload: &[u8]) {
+        match payload {
+            [b'r', b'|', key @ ..] => {
+                if let Ok(key) = std::str::from_utf8(key) {
+                    self.released(key);
+                }
+            }
+            [b'e', b'|', json @ ..] => match serde_json::from_slice::<GrantEnded>(json) {
+                Ok(event) => self.ended(event),
+                Err(e) => tracing::warn!(error = %e, "malformed lock event"),
+            },
+            _ => {}
+        }
+    }
+
+    fn on_connect(&self) {
+        // Releases published while disconnected were lost: every waiter
+        // re-checks its lock.
+        let notifies: Vec<_> = match self.waiters.lock() {
+            Ok(map) => map.values().filter_map(Weak::upgrade).collect(),
+            Err(_) => Vec::new(),
+        };
+        for notify in notifies {
+            notify.notify_waiters();
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! The gRPC adapter of LockService: validates and converts, then calls the
+//! domain in `lock`.
+
+use std::{pin::Pin, sync::Arc, time::Duration};
+
+use tokio::sync::mpsc;
+use tokio_stream::{Stream, StreamExt as _, wrappers::ReceiverStream};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{
+    AcquireOutcome, AcquireParams, Holder, LeaseId, LockInfo, Locks, LostReason, ReleaseOutcome,
+    keepalive::{self, StreamEvent},
+    lock_name,
+};
+use crate::{
+    context::RequestContext,
+    error::Error,
+    pb::{self, lock_service_server::LockService},
+};
+
+/// Default and largest List page.
+const DEFAULT_PAGE: u32 = 100;
+const MAX_PAGE: u32 = 1000;
+
+pub struct Service {
+    locks: Arc<Locks>,
+    shutdown: CancellationToken,
+}
+
+impl Service {
+    pub fn new(locks: Arc<Locks>, shutdown: CancellationToken) -> Self {
+        Service { locks, shutdown }
+    }
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl LockService for Service {
+    async fn grant(&self, request: Request<pb::GrantRequest>) -> Reply<pb::GrantResponse> {
+        let ctx = RequestContext::from_request(&request)?;
+        let req = request.into_inner();
+        let (lease, ttl) = self.locks.grant(&ctx.namespace, req.ttl_ms, &req.owner).await?;
+        Ok(Response::new(pb::GrantResponse { lease_id: lease.as_str().to_owned(), ttl_ms: ttl as i64 }))
+    }
+
+    async fn revoke(&self, request: Request<pb::RevokeRequest>) -> Reply<pb::RevokeResponse> {
+        let ctx = RequestContext::from_request(&request)?;
+        let lease = LeaseId::parse(&request.get_ref().lease_id)?;
+        let released = self.locks.revoke(&ctx.namespace, &lease).await?;
+        Ok(Response::new(pb::RevokeResponse { released }))
+    }
+
+    type KeepAliveStream = Pin<Box<dyn Stream<Item = Result<pb::KeepAliveResponse, Status>> + Send>>;
+
+    async fn keep_alive(&self, request: Request<Streaming<pb::KeepAliveRequest>>) -> Reply<Self::KeepAliveStream> {
+        let ctx = RequestContext::from_request(&request)?;
+        let mut inbound = request.into_inner();
+        let (req_tx, req_rx) = mpsc::channel::<String>(64);
+        let (out_tx, out_rx) = mpsc::channel::<StreamEvent>(64);
+        // The reader ends when the client closes its side or the connection
+        // breaks; either way the stream loop then ends, revoking nothing.
+        tokio::spawn(async move {
+            while let Some(Ok(message)) = inbound.next().await {
+                if req_tx.send(message.lease_id).await.is_err() {
+                    break;
+                }
+            }
+        });
+        tokio::spawn(keepalive::run(self.locks.clone(), ctx.namespace, req_rx, out_tx, self.shutdown.clone()));
+        let stream = ReceiverStream::new(out_rx).map(|event| Ok(to_pb(event)));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn acquire(&self, request: Request<pb::AcquireRequest>) -> Reply<pb::AcquireResponse> {
+        let ctx = RequestContext::from_request(&request)?;
+        let deadline = grpc_deadline(&request);
+        let req = request.into_inner();
+        let holder = match (req.lease_id.is_empty(), req.ttl_ms) {
+            (false, 0) => Holder::Lease(LeaseId::parse(&req.lease_id)?),
+            (true, ttl) if ttl != 0 => Holder::Ttl(ttl),
+            (true, _) => return Err(Error::invalid("lease_id", "set lease_id or ttl_ms").into()),
+            (false, _) => return Err(Error::invalid("ttl_ms", "set lease_id or ttl_ms, not both").into()),
+        };
+        if req.wait_ms < 0 {
+            return Err(Error::invalid("wait_ms", format!("must be >= 0, got {}", req.wait_ms)).into());
+        }
+        let params = AcquireParams {
+            name: lock_name(&req.name)?,
+            holder,
+            wait: Duration::from_millis(req.wait_ms as u64),
+            owner: req.owner,
+        };
+        // The acquire runs in its own task so that a caller going away
+        // cancels it cleanly (the token) instead of dropping it mid-grant.
+        let cancel = CancellationToken::new();
+        let _cancel_on_drop = cancel.clone().drop_guard();
+        let locks = self.locks.clone();
+        let task = tokio::spawn(async move { locks.acquire(&ctx.namespace, params, deadline, cancel).await });
+        let outcome = task.await.map_err(|e| Status::internal(format!("acquire task failed: {e}")))??;
+        Ok(Response::new(match outcome {
+            AcquireOutcome::Acquired { lease, token, hold_count, ttl_ms } => pb::AcquireResponse {
+                status: pb::AcquireStatus::Acquired.into(),
+                fencing_token: token,
+                hold_count,
+                ttl_ms,
+                lease_id: lease,
+                holder_owner: String::new(),
+            },
+            AcquireOutcome::NotAcquired { holder_owner, holder_ttl_ms } => pb::AcquireResponse {
+                status: pb::AcquireStatus::NotAcquired.into(),
+                ttl_ms: holder_ttl_ms,
+                holder_owner,
+                ..Default::default()
+            },
+        }))
+    }
+
+    async fn release(&self, request: Request<pb::ReleaseRequest>) -> Reply<pb::ReleaseResponse> {
+        let ctx = RequestContext::from_request(&request)?;
+        let req = request.into_inner();
+        let name = lock_name(&req.name)?;
+        let lease = LeaseId::parse(&req.lease_id)?;
+        let (status, remaining_holds) = match self.locks.release(&ctx.namespace, &name, &lease).await? {
+            ReleaseOutcome::Released { remaining } => (pb::ReleaseStatus::Released, remaining),
+            ReleaseOutcome::NotHeld => (pb::ReleaseStatus::NotHeld, 0),
+            ReleaseOutcome::HeldByOther => (pb::ReleaseStatus::HeldByOther, 0),
+        };
+        Ok(Response::new(pb::ReleaseResponse { status: status.into(), remaining_holds }))
+    }
+
+    async fn describe(&self, request: Request<pb::DescribeRequest>) -> Reply<pb::DescribeResponse> {
+        let ctx = RequestContext::from_request(&request)?;
+        let name = lock_name(&request.get_ref().name)?;
+        let info = self.locks.describe(&ctx.namespace, &name).await?;
+        Ok(Response::new(pb::DescribeResponse { lock: Some(info_to_pb(info)) }))
+    }
+
+    async fn list(&self, request: Request<pb::ListRequest>) -> Reply<pb::ListResponse> {
+        let ctx = RequestContext::from_request(&request)?;
+        let req = request.into_inner();
+        let page = req.page.unwrap_or_default();
+        let limit = match page.limit {
+            0 => DEFAULT_PAGE,
+            n if n > MAX_PAGE => {
+                return Err(Error::invalid("page.limit", format!("must be at most {MAX_PAGE}, got {n}")).into());
+            }
+            n => n,
+        };
+        let cursor = (!page.cursor.is_empty()).then_some(page.cursor.as_str());
+        let (locks, next) = self.locks.list(&ctx.namespace, &req.prefix, cursor, limit).await?;
+        Ok(Response::new(pb::ListResponse {
+            locks: locks.into_iter().map(info_to_pb).collect(),
+            page: Some(pb::PageInfo { next_cursor: next.unwrap_or_default() }),
+        }))
+    }
+
+    async fn force_release(&self, request: Request<pb::ForceReleaseRequest>) -> Reply<pb::ForceReleaseResponse> {
+        let ctx = RequestContext::from_request(&request)?;
+        let name = lock_name(&request.get_ref().name)?;
+        let ended = self.locks.force_release(&ctx.namespace, &name).await?;
+        let (released, lease_id, owner) = match ended {
+            Some((lease, owner)) => (true, lease, owner),
+            None => (false, String::new(), String::new()),
+        };
+        Ok(Response::new(pb::ForceReleaseResponse { released, lease_id, owner }))
+    }
+}
+
+fn to_pb(event: StreamEvent) -> pb::KeepAliveResponse {
+    use pb::keep_alive_response::Event;
+    let event = match event {
+        StreamEvent::Renewed { lease, ttl_ms } => Event::Renewed(pb::LeaseRenewed { lease_id: lease, ttl_ms }),
+        StreamEvent::Lost { name, lease, reason, token } => Event::LockLost(pb::LockLost {
+            name,
+            lease_id: lease,
+            reason: match reason {
+                LostReason::Expired => pb::LockLostReason::Expired,
+                LostReason::ForceReleased => pb::LockLostReason::ForceReleased,
+                LostReason::LeaseRevoked => pb::LockLostReason::LeaseRevoked,
+                LostReason::BackendUnavailable => pb::LockLostReason::BackendUnavailable,
+            }
+            .into(),
+            fencing_token: token,
+        }),
+    };
+    pb::KeepAliveResponse { event: Some(event) }
+}
+
+fn info_to_pb(info: LockInfo) -> pb::LockInfo {
+    pb::LockInfo {
+        name: info.name,
+        held: info.held,
+        lease_id: info.lease,
+        owner: info.owner,
+        fencing_token: info.token,
+        ttl_ms: info.ttl_ms,
+        hold_count: info.hold_count,
+        waiters: info.waiters,
+    }
+}
+
+/// When the caller stops waiting, from the `grpc-timeout` header, less a
+/// margin so the NOT_ACQUIRED answer still arrives in time.
+fn grpc_deadline<T>(request: &Request<T>) -> Option<tokio::time::Instant> {
+    let timeout = parse_grpc_timeout(request.metadata().get("grpc-timeout")?.to_str().ok()?)?;
+    let margin = (timeout / 10).min(Duration::from_millis(50));
+    Some(tokio::time::Instant::now() + timeout.saturating_sub(margin))
+}
+
+/// `grpc-timeout`: up to 8 digits and a unit (H, M, S, m, u, n).
+fn parse_grpc_timeout(text: &str) -> Option<Duration> {
+    let (digits, unit) = text.split_at(text.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse() {
+        assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_grpc_timeout("3S"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_grpc_timeout(""), None);
+        assert_eq!(parse_grpc_timeout("5x"), None);
+    }
+}

@@ -1,0 +1,222 @@
+//! The KeepAlive stream, transport-free: lease ids in, renewals and
+//! LockLost events out.
+//!
+//! The stream remembers, per lease, the locks it has seen held, so it can
+//! tell their holder when one is gone:
+//! - a renewal finds it gone or ended (expired, force-released, revoked);
+//! - another instance force-releases it or revokes its lease (pub/sub event);
+//! - no renewal has succeeded for a whole TTL (Redis unreachable, or the
+//!   client stopped renewing): the lock must be presumed lost. The deadline
+//!   counts from when the last successful renewal was *sent*, which is no
+//!   later than when Redis extended the TTL, so the event never comes late.
+//!
+//! Ending the stream revokes nothing.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use futures_util::{StreamExt as _, stream::FuturesUnordered};
+use tokio::{sync::mpsc, time::Instant};
+use tokio_util::sync::CancellationToken;
+
+use super::{LeaseId, Locks, LostReason, events::GrantEnded, store::LockState};
+use crate::{error::Result, redis::Namespace};
+
+/// What the stream sends to the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamEvent {
+    Renewed { lease: String, ttl_ms: i64 },
+    Lost { name: String, lease: String, reason: LostReason, token: u64 },
+}
+
+static STREAM_IDS: AtomicU64 = AtomicU64::new(1);
+
+#[derive(Debug)]
+struct Tracked {
+    id: LeaseId,
+    /// Locks seen held, with their tokens.
+    locks: HashMap<String, u64>,
+    /// Losses already reported, so pub/sub echoes are not reported twice.
+    reported: HashSet<(String, u64)>,
+    /// When the locks must be presumed lost without a successful renewal.
+    expires: Instant,
+    /// The last renewal attempt failed on the backend.
+    failing: bool,
+}
+
+struct Renewed {
+    lease: String,
+    sent_at: Instant,
+    /// Answer the client (false for follow-ups of newly seen locks).
+    reply: bool,
+    result: Result<super::store::Renewal>,
+}
+
+/// Runs one stream until the client ends it or the server shuts down.
+pub async fn run(
+    locks: Arc<Locks>,
+    ns: Namespace,
+    mut requests: mpsc::Receiver<String>,
+    out: mpsc::Sender<StreamEvent>,
+    shutdown: CancellationToken,
+) {
+    let stream = STREAM_IDS.fetch_add(1, Ordering::Relaxed);
+    let (ended_tx, mut ended_rx) = mpsc::unbounded_channel::<GrantEnded>();
+    let mut leases: HashMap<String, Tracked> = HashMap::new();
+    let mut pending = FuturesUnordered::new();
+    metrics::gauge!("coord_lock_keepalive_streams").increment(1.0);
+
+    let renew = |lease: LeaseId, names: Vec<String>, reply: bool| {
+        let locks = locks.clone();
+        let ns = ns.clone();
+        async move {
+            let sent_at = Instant::now();
+            let result = locks.store.renew(&ns, &lease, &names).await;
+            Renewed { lease: lease.as_str().to_owned(), sent_at, reply, result }
+        }
+    };
+
+    loop {
+        let next_deadline = leases.values().filter(|l| !l.locks.is_empty()).map(|l| l.expires).min();
+        let deadline = async {
+            match next_deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        let mut events = Vec::new();
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            request = requests.recv() => {
+                let Some(text) = request else { break };
+                let Ok(id) = LeaseId::parse(&text) else {
+                    // Not a lease coord issued: it cannot be alive.
+                    events.push(StreamEvent::Renewed { lease: text, ttl_ms: 0 });
+                    if send_all(&out, events).await.is_err() { break }
+                    continue;
+                };
+                let tracked = leases.entry(text.clone()).or_insert_with(|| {
+                    locks.hub.watch(ns.as_str(), &text, stream, ended_tx.clone());
+                    metrics::gauge!("coord_lock_leases_tracked").increment(1.0);
+                    Tracked {
+                        id: id.clone(),
+                        locks: HashMap::new(),
+                        reported: HashSet::new(),
+                        expires: Instant::now(),
+                        failing: false,
+                    }
+                });
+                let names = tracked.locks.keys().cloned().collect();
+                pending.push(renew(tracked.id.clone(), names, true));
+            }
+            Some(done) = pending.next() => {
+                let Some(tracked) = leases.get_mut(&done.lease) else { continue };
+                match done.result {
+                    Err(e) => {
+                        tracked.failing = true;
+                        tracing::debug!(lease = %done.lease, error = %e, "renewal failed");
+                    }
+                    Ok(renewal) => {
+                        tracked.failing = false;
+                        let gone = renewal.ttl_ms <= 0;
+                        let mut reasons: HashMap<String, LostReason> = HashMap::new();
+                        for (name, state, token, _) in &renewal.locks {
+                            match state {
+                                LockState::Held if !gone => {
+                                    tracked.locks.insert(name.clone(), *token);
+                                }
+                                LockState::Released => {
+                                    tracked.locks.remove(name);
+                                }
+                                LockState::Forced => { reasons.insert(name.clone(), LostReason::ForceReleased); }
+                                LockState::Revoked => { reasons.insert(name.clone(), LostReason::LeaseRevoked); }
+                                LockState::Held | LockState::Gone => { reasons.insert(name.clone(), LostReason::Expired); }
+                            }
+                        }
+                        if gone {
+                            // Everything the lease held is lost with it.
+                            for name in tracked.locks.keys() {
+                                reasons.entry(name.clone()).or_insert(LostReason::Expired);
+                            }
+                        } else {
+                            tracked.expires = done.sent_at + Duration::from_millis(renewal.ttl_ms as u64);
+                            // Locks granted under this lease elsewhere since
+                            // the last renewal: renew them now too.
+                            let known: HashSet<&String> = renewal.locks.iter().map(|l| &l.0).collect();
+                            let new: Vec<String> = renewal
+                                .index
+                                .iter()
+                                .filter(|n| !known.contains(n) && !tracked.locks.contains_key(*n))
+                                .cloned()
+                                .collect();
+                            if !new.is_empty() {
+                                pending.push(renew(tracked.id.clone(), new, false));
+                            }
+                        }
+                        for (name, reason) in reasons {
+                            let token = tracked.locks.remove(&name).unwrap_or_else(|| {
+                                renewal.locks.iter().find(|l| l.0 == name).map(|l| l.2).unwrap_or(0)
+                            });
+                            if let Some(event) = lost(tracked, name, reason, token) {
+                                events.push(event);
+                            }
+                        }
+                        if done.reply {
+                            events.push(StreamEvent::Renewed { lease: done.lease.clone(), ttl_ms: renewal.ttl_ms.max(0) });
+                        }
+                    }
+                }
+            }
+            Some(ended) = ended_rx.recv() => {
+                if let Some(tracked) = leases.get_mut(&ended.lease) {
+                    tracked.locks.remove(&ended.name);
+                    if let Some(event) = lost(tracked, ended.name.clone(), ended.reason(), ended.token) {
+                        events.push(event);
+                    }
+                }
+            }
+            _ = deadline => {
+                let now = Instant::now();
+                for tracked in leases.values_mut().filter(|l| l.expires <= now && !l.locks.is_empty()) {
+                    let reason = if tracked.failing { LostReason::BackendUnavailable } else { LostReason::Expired };
+                    for (name, token) in std::mem::take(&mut tracked.locks) {
+                        if let Some(event) = lost(tracked, name, reason, token) {
+                            events.push(event);
+                        }
+                    }
+                }
+            }
+        }
+        if send_all(&out, events).await.is_err() {
+            break;
+        }
+    }
+
+    for lease in leases.keys() {
+        locks.hub.unwatch(ns.as_str(), lease, stream);
+    }
+    metrics::gauge!("coord_lock_leases_tracked").decrement(leases.len() as f64);
+    metrics::gauge!("coord_lock_keepalive_streams").decrement(1.0);
+}
+
+/// A LockLost event, unless this loss was already reported.
+fn lost(tracked: &mut Tracked, name: String, reason: LostReason, token: u64) -> Option<StreamEvent> {
+    if !tracked.reported.insert((name.clone(), token)) {
+        return None;
+    }
+    metrics::counter!("coord_lock_lost_total", "reason" => reason.as_str()).increment(1);
+    Some(StreamEvent::Lost { name, lease: tracked.id.as_str().to_owned(), reason, token })
+}
+
+async fn send_all(out: &mpsc::Sender<StreamEvent>, events: Vec<StreamEvent>) -> Result<(), ()> {
+    for event in events {
+        out.send(event).await.map_err(|_| ())?;
+    }
+    Ok(())
+}

@@ -1,0 +1,501 @@
+//! LockService: leases, locks held under them, fencing tokens, and the
+//! KeepAlive stream.
+//!
+//! - A **lease** is a TTL in Redis. A *shared* lease (Grant) can hold many
+//!   locks; its keys are `lease:{id}` and `lease:{id}:locks` (the index of
+//!   its locks). A *private* lease (Acquire with a TTL) holds exactly one
+//!   lock and has no keys of its own: the lock's hash is the lease, and its
+//!   id embeds the lock name, so any instance can renew it in one call.
+//! - A **lock** is a hash `lock:{name}` with the holding lease, a hold
+//!   count, the fencing token and the lock's TTL; `lock:{name}:fence` keeps
+//!   the last token and `lock:{name}:waiters` who waits. A lock never
+//!   outlives its lease: it is granted with the lease's remaining TTL and
+//!   renewed with it.
+//! - When a grant ends, the hash stays as a tombstone for one TTL saying how
+//!   (released, forced, revoked), so the holder's KeepAlive reports the
+//!   right reason; a tombstone counts as free.
+//!
+//! Module layout: `store` (script calls), `events` (pub/sub fan-out),
+//! `keepalive` (the stream), `grpc` (the adapter); this file holds the
+//! domain types and the operations.
+
+mod events;
+pub mod grpc;
+mod keepalive;
+mod store;
+
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+pub use self::events::Hub;
+use self::store::{Attempt, EndState, ReleaseReply, Store};
+use crate::{
+    config::LockConfig,
+    error::{Error, Result},
+    redis::{Name, Namespace},
+    server::Backend,
+};
+
+/// Lock names: 1–512 bytes.
+pub const MAX_LOCK_NAME_BYTES: usize = 512;
+/// Owner labels: up to 256 bytes.
+pub const MAX_OWNER_BYTES: usize = 256;
+
+// === domain types ===
+
+/// A lease id as the client sees it: opaque, with ≥ 128 random bits.
+/// Shared: `l<32 hex>`. Private: `p<32 hex>.<lock name>`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum LeaseId {
+    Shared(String),
+    Private { id: String, name: Name },
+}
+
+impl LeaseId {
+    fn random_hex() -> String {
+        let mut bytes = [0u8; 16];
+        // The OS generator only fails on broken systems; fall back to a v4
+        // UUID (122 random bits) rather than refusing service.
+        if getrandom::fill(&mut bytes).is_err() {
+            bytes = *uuid::Uuid::new_v4().as_bytes();
+        }
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    pub fn new_shared() -> Self {
+        LeaseId::Shared(format!("l{}", Self::random_hex()))
+    }
+
+    pub fn new_private(name: &Name) -> Self {
+        LeaseId::Private { id: format!("p{}.{}", Self::random_hex(), name.as_str()), name: name.clone() }
+    }
+
+    /// Parses a client-supplied id; malformed ids are INVALID_ARGUMENT.
+    pub fn parse(text: &str) -> Result<Self> {
+        let bad = || Error::invalid("lease_id", "not a lease id issued by coord");
+        let hex = |s: &str| s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit());
+        match text.as_bytes().first() {
+            Some(b'l') if hex(&text[1..]) => Ok(LeaseId::Shared(text.to_owned())),
+            Some(b'p') if text.len() > 34 && hex(&text[1..33]) && text.as_bytes()[33] == b'.' => {
+                let name = Name::parse("lease_id", &text[34..]).map_err(|_| bad())?;
+                Ok(LeaseId::Private { id: text.to_owned(), name })
+            }
+            _ => Err(bad()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            LeaseId::Shared(id) => id,
+            LeaseId::Private { id, .. } => id,
+        }
+    }
+}
+
+/// Why a holder lost a lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LostReason {
+    Expired,
+    ForceReleased,
+    LeaseRevoked,
+    BackendUnavailable,
+}
+
+impl LostReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LostReason::Expired => "expired",
+            LostReason::ForceReleased => "force_released",
+            LostReason::LeaseRevoked => "lease_revoked",
+            LostReason::BackendUnavailable => "backend_unavailable",
+        }
+    }
+}
+
+/// A lock's state for Describe and List.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LockInfo {
+    pub name: String,
+    pub held: bool,
+    pub lease: String,
+    pub owner: String,
+    pub token: u64,
+    pub ttl_ms: i64,
+    pub hold_count: u32,
+    pub waiters: u32,
+}
+
+/// Under which lease an Acquire holds the lock.
+#[derive(Debug, Clone)]
+pub enum Holder {
+    Lease(LeaseId),
+    /// A new private lease with this requested TTL.
+    Ttl(i64),
+}
+
+#[derive(Debug, Clone)]
+pub struct AcquireParams {
+    pub name: Name,
+    pub holder: Holder,
+    pub wait: Duration,
+    pub owner: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AcquireOutcome {
+    Acquired { lease: String, token: u64, hold_count: u32, ttl_ms: i64 },
+    NotAcquired { holder_owner: String, holder_ttl_ms: i64 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReleaseOutcome {
+    Released { remaining: u32 },
+    NotHeld,
+    HeldByOther,
+}
+
+/// Settings of the lock service, from `[lock]`.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub min_ttl: Duration,
+    pub max_ttl: Duration,
+    pub max_wait: Duration,
+    pub replicas: Option<(u32, Duration)>,
+}
+
+impl From<&LockConfig> for Settings {
+    fn from(c: &LockConfig) -> Self {
+        Settings {
+            min_ttl: c.min_ttl,
+            max_ttl: c.max_ttl,
+            max_wait: c.max_wait,
+            replicas: (c.min_replicas > 0).then_some((c.min_replicas, c.replica_ack_timeout)),
+        }
+    }
+}
+
+// === operations ===
+
+/// The lock service's domain: everything but gRPC.
+pub struct Locks {
+    store: Store,
+    hub: Arc<Hub>,
+    settings: Settings,
+    shutdown: CancellationToken,
+}
+
+impl Locks {
+    pub fn new(backend: &Backend, hub: Arc<Hub>, settings: Settings, shutdown: CancellationToken) -> Self {
+        let channel = format!("{}:_:lock-events", backend.keys.prefix());
+        Locks { store: Store::new(backend.redis.clone(), backend.keys.clone(), channel), hub, settings, shutdown }
+    }
+
+    /// The pub/sub channel the scripts publish on.
+    pub fn channel(&self) -> &str {
+        &self.store.channel
+    }
+
+    /// Clamps a requested TTL into the configured bounds; ≤ 0 is invalid.
+    pub fn clamp_ttl(&self, field: &str, ttl_ms: i64) -> Result<u64> {
+        if ttl_ms <= 0 {
+            return Err(Error::invalid(field, format!("must be > 0 (ms), got {ttl_ms}")));
+        }
+        let min = self.settings.min_ttl.as_millis() as u64;
+        let max = self.settings.max_ttl.as_millis() as u64;
+        Ok((ttl_ms as u64).clamp(min, max))
+    }
+
+    pub async fn grant(&self, ns: &Namespace, ttl_ms: i64, owner: &str) -> Result<(LeaseId, u64)> {
+        let ttl = self.clamp_ttl("ttl_ms", ttl_ms)?;
+        check_owner(owner)?;
+        let lease = self.store.grant(ns, ttl, owner).await?;
+        metrics::counter!("coord_lock_leases_granted_total").increment(1);
+        Ok((lease, ttl))
+    }
+
+    /// Ends a lease and every lock held under it; returns the released
+    /// lock names. Idempotent.
+    pub async fn revoke(&self, ns: &Namespace, lease: &LeaseId) -> Result<Vec<String>> {
+        let names = match lease {
+            LeaseId::Private { name, .. } => vec![name.as_str().to_owned()],
+            LeaseId::Shared(id) => self.store.revoke(ns, id).await?,
+        };
+        let mut released = Vec::new();
+        for name in names {
+            let Ok(lock) = Name::parse("name", &name) else { continue };
+            if let Some(ended) = self.store.end(ns, &lock, Some(lease.as_str()), EndState::Revoked).await? {
+                self.local_end(ns, &lock, &ended.lease, "revoked", ended.token);
+                released.push(name);
+            }
+        }
+        Ok(released)
+    }
+
+    /// Acquires `params.name`, waiting up to `params.wait` but never past
+    /// `deadline` (the call's). `cancel` fires when the caller goes away: a
+    /// lock granted after that is released again, so nothing is left behind.
+    pub async fn acquire(
+        &self,
+        ns: &Namespace,
+        params: AcquireParams,
+        deadline: Option<Instant>,
+        cancel: CancellationToken,
+    ) -> Result<AcquireOutcome> {
+        let started = Instant::now();
+        if params.wait > self.settings.max_wait {
+            return Err(Error::invalid(
+                "wait_ms",
+                format!("must be at most {} ms, got {}", self.settings.max_wait.as_millis(), params.wait.as_millis()),
+            ));
+        }
+        check_owner(&params.owner)?;
+        let name = &params.name;
+
+        // The lease and the TTL the lock gets: never more than the lease's.
+        let (lease, mut ttl_ms) = match &params.holder {
+            Holder::Ttl(ttl) => {
+                let ttl = self.clamp_ttl("ttl_ms", *ttl)?;
+                (LeaseId::new_private(name), ttl)
+            }
+            Holder::Lease(lease @ LeaseId::Private { name: own, .. }) => {
+                if own != name {
+                    return Err(Error::invalid(
+                        "lease_id",
+                        "a private lease (from Acquire with ttl_ms) holds only its own lock; use Grant for a lease that holds several",
+                    ));
+                }
+                // 0: re-enter only, keeping the lock's TTL.
+                (lease.clone(), 0)
+            }
+            Holder::Lease(lease @ LeaseId::Shared(id)) => match self.store.lease_ttl(ns, id).await? {
+                Some(ttl) => (lease.clone(), ttl as u64),
+                None => return Err(Error::NotFound(format!("lease_id {id}"))),
+            },
+        };
+
+        let until = {
+            let wait_end = started + params.wait;
+            deadline.map_or(wait_end, |d| d.min(wait_end))
+        };
+        let key = self.store.lock_key(ns, name);
+        let notify = self.hub.waiter(key.as_str());
+        let mut waiter: Option<String> = None;
+        let result = loop {
+            // Enabled before the attempt, so a release between the attempt
+            // and the wait still wakes us.
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+
+            let attempt = self
+                .store
+                .acquire(ns, name, lease.as_str(), ttl_ms, &params.owner, waiter.as_deref(), self.settings.replicas)
+                .await;
+            let (owner, holder_ttl) = match attempt {
+                Err(e) => break Err(e),
+                Ok(Attempt::LeaseGone) => break Err(Error::NotFound(format!("lease_id {}", lease.as_str()))),
+                Ok(Attempt::Acquired { token, count, ttl_ms }) => {
+                    // A waiter whose call was cancelled gives the lock back.
+                    if cancel.is_cancelled() {
+                        let _ = self.release(ns, name, &lease).await;
+                        break Err(Error::DeadlineExceeded(started.elapsed()));
+                    }
+                    break self.attached(ns, name, &lease, token, count, ttl_ms).await;
+                }
+                Ok(Attempt::Held { owner, ttl_ms }) => (owner, ttl_ms),
+            };
+            let now = Instant::now();
+            if now >= until {
+                metrics::counter!("coord_lock_not_acquired_total").increment(1);
+                break Ok(AcquireOutcome::NotAcquired { holder_owner: owner, holder_ttl_ms: holder_ttl.max(0) });
+            }
+            if waiter.is_none() {
+                let id = LeaseId::random_hex();
+                let deadline_ms = epoch_ms() + (until - now).as_millis() as i64;
+                if let Err(e) = self.store.waiter(ns, name, &id, Some(deadline_ms)).await {
+                    break Err(e);
+                }
+                waiter = Some(id);
+            }
+            // Expiry publishes nothing: also wake when the holder's TTL ends.
+            let holder_left = Duration::from_millis(holder_ttl.max(1) as u64);
+            let sleep = tokio::time::sleep_until(until.min(now + holder_left));
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = sleep => {}
+                _ = cancel.cancelled() => break Err(Error::DeadlineExceeded(started.elapsed())),
+                _ = self.shutdown.cancelled() => break Err(Error::ShuttingDown),
+            }
+            // The lease was likely renewed while we waited: grant with its
+            // current TTL, and fail if it ran out.
+            if let LeaseId::Shared(id) = &lease {
+                match self.store.lease_ttl(ns, id).await {
+                    Ok(Some(ttl)) => ttl_ms = ttl as u64,
+                    Ok(None) => break Err(Error::NotFound(format!("lease_id {id}"))),
+                    Err(e) => break Err(e),
+                }
+            }
+        };
+        if let Some(id) = waiter {
+            // Detached from the caller: a cancelled call still cleans up.
+            let (store, ns, name) = (self.store.clone(), ns.clone(), name.clone());
+            tokio::spawn(async move {
+                let _ = store.waiter(&ns, &name, &id, None).await;
+            });
+            metrics::histogram!("coord_lock_wait_seconds").record(started.elapsed().as_secs_f64());
+        }
+        let outcome = match &result {
+            Ok(AcquireOutcome::Acquired { .. }) => "acquired",
+            Ok(AcquireOutcome::NotAcquired { .. }) => "not_acquired",
+            Err(_) => "error",
+        };
+        metrics::histogram!("coord_lock_acquire_seconds", "outcome" => outcome).record(started.elapsed().as_secs_f64());
+        result
+    }
+
+    /// After a grant under a shared lease: record it in the lease's index,
+    /// checking the lease still lives (it may have expired while we waited).
+    async fn attached(
+        &self,
+        ns: &Namespace,
+        name: &Name,
+        lease: &LeaseId,
+        token: u64,
+        count: u32,
+        ttl_ms: i64,
+    ) -> Result<AcquireOutcome> {
+        if let LeaseId::Shared(id) = lease {
+            match self.store.attach(ns, id, name).await {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    let _ = self.store.end(ns, name, Some(id), EndState::Revoked).await;
+                    return Err(Error::NotFound(format!("lease_id {id}")));
+                }
+                Err(e) => {
+                    // Unrecorded locks would not be renewed: give it back.
+                    let _ = self.release(ns, name, lease).await;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(AcquireOutcome::Acquired { lease: lease.as_str().to_owned(), token, hold_count: count, ttl_ms })
+    }
+
+    pub async fn release(&self, ns: &Namespace, name: &Name, lease: &LeaseId) -> Result<ReleaseOutcome> {
+        let key = self.store.lock_key(ns, name);
+        Ok(match self.store.release(ns, name, lease.as_str()).await? {
+            ReleaseReply::Released { remaining, held_ms } => {
+                if remaining == 0 {
+                    // Same-instance waiters need not wait for the pub/sub echo.
+                    self.hub.released(key.as_str());
+                    metrics::histogram!("coord_lock_hold_seconds").record(held_ms.max(0) as f64 / 1000.0);
+                    if let LeaseId::Shared(id) = lease {
+                        // Best effort: a stale index entry reads as "released".
+                        let _ = self.store.detach(ns, id, &[name.as_str()]).await;
+                    }
+                }
+                ReleaseOutcome::Released { remaining }
+            }
+            ReleaseReply::NotHeld => ReleaseOutcome::NotHeld,
+            ReleaseReply::HeldByOther => ReleaseOutcome::HeldByOther,
+        })
+    }
+
+    pub async fn describe(&self, ns: &Namespace, name: &Name) -> Result<LockInfo> {
+        self.store.describe(ns, name).await
+    }
+
+    pub async fn list(
+        &self,
+        ns: &Namespace,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<(Vec<LockInfo>, Option<String>)> {
+        if prefix.len() > MAX_LOCK_NAME_BYTES {
+            return Err(Error::invalid("prefix", format!("must be at most {MAX_LOCK_NAME_BYTES} bytes")));
+        }
+        self.store.list(ns, prefix, cursor, limit).await
+    }
+
+    /// Administrative release; returns the removed holder's (lease, owner).
+    pub async fn force_release(&self, ns: &Namespace, name: &Name) -> Result<Option<(String, String)>> {
+        let ended = self.store.end(ns, name, None, EndState::Forced).await?;
+        Ok(ended.map(|e| {
+            self.local_end(ns, name, &e.lease, "forced", e.token);
+            if e.lease.starts_with('l') {
+                let (store, ns, lease, name) = (self.store.clone(), ns.clone(), e.lease.clone(), name.clone());
+                tokio::spawn(async move {
+                    let _ = store.detach(&ns, &lease, &[name.as_str()]).await;
+                });
+            }
+            (e.lease, e.owner)
+        }))
+    }
+
+    /// Tells this instance's waiters and streams at once; other instances
+    /// hear it through pub/sub (duplicates are ignored by the streams).
+    fn local_end(&self, ns: &Namespace, name: &Name, lease: &str, state: &str, token: u64) {
+        self.hub.released(self.store.lock_key(ns, name).as_str());
+        self.hub.ended(events::GrantEnded {
+            ns: ns.as_str().to_owned(),
+            lease: lease.to_owned(),
+            name: name.as_str().to_owned(),
+            state: state.to_owned(),
+            token,
+        });
+    }
+}
+
+fn check_owner(owner: &str) -> Result<()> {
+    if owner.len() > MAX_OWNER_BYTES {
+        return Err(Error::invalid("owner", format!("must be at most {MAX_OWNER_BYTES} bytes, got {}", owner.len())));
+    }
+    Ok(())
+}
+
+/// Validates a lock name (1–512 bytes).
+pub fn lock_name(value: &str) -> Result<Name> {
+    if value.len() > MAX_LOCK_NAME_BYTES {
+        return Err(Error::invalid(
+            "name",
+            format!("must be at most {MAX_LOCK_NAME_BYTES} bytes, got {}", value.len()),
+        ));
+    }
+    Name::parse("name", value)
+}
+
+fn epoch_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lease_ids_round_trip_and_reject_garbage() {
+        let shared = LeaseId::new_shared();
+        assert_eq!(LeaseId::parse(shared.as_str()).unwrap(), shared);
+        let name = Name::parse("name", "a.b:{c}").unwrap();
+        let private = LeaseId::new_private(&name);
+        assert_eq!(LeaseId::parse(private.as_str()).unwrap(), private);
+        for bad in ["", "l", "lxyz", "p0123", "q0123456789abcdef0123456789abcdef", &format!("{}x", shared.as_str())] {
+            let err = LeaseId::parse(bad).unwrap_err();
+            assert!(err.to_string().starts_with("lease_id:"), "{bad:?}: {err}");
+        }
+        assert_ne!(LeaseId::new_shared(), LeaseId::new_shared());
+    }
+
+    #[test]
+    fn lock_names_are_bounded() {
+        assert!(lock_name("").unwrap_err().to_string().starts_with("name:"));
+        assert!(lock_name(&"x".repeat(512)).is_ok());
+        assert!(lock_name(&"x".repeat(513)).unwrap_err().to_string().contains("512"));
+    }
+}

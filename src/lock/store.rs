@@ -1,0 +1,462 @@
+//! LockService's Redis store: one method per script call. Keys of a lock
+//! share its name's hash tag; keys of a lease share the lease id's.
+
+use std::collections::HashMap;
+
+use redis::cluster_routing::Slot;
+
+use super::{LeaseId, LockInfo};
+use crate::{
+    error::{Error, Result},
+    redis::{KeyBuilder, Name, Namespace, Redis, ResourceKey, Topology, scripts},
+};
+
+/// Fence counters outlive grants by this much; tokens stay monotonic after
+/// it expires because they never fall below Redis TIME (see acquire.lua).
+const FENCE_TTL_MS: u64 = 7 * 24 * 3600 * 1000;
+
+/// How a grant ended, as kept in the lock's tombstone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndState {
+    Forced,
+    Revoked,
+}
+
+impl EndState {
+    fn as_str(self) -> &'static str {
+        match self {
+            EndState::Forced => "forced",
+            EndState::Revoked => "revoked",
+        }
+    }
+}
+
+/// One Acquire attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attempt {
+    Acquired {
+        token: u64,
+        count: u32,
+        ttl_ms: i64,
+    },
+    Held {
+        owner: String,
+        ttl_ms: i64,
+    },
+    /// A private lease tried to re-enter a lock it no longer holds.
+    LeaseGone,
+}
+
+/// Release outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReleaseReply {
+    Released { remaining: u32, held_ms: i64 },
+    NotHeld,
+    HeldByOther,
+}
+
+/// A grant ended by someone other than its holder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ended {
+    pub lease: String,
+    pub owner: String,
+    pub token: u64,
+}
+
+/// What renew.lua reports about one lock of a lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockState {
+    Held,
+    /// Gone: expired (or re-granted with no trace of this lease).
+    Gone,
+    Released,
+    Forced,
+    Revoked,
+}
+
+impl LockState {
+    fn from_code(code: i64) -> Self {
+        match code {
+            1 => LockState::Held,
+            2 => LockState::Released,
+            3 => LockState::Forced,
+            4 => LockState::Revoked,
+            _ => LockState::Gone,
+        }
+    }
+}
+
+/// The result of renewing one lease.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Renewal {
+    /// Remaining lease TTL; 0 = the lease is gone.
+    pub ttl_ms: i64,
+    /// Lock names the lease's index lists (shared leases).
+    pub index: Vec<String>,
+    /// Per lock name given: state, token, TTL.
+    pub locks: Vec<(String, LockState, u64, i64)>,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    redis: Redis,
+    keys: KeyBuilder,
+    /// Pub/sub channel for release and lock-end events.
+    pub channel: String,
+}
+
+impl Store {
+    pub fn new(redis: Redis, keys: KeyBuilder, channel: String) -> Self {
+        Store { redis, keys, channel }
+    }
+
+    pub fn lock_key(&self, ns: &Namespace, name: &Name) -> ResourceKey {
+        self.keys.resource(ns, "lock", name)
+    }
+
+    fn lease_key(&self, ns: &Namespace, lease: &str) -> Result<ResourceKey> {
+        Ok(self.keys.resource(ns, "lease", &Name::parse("lease_id", lease)?))
+    }
+
+    pub async fn grant(&self, ns: &Namespace, ttl_ms: u64, owner: &str) -> Result<LeaseId> {
+        for _ in 0..3 {
+            let lease = LeaseId::new_shared();
+            let key = self.lease_key(ns, lease.as_str())?;
+            let created: i64 = self
+                .redis
+                .invoke(&scripts::LEASE_GRANT, |inv| {
+                    inv.key(key.as_str()).arg(ttl_ms).arg(owner);
+                })
+                .await?;
+            if created == 1 {
+                return Ok(lease);
+            }
+        }
+        Err(Error::Internal("lease id collided three times".into()))
+    }
+
+    /// Remaining TTL of a shared lease, None when it is gone.
+    pub async fn lease_ttl(&self, ns: &Namespace, lease: &str) -> Result<Option<i64>> {
+        let key = self.lease_key(ns, lease)?;
+        let ttl: i64 = self.redis.query(redis::cmd("PTTL").arg(key.as_str())).await?;
+        Ok((ttl > 0).then_some(ttl))
+    }
+
+    /// One attempt; with `replicas`, the grant must be acknowledged by that
+    /// many replicas (else it is undone and the call is UNAVAILABLE).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn acquire(
+        &self,
+        ns: &Namespace,
+        name: &Name,
+        lease: &str,
+        ttl_ms: u64,
+        owner: &str,
+        waiter: Option<&str>,
+        replicas: Option<(u32, std::time::Duration)>,
+    ) -> Result<Attempt> {
+        let key = self.lock_key(ns, name);
+        let (fence, waiters) = (key.sub("fence"), key.sub("waiters"));
+        let prepare = |inv: &mut redis::ScriptInvocation<'_>| {
+            inv.key(key.as_str())
+                .key(&fence)
+                .key(&waiters)
+                .arg(lease)
+                .arg(ttl_ms)
+                .arg(owner)
+                .arg(waiter.unwrap_or(""))
+                .arg(FENCE_TTL_MS);
+        };
+        let reply: Vec<redis::Value> = match replicas {
+            None => self.redis.invoke(&scripts::ACQUIRE, prepare).await?,
+            Some((want, timeout)) => {
+                let (reply, acked): (Vec<redis::Value>, i64) =
+                    self.redis.invoke_and_wait(&scripts::ACQUIRE, prepare, want, timeout).await?;
+                let attempt = parse_attempt(reply)?;
+                if matches!(attempt, Attempt::Acquired { .. }) && acked < i64::from(want) {
+                    // Not durable enough: a failover could hand the lock out again.
+                    let _ = self.release(ns, name, lease).await;
+                    return Err(Error::Unavailable(format!(
+                        "only {acked} of {want} replicas acknowledged the grant within {timeout:?}"
+                    )));
+                }
+                return Ok(attempt);
+            }
+        };
+        parse_attempt(reply)
+    }
+
+    /// Records a granted lock in its shared lease's index; None when the
+    /// lease is gone.
+    pub async fn attach(&self, ns: &Namespace, lease: &str, name: &Name) -> Result<Option<i64>> {
+        let key = self.lease_key(ns, lease)?;
+        let index = key.sub("locks");
+        let ttl: i64 = self
+            .redis
+            .invoke(&scripts::LEASE_ATTACH, |inv| {
+                inv.key(key.as_str()).key(&index).arg(name.as_str());
+            })
+            .await?;
+        Ok((ttl >= 0).then_some(ttl))
+    }
+
+    /// Removes lock names from a shared lease's index.
+    pub async fn detach(&self, ns: &Namespace, lease: &str, names: &[&str]) -> Result<()> {
+        if names.is_empty() {
+            return Ok(());
+        }
+        let index = self.lease_key(ns, lease)?.sub("locks");
+        let _: i64 = self.redis.query(redis::cmd("SREM").arg(&index).arg(names)).await?;
+        Ok(())
+    }
+
+    pub async fn release(&self, ns: &Namespace, name: &Name, lease: &str) -> Result<ReleaseReply> {
+        let key = self.lock_key(ns, name);
+        let reply: Vec<i64> = self
+            .redis
+            .invoke(&scripts::RELEASE, |inv| {
+                inv.key(key.as_str()).arg(lease).arg(&self.channel);
+            })
+            .await?;
+        Ok(match reply.as_slice() {
+            [1, remaining, held_ms] => ReleaseReply::Released { remaining: *remaining as u32, held_ms: *held_ms },
+            [2] => ReleaseReply::HeldByOther,
+            _ => ReleaseReply::NotHeld,
+        })
+    }
+
+    /// Ends a grant (held by `lease`, or by anyone when None).
+    pub async fn end(
+        &self,
+        ns: &Namespace,
+        name: &Name,
+        lease: Option<&str>,
+        state: EndState,
+    ) -> Result<Option<Ended>> {
+        let key = self.lock_key(ns, name);
+        let reply: Vec<redis::Value> = self
+            .redis
+            .invoke(&scripts::LOCK_END, |inv| {
+                inv.key(key.as_str())
+                    .arg(lease.unwrap_or(""))
+                    .arg(state.as_str())
+                    .arg(&self.channel)
+                    .arg(name.as_str())
+                    .arg(ns.as_str());
+            })
+            .await?;
+        match reply.as_slice() {
+            [flag, lease, owner, token] if int(flag) == 1 => {
+                Ok(Some(Ended { lease: text(lease), owner: text(owner), token: int(token) as u64 }))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Deletes a shared lease; returns the names its index listed.
+    pub async fn revoke(&self, ns: &Namespace, lease: &str) -> Result<Vec<String>> {
+        let key = self.lease_key(ns, lease)?;
+        let index = key.sub("locks");
+        let (_existed, names): (i64, Vec<String>) = self
+            .redis
+            .invoke(&scripts::LEASE_REVOKE, |inv| {
+                inv.key(key.as_str()).key(&index);
+            })
+            .await?;
+        Ok(names)
+    }
+
+    /// Renews `lease` and the given locks held under it. A private lease is
+    /// its lock; a shared lease's locks are renewed in the same call as the
+    /// lease on a single node, and per cluster slot on Redis Cluster (a
+    /// script may only touch keys of one slot there).
+    pub async fn renew(&self, ns: &Namespace, lease: &LeaseId, names: &[String]) -> Result<Renewal> {
+        let named: Vec<(String, ResourceKey)> = names
+            .iter()
+            .filter_map(|n| Name::parse("name", n).ok().map(|name| (n.clone(), self.lock_key(ns, &name))))
+            .collect();
+        match lease {
+            LeaseId::Private { name, .. } => {
+                let key = self.lock_key(ns, name);
+                let (_, _, mut locks) =
+                    self.renew_call(lease.as_str(), None, &[(name.as_str().to_owned(), key)], 0).await?;
+                let ttl_ms = match locks.first() {
+                    Some((_, LockState::Held, _, ttl)) => *ttl,
+                    _ => 0,
+                };
+                locks.truncate(1);
+                Ok(Renewal { ttl_ms, index: Vec::new(), locks })
+            }
+            LeaseId::Shared(id) => {
+                let lease_key = self.lease_key(ns, id)?;
+                // Locks that may share the lease's call.
+                let (with_lease, others): (Vec<_>, Vec<_>) = match self.redis.topology() {
+                    Topology::Single => (named, Vec::new()),
+                    Topology::Cluster => {
+                        let slot = Slot::for_key(lease_key.as_str());
+                        named.into_iter().partition(|(_, k)| Slot::for_key(k.as_str()) == slot)
+                    }
+                };
+                let (ttl_ms, index, mut locks) = self.renew_call(id, Some(&lease_key), &with_lease, 0).await?;
+                if !others.is_empty() {
+                    let mut by_slot: HashMap<Slot, Vec<(String, ResourceKey)>> = HashMap::new();
+                    for (name, key) in others {
+                        by_slot.entry(Slot::for_key(key.as_str())).or_default().push((name, key));
+                    }
+                    // A gone lease renews nothing: report only (-1).
+                    let lock_ttl = if ttl_ms > 0 { ttl_ms } else { -1 };
+                    let calls = by_slot.values().map(|group| self.renew_call(id, None, group, lock_ttl));
+                    for result in futures_util::future::join_all(calls).await {
+                        locks.extend(result?.2);
+                    }
+                }
+                Ok(Renewal { ttl_ms, index, locks })
+            }
+        }
+    }
+
+    /// One renew.lua call. `lock_ttl` applies without lease keys: 0 = each
+    /// lock's own TTL, -1 = report only.
+    async fn renew_call(
+        &self,
+        lease: &str,
+        lease_key: Option<&ResourceKey>,
+        locks: &[(String, ResourceKey)],
+        lock_ttl: i64,
+    ) -> Result<(i64, Vec<String>, Vec<(String, LockState, u64, i64)>)> {
+        let index = lease_key.map(|k| k.sub("locks"));
+        let (ttl, names, codes): (i64, Vec<String>, Vec<i64>) = self
+            .redis
+            .invoke(&scripts::RENEW, |inv| {
+                if let (Some(key), Some(index)) = (lease_key, &index) {
+                    inv.key(key.as_str()).key(index);
+                }
+                for (_, key) in locks {
+                    inv.key(key.as_str());
+                }
+                inv.arg(lease).arg(if lease_key.is_some() { "1" } else { "0" }).arg(lock_ttl);
+            })
+            .await?;
+        let states = locks
+            .iter()
+            .zip(codes.chunks(3))
+            .map(|((name, _), c)| {
+                let (code, token, ttl) =
+                    (c.first().copied().unwrap_or(0), c.get(1).copied().unwrap_or(0), c.get(2).copied().unwrap_or(0));
+                (name.clone(), LockState::from_code(code), token.max(0) as u64, ttl)
+            })
+            .collect();
+        Ok((ttl, names, states))
+    }
+
+    /// Registers (deadline Some) or removes a waiter.
+    pub async fn waiter(&self, ns: &Namespace, name: &Name, id: &str, deadline_ms: Option<i64>) -> Result<()> {
+        let waiters = self.lock_key(ns, name).sub("waiters");
+        let _: i64 = self
+            .redis
+            .invoke(&scripts::WAITER, |inv| {
+                inv.key(&waiters);
+                match deadline_ms {
+                    Some(deadline) => inv.arg("add").arg(id).arg(deadline),
+                    None => inv.arg("remove").arg(id).arg(0),
+                };
+            })
+            .await?;
+        Ok(())
+    }
+
+    pub async fn describe(&self, ns: &Namespace, name: &Name) -> Result<LockInfo> {
+        let key = self.lock_key(ns, name);
+        let waiters = key.sub("waiters");
+        let reply: Vec<redis::Value> = self
+            .redis
+            .invoke(&scripts::DESCRIBE, |inv| {
+                inv.key(key.as_str()).key(&waiters);
+            })
+            .await?;
+        let field = |i: usize| reply.get(i).cloned().unwrap_or(redis::Value::Nil);
+        let held = text(&field(0)) == "held";
+        let waiters = int(&field(6)).max(0) as u32;
+        if !held {
+            return Ok(LockInfo { name: name.as_str().to_owned(), waiters, ..LockInfo::default() });
+        }
+        Ok(LockInfo {
+            name: name.as_str().to_owned(),
+            held,
+            lease: text(&field(1)),
+            owner: text(&field(2)),
+            token: int(&field(3)).max(0) as u64,
+            hold_count: int(&field(4)).max(0) as u32,
+            ttl_ms: int(&field(5)).max(0),
+            waiters,
+        })
+    }
+
+    /// Up to about `limit` held locks whose names start with `prefix`.
+    pub async fn list(
+        &self,
+        ns: &Namespace,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<(Vec<LockInfo>, Option<String>)> {
+        let pattern = self.keys.scan_pattern(ns, "lock", prefix);
+        let mut names = Vec::new();
+        let mut cursor = cursor.map(str::to_owned);
+        // Bounded work per page: a sparse keyspace yields short pages.
+        for _ in 0..16 {
+            let (keys, next) = self.redis.scan(&pattern, cursor.as_deref(), limit).await?;
+            names.extend(keys.iter().filter_map(|k| crate::redis::keys::name_of(k)));
+            cursor = next;
+            if cursor.is_none() || names.len() >= limit as usize {
+                break;
+            }
+        }
+        names.sort();
+        names.dedup();
+        let described = futures_util::future::join_all(
+            names
+                .iter()
+                .filter_map(|n| Name::parse("name", n).ok())
+                .map(|name| async move { self.describe(ns, &name).await }),
+        )
+        .await;
+        let mut locks = Vec::new();
+        for info in described {
+            let info = info?;
+            if info.held {
+                locks.push(info);
+            }
+        }
+        Ok((locks, cursor))
+    }
+}
+
+fn parse_attempt(reply: Vec<redis::Value>) -> Result<Attempt> {
+    match reply.as_slice() {
+        [flag, token, count, ttl] if int(flag) == 1 => {
+            Ok(Attempt::Acquired { token: int(token).max(0) as u64, count: int(count).max(0) as u32, ttl_ms: int(ttl) })
+        }
+        [flag, owner, ttl] if int(flag) == 0 => Ok(Attempt::Held { owner: text(owner), ttl_ms: int(ttl) }),
+        [flag] if int(flag) == -1 => Ok(Attempt::LeaseGone),
+        other => Err(Error::Internal(format!("unexpected acquire reply {other:?}"))),
+    }
+}
+
+fn int(value: &redis::Value) -> i64 {
+    match value {
+        redis::Value::Int(i) => *i,
+        redis::Value::BulkString(b) => std::str::from_utf8(b).ok().and_then(|s| s.parse().ok()).unwrap_or(0),
+        redis::Value::SimpleString(s) => s.parse().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+fn text(value: &redis::Value) -> String {
+    match value {
+        redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        redis::Value::SimpleString(s) => s.clone(),
+        redis::Value::Int(i) => i.to_string(),
+        _ => String::new(),
+    }
+}

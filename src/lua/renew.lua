@@ -1,0 +1,66 @@
+-- renew: renews a lease and the locks held under it, and reports the state
+-- of each lock, so the holder's KeepAlive stream can tell why one is gone.
+--
+-- KEYS     with ARGV[2] == '1': KEYS[1] lease hash, KEYS[2] lease index,
+--          KEYS[3..] lock hashes; else KEYS[1..] lock hashes only (a private
+--          lease, or locks in another cluster slot than the lease)
+-- ARGV[1]  lease id
+-- ARGV[2]  '1' when KEYS[1..2] are the lease's own keys
+-- ARGV[3]  without lease keys: TTL in ms for the locks, 0 = each lock's own
+-- returns  {lease TTL ms (0 = gone, -1 = no lease keys given),
+--           {lock names in the lease index},
+--           {code, token, TTL ms} per lock key}
+--          code 1 held and renewed; 0 gone (expired) or never ours;
+--          2 released by this lease; 3 force-released; 4 lease revoked
+-- O(locks given + locks in the index)
+local lease = ARGV[1]
+local ended = { released = 2, forced = 3, revoked = 4 }
+
+-- Code and token of one lock for this lease; renews it when held, unless
+-- ttl is -1 (report only).
+local function check(key, ttl)
+  local f = redis.call('HMGET', key, 'lease', 'state', 'token', 'px', 'prev_lease', 'prev_state', 'prev_token')
+  if f[1] == lease then
+    if f[2] ~= 'held' then
+      return ended[f[2]] or 0, f[3]
+    end
+    if ttl ~= -1 then
+      if ttl == 0 then
+        ttl = tonumber(f[4])
+      end
+      redis.call('PEXPIRE', key, ttl)
+    end
+    return 1, f[3]
+  end
+  -- Re-granted since: the previous grant's end is kept for its holder.
+  if f[5] == lease then
+    return ended[f[6]] or 0, f[7]
+  end
+  return 0, 0
+end
+
+local lease_ttl, names, first, lock_ttl = -1, {}, 1, tonumber(ARGV[3])
+if ARGV[2] == '1' then
+  first = 3
+  local ttl = redis.call('HGET', KEYS[1], 'ttl')
+  if ttl then
+    lease_ttl = tonumber(ttl)
+    lock_ttl = lease_ttl
+    redis.call('PEXPIRE', KEYS[1], ttl)
+    redis.call('PEXPIRE', KEYS[2], ttl)
+    names = redis.call('SMEMBERS', KEYS[2])
+  else
+    -- A gone lease renews nothing; its locks are only reported.
+    lease_ttl = 0
+    lock_ttl = -1
+  end
+end
+
+local results = {}
+for i = first, #KEYS do
+  local code, token = check(KEYS[i], lock_ttl)
+  results[#results + 1] = code
+  results[#results + 1] = tonumber(token) or 0
+  results[#results + 1] = (code == 1) and redis.call('PTTL', KEYS[i]) or 0
+end
+return { lease_ttl, names, results }
