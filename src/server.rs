@@ -189,15 +189,18 @@ async fn health_loop(
     timeout: Duration,
     shutdown: CancellationToken,
 ) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let ttl_ms = (interval * 4).max(Duration::from_secs(1)).as_millis() as u64;
+    // While not serving, look again soon whatever the interval, so coming
+    // back (and start-up) is reported quickly.
+    let retry = interval.min(Duration::from_millis(100));
     let mut serving: Option<bool> = None;
+    let mut next = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = ticker.tick() => {}
+            _ = tokio::time::sleep_until(next) => {}
         }
+        next = tokio::time::Instant::now() + if serving == Some(true) { interval } else { retry };
         let probe = backend.redis.invoke::<(i64, i64)>(&scripts::PROBE, |inv| {
             inv.key(&backend.probe_key).arg(ttl_ms);
         });

@@ -64,11 +64,14 @@ impl Hub {
         notify
     }
 
-    /// Wakes the local waiters of `key`.
+    /// Wakes one local waiter of `key`: only one can get the lock, and
+    /// waking all of them turns every release into a stampede of attempts.
+    /// (A woken waiter that gives up passes the wake-up on: tokio forwards
+    /// an unconsumed `notify_one` to the next waiter.)
     pub fn released(&self, key: &str) {
         let notify = self.waiters.lock().ok().and_then(|map| map.get(key).and_then(Weak::upgrade));
         if let Some(notify) = notify {
-            notify.notify_waiters();
+            notify.notify_one();
         }
     }
 
