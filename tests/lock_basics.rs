@@ -298,3 +298,58 @@ async fn redis_down_gives_unavailable_well_before_the_deadline() {
     assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
     redis.cont();
 }
+
+#[tokio::test]
+async fn retried_request_id_returns_the_original_grant() {
+    let redis = RedisServer::start();
+    let coord = serving(&redis.url()).await;
+    let mut c = coord.locks();
+    let request =
+        AcquireRequest { name: "idem".into(), ttl_ms: 5_000, request_id: "req-1".into(), ..Default::default() };
+    let first = c.acquire(request.clone()).await.unwrap().into_inner();
+    // The answer was "lost"; the client retries the same request.
+    let retry = c.acquire(request).await.unwrap().into_inner();
+    assert!(acquired(&retry));
+    assert_eq!(
+        (retry.lease_id.as_str(), retry.fencing_token, retry.hold_count),
+        (first.lease_id.as_str(), first.fencing_token, 1)
+    );
+
+    // Under a shared lease: no second hold.
+    let lease = c.grant(GrantRequest { ttl_ms: 5_000, owner: String::new() }).await.unwrap().into_inner().lease_id;
+    let request = AcquireRequest {
+        name: "idem2".into(),
+        lease_id: lease.clone(),
+        request_id: "req-2".into(),
+        ..Default::default()
+    };
+    c.acquire(request.clone()).await.unwrap();
+    let retry = c.acquire(request).await.unwrap().into_inner();
+    assert_eq!(retry.hold_count, 1);
+    assert_eq!(release(&mut c, "idem2", &lease).await.remaining_holds, 0);
+}
+
+#[tokio::test]
+async fn a_forged_lease_renews_nothing() {
+    use coord::pb::{KeepAliveRequest, keep_alive_response::Event};
+    use tokio_stream::StreamExt as _;
+    let redis = RedisServer::start();
+    let coord = serving(&redis.url()).await;
+    let mut c = coord.locks();
+    let real = acquire_ttl(&mut c, "mine", 1_000, "").await;
+    // Same lock name, other random part: a guess at the private lease id.
+    let forged = format!("p{}.mine", "ab".repeat(16));
+    assert_ne!(forged, real.lease_id);
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut stream = c.keep_alive(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    tx.send(KeepAliveRequest { lease_id: forged.clone() }).await.unwrap();
+    match stream.next().await.unwrap().unwrap().event {
+        Some(Event::Renewed(r)) => assert_eq!((r.lease_id, r.ttl_ms), (forged.clone(), 0)),
+        other => panic!("{other:?}"),
+    }
+    let info = c.describe(DescribeRequest { name: "mine".into() }).await.unwrap().into_inner().lock.unwrap();
+    assert!(info.ttl_ms <= 500, "TTL not extended by the forged lease: {info:?}");
+    // Nor can it release the lock.
+    assert_eq!(release(&mut c, "mine", &forged).await.status, ReleaseStatus::HeldByOther as i32);
+}

@@ -91,6 +91,7 @@ impl LockService for Service {
             holder,
             wait: Duration::from_millis(req.wait_ms as u64),
             owner: req.owner,
+            request_id: req.request_id,
         };
         // The acquire runs in its own task so that a caller going away
         // cancels it cleanly (the token) instead of dropping it mid-grant.

@@ -127,6 +127,9 @@ pub async fn run(
                         let gone = renewal.ttl_ms <= 0;
                         let mut reasons: HashMap<String, LostReason> = HashMap::new();
                         for (name, state, token, _) in &renewal.locks {
+                            // Held once by this lease: seen by this stream, or
+                            // listed in the lease's index (follow-ups).
+                            let ours = tracked.locks.contains_key(name) || !done.reply;
                             match state {
                                 LockState::Held if !gone => {
                                     tracked.locks.insert(name.clone(), *token);
@@ -136,7 +139,10 @@ pub async fn run(
                                 }
                                 LockState::Forced => { reasons.insert(name.clone(), LostReason::ForceReleased); }
                                 LockState::Revoked => { reasons.insert(name.clone(), LostReason::LeaseRevoked); }
-                                LockState::Held | LockState::Gone => { reasons.insert(name.clone(), LostReason::Expired); }
+                                LockState::Held | LockState::Gone if ours => { reasons.insert(name.clone(), LostReason::Expired); }
+                                // A private lease whose lock was never seen:
+                                // the lease is simply gone (TTL 0).
+                                LockState::Held | LockState::Gone => {}
                             }
                         }
                         if gone {

@@ -43,7 +43,7 @@ use crate::{
 
 /// Lock names: 1–512 bytes.
 pub const MAX_LOCK_NAME_BYTES: usize = 512;
-/// Owner labels: up to 256 bytes.
+/// Owner labels and request ids: up to 256 bytes.
 pub const MAX_OWNER_BYTES: usize = 256;
 
 // === domain types ===
@@ -144,6 +144,9 @@ pub struct AcquireParams {
     pub holder: Holder,
     pub wait: Duration,
     pub owner: String,
+    /// Makes retries safe: a request id that was already granted returns
+    /// that grant (and its lease) instead of taking another hold.
+    pub request_id: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -254,6 +257,9 @@ impl Locks {
             ));
         }
         check_owner(&params.owner)?;
+        if params.request_id.len() > MAX_OWNER_BYTES {
+            return Err(Error::invalid("request_id", format!("must be at most {MAX_OWNER_BYTES} bytes")));
+        }
         let name = &params.name;
 
         // The lease and the TTL the lock gets: never more than the lease's.
@@ -294,12 +300,25 @@ impl Locks {
 
             let attempt = self
                 .store
-                .acquire(ns, name, lease.as_str(), ttl_ms, &params.owner, waiter.as_deref(), self.settings.replicas)
+                .acquire(
+                    ns,
+                    name,
+                    lease.as_str(),
+                    ttl_ms,
+                    &params.owner,
+                    waiter.as_deref(),
+                    &params.request_id,
+                    self.settings.replicas,
+                )
                 .await;
             let (owner, holder_ttl) = match attempt {
                 Err(e) => break Err(e),
                 Ok(Attempt::LeaseGone) => break Err(Error::NotFound(format!("lease_id {}", lease.as_str()))),
-                Ok(Attempt::Acquired { token, count, ttl_ms }) => {
+                Ok(Attempt::Acquired { token, count, ttl_ms, lease: holder }) => {
+                    if holder != lease.as_str() {
+                        // A replayed request: its grant, as first answered.
+                        break Ok(AcquireOutcome::Acquired { lease: holder, token, hold_count: count, ttl_ms });
+                    }
                     // A waiter whose call was cancelled gives the lock back.
                     if cancel.is_cancelled() {
                         let _ = self.release(ns, name, &lease).await;

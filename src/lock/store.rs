@@ -34,10 +34,13 @@ impl EndState {
 /// One Acquire attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Attempt {
+    /// `lease` holds it: the caller's, or for a replayed request id the
+    /// lease of the original grant.
     Acquired {
         token: u64,
         count: u32,
         ttl_ms: i64,
+        lease: String,
     },
     Held {
         owner: String,
@@ -153,6 +156,7 @@ impl Store {
         ttl_ms: u64,
         owner: &str,
         waiter: Option<&str>,
+        request_id: &str,
         replicas: Option<(u32, std::time::Duration)>,
     ) -> Result<Attempt> {
         let key = self.lock_key(ns, name);
@@ -165,7 +169,8 @@ impl Store {
                 .arg(ttl_ms)
                 .arg(owner)
                 .arg(waiter.unwrap_or(""))
-                .arg(FENCE_TTL_MS);
+                .arg(FENCE_TTL_MS)
+                .arg(request_id);
         };
         let reply: Vec<redis::Value> = match replicas {
             None => self.redis.invoke(&scripts::ACQUIRE, prepare).await?,
@@ -434,9 +439,12 @@ impl Store {
 
 fn parse_attempt(reply: Vec<redis::Value>) -> Result<Attempt> {
     match reply.as_slice() {
-        [flag, token, count, ttl] if int(flag) == 1 => {
-            Ok(Attempt::Acquired { token: int(token).max(0) as u64, count: int(count).max(0) as u32, ttl_ms: int(ttl) })
-        }
+        [flag, token, count, ttl, lease] if int(flag) == 1 => Ok(Attempt::Acquired {
+            token: int(token).max(0) as u64,
+            count: int(count).max(0) as u32,
+            ttl_ms: int(ttl),
+            lease: text(lease),
+        }),
         [flag, owner, ttl] if int(flag) == 0 => Ok(Attempt::Held { owner: text(owner), ttl_ms: int(ttl) }),
         [flag] if int(flag) == -1 => Ok(Attempt::LeaseGone),
         other => Err(Error::Internal(format!("unexpected acquire reply {other:?}"))),

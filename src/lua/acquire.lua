@@ -10,7 +10,11 @@
 -- ARGV[3]  owner label
 -- ARGV[4]  waiter id to remove on success ('' = none)
 -- ARGV[5]  fence counter TTL in ms
--- returns  {1, token, hold count, TTL ms} acquired or re-entered;
+-- ARGV[6]  request id ('' = none): a retry of a request that was granted
+--          gets that grant back instead of a second hold
+-- returns  {1, token, hold count, TTL ms, lease} acquired, re-entered or
+--          replayed (lease: the holder, which for a replay may differ from
+--          ARGV[1]: a retried private-lease Acquire gets its first lease);
 --          {0, holder owner, holder TTL ms} held by another (nothing written);
 --          {-1} ARGV[2] is 0 and the lease does not hold the lock
 -- O(log waiters)
@@ -20,8 +24,11 @@
 -- (restart without persistence, expiry) as long as Redis's clock has not
 -- gone back past the last token: a lock cannot be granted more than once
 -- per microsecond, so tokens never run ahead of the clock.
-local f = redis.call('HMGET', KEYS[1], 'lease', 'state', 'count', 'token', 'owner')
+local f = redis.call('HMGET', KEYS[1], 'lease', 'state', 'count', 'token', 'owner', 'req')
 if f[2] == 'held' then
+  if ARGV[6] ~= '' and f[6] == ARGV[6] then
+    return { 1, tonumber(f[4]), tonumber(f[3]), redis.call('PTTL', KEYS[1]), f[1] }
+  end
   if f[1] ~= ARGV[1] then
     return { 0, f[5] or '', redis.call('PTTL', KEYS[1]) }
   end
@@ -31,11 +38,12 @@ if f[2] == 'held' then
     px = redis.call('HGET', KEYS[1], 'px')
   end
   local count = redis.call('HINCRBY', KEYS[1], 'count', 1)
+  redis.call('HSET', KEYS[1], 'req', ARGV[6])
   redis.call('PEXPIRE', KEYS[1], px)
   if ARGV[4] ~= '' then
     redis.call('ZREM', KEYS[3], ARGV[4])
   end
-  return { 1, tonumber(f[4]), count, tonumber(px) }
+  return { 1, tonumber(f[4]), count, tonumber(px), ARGV[1] }
 end
 if ARGV[2] == '0' then
   return { -1 }
@@ -51,7 +59,7 @@ redis.call('SET', KEYS[2], token_text, 'PX', ARGV[5])
 -- Keep how the previous grant ended (a tombstone) for its holder's stream.
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'lease', ARGV[1], 'state', 'held', 'count', 1, 'token', token_text,
-  'owner', ARGV[3], 'px', ARGV[2], 'since', math.floor(now_us / 1000))
+  'owner', ARGV[3], 'px', ARGV[2], 'since', math.floor(now_us / 1000), 'req', ARGV[6])
 if f[1] then
   redis.call('HSET', KEYS[1], 'prev_lease', f[1], 'prev_state', f[2], 'prev_token', f[4])
 end
@@ -59,4 +67,4 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 if ARGV[4] ~= '' then
   redis.call('ZREM', KEYS[3], ARGV[4])
 end
-return { 1, token, 1, tonumber(ARGV[2]) }
+return { 1, token, 1, tonumber(ARGV[2]), ARGV[1] }
