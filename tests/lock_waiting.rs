@@ -16,7 +16,7 @@ use support::{redis::RedisServer, serving, serving_with};
 use tonic::Code;
 
 fn req(name: &str, ttl_ms: i64, wait_ms: i64) -> AcquireRequest {
-    AcquireRequest { name: name.into(), ttl_ms, wait_ms, owner: String::new(), lease_id: String::new() }
+    AcquireRequest { name: name.into(), ttl_ms, wait_ms, ..Default::default() }
 }
 
 fn evalsha_calls(redis: &RedisServer) -> u64 {
