@@ -196,6 +196,38 @@ pub struct LockConfig {
     pub min_replicas: u32,
     #[serde(with = "humantime_serde")]
     pub replica_ack_timeout: Duration,
+    /// Redlock mode: locks and leases on N independent Redis masters.
+    pub redlock: RedlockConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedlockConfig {
+    /// URLs of independent Redis masters (≥ 3; odd is best). Empty: off.
+    pub nodes: Vec<String>,
+    /// Bound on one node's reply; unset = max(5 ms, 2 % of the lock TTL).
+    #[serde(with = "humantime_serde")]
+    pub node_timeout: Option<Duration>,
+    /// Attempts when votes split without a holder, each after a random
+    /// delay of up to `retry_delay`.
+    pub retry_count: u32,
+    #[serde(with = "humantime_serde")]
+    pub retry_delay: Duration,
+    /// A node that restarts empty does not vote until `lock.max_ttl` has
+    /// passed (Redlock's delayed restart).
+    pub delayed_restart: bool,
+}
+
+impl Default for RedlockConfig {
+    fn default() -> Self {
+        RedlockConfig {
+            nodes: Vec::new(),
+            node_timeout: None,
+            retry_count: 3,
+            retry_delay: Duration::from_millis(200),
+            delayed_restart: true,
+        }
+    }
 }
 
 impl Default for LockConfig {
@@ -206,6 +238,7 @@ impl Default for LockConfig {
             max_wait: Duration::from_secs(300),
             min_replicas: 0,
             replica_ack_timeout: Duration::from_millis(100),
+            redlock: RedlockConfig::default(),
         }
     }
 }
@@ -317,6 +350,15 @@ pub struct ServeArgs {
     /// How long to wait for those acknowledgements [default: 100ms]
     #[arg(long, env = "COORD_LOCK_REPLICA_ACK_TIMEOUT", value_parser = humantime::parse_duration)]
     pub lock_replica_ack_timeout: Option<Duration>,
+    /// Comma-separated URLs of independent Redis masters: Redlock mode for locks.
+    #[arg(long, env = "COORD_LOCK_REDLOCK_NODES", value_delimiter = ',')]
+    pub redlock_nodes: Option<Vec<String>>,
+    /// Per-node reply bound in Redlock mode [default: max(5ms, 2% of TTL)]
+    #[arg(long, env = "COORD_LOCK_REDLOCK_NODE_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub redlock_node_timeout: Option<Duration>,
+    /// Honour Redlock's delayed restart for nodes that come back empty [default: true]
+    #[arg(long, env = "COORD_LOCK_REDLOCK_DELAYED_RESTART")]
+    pub redlock_delayed_restart: Option<bool>,
 }
 
 impl Config {
@@ -375,6 +417,9 @@ impl Config {
         set(&mut self.lock.max_wait, &a.lock_max_wait);
         set(&mut self.lock.min_replicas, &a.lock_min_replicas);
         set(&mut self.lock.replica_ack_timeout, &a.lock_replica_ack_timeout);
+        set(&mut self.lock.redlock.nodes, &a.redlock_nodes);
+        set_opt(&mut self.lock.redlock.node_timeout, &a.redlock_node_timeout);
+        set(&mut self.lock.redlock.delayed_restart, &a.redlock_delayed_restart);
     }
 
     /// Checks every bound; the error names the first bad setting.
@@ -415,6 +460,33 @@ impl Config {
             Duration::from_millis(1),
             Duration::from_secs(60),
         )?;
+        let redlock = &self.lock.redlock;
+        if !redlock.nodes.is_empty() {
+            if redlock.nodes.len() < 3 {
+                return Err(ConfigError::new(
+                    "lock.redlock.nodes",
+                    format!("needs at least 3 nodes, got {}", redlock.nodes.len()),
+                ));
+            }
+            for url in &redlock.nodes {
+                if !matches!(url::Url::parse(url).map(|u| u.scheme().to_owned()).as_deref(), Ok("redis" | "rediss")) {
+                    return Err(ConfigError::new(
+                        "lock.redlock.nodes",
+                        format!("{url:?} is not a redis:// or rediss:// URL"),
+                    ));
+                }
+            }
+            if self.lock.min_replicas > 0 {
+                return Err(ConfigError::new(
+                    "lock.min_replicas",
+                    "Redlock nodes are independent masters; replica WAIT does not apply",
+                ));
+            }
+        }
+        if let Some(t) = redlock.node_timeout {
+            between("lock.redlock.node_timeout", t, Duration::from_millis(1), Duration::from_secs(10))?;
+        }
+        between("lock.redlock.retry_delay", redlock.retry_delay, Duration::ZERO, Duration::from_secs(10))?;
         if self.lock.min_replicas > 0 && !self.redis.cluster.is_empty() {
             return Err(ConfigError::new(
                 "lock.min_replicas",
@@ -460,6 +532,7 @@ impl Config {
     pub fn to_redacted_toml(&self) -> String {
         let mut copy = self.clone();
         copy.redis = self.redis.redacted();
+        copy.lock.redlock.nodes = self.lock.redlock.nodes.iter().map(|u| redact_url(u)).collect();
         toml::to_string(&copy).unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
     }
 }

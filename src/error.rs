@@ -19,6 +19,9 @@ pub enum Error {
     /// Redis could not be reached or did not answer in time.
     #[error("redis unavailable: {0}")]
     Unavailable(String),
+    /// Redlock mode: a majority of nodes could not be reached.
+    #[error("quorum lost: {0}")]
+    QuorumLost(String),
     /// The server is draining for shutdown.
     #[error("server shutting down")]
     ShuttingDown,
@@ -39,7 +42,7 @@ impl Error {
 
     /// True when the failure came from the backend rather than the request.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, Error::Unavailable(_))
+        matches!(self, Error::Unavailable(_) | Error::QuorumLost(_))
     }
 }
 
@@ -76,7 +79,7 @@ impl From<Error> for tonic::Status {
             Error::InvalidArgument { .. } => tonic::Status::invalid_argument(msg),
             Error::NotFound(_) => tonic::Status::not_found(msg),
             Error::FailedPrecondition(_) => tonic::Status::failed_precondition(msg),
-            Error::Unavailable(_) | Error::ShuttingDown => tonic::Status::unavailable(msg),
+            Error::Unavailable(_) | Error::QuorumLost(_) | Error::ShuttingDown => tonic::Status::unavailable(msg),
             Error::DeadlineExceeded(_) => tonic::Status::deadline_exceeded(msg),
             Error::Internal(_) => tonic::Status::internal(msg),
         }

@@ -99,21 +99,44 @@ pub async fn serve(
 
     // One pub/sub connection per instance carries every lock event.
     let hub = Arc::new(lock::Hub::default());
-    let locks = Arc::new(lock::Locks::new(&backend, hub.clone(), (&config.lock).into(), shutdown.clone()));
+    let channel = lock::Locks::channel_for(&backend.keys);
     let subscribed = Arc::new(AtomicBool::new(false));
     tokio::spawn(crate::redis::pubsub::run(
         backend.redis.pubsub_client().clone(),
-        locks.channel().to_owned(),
-        hub,
+        channel.clone(),
+        hub.clone(),
         subscribed.clone(),
         shutdown.clone(),
     ));
+    // Redlock mode: locks on independent nodes, each with its own reader and
+    // a monitor for reachability and restarts.
+    let (redlock, lock_quorum) = match config.lock.redlock.nodes.is_empty() {
+        true => (None, None),
+        false => {
+            let mut opts = config.redis.connect_options().map_err(|e| ServeError::Config(e.to_string()))?;
+            // Node credentials come from their URLs, not the main Redis's.
+            (opts.username, opts.password) = (None, None);
+            let redlock = Arc::new(
+                lock::Redlock::connect(&config.lock.redlock, &opts, &backend.keys, &channel, config.lock.max_ttl)
+                    .map_err(|e| ServeError::Config(e.to_string()))?,
+            );
+            for client in redlock.pubsub_clients() {
+                let flag = Arc::new(AtomicBool::new(false));
+                tokio::spawn(crate::redis::pubsub::run(client, channel.clone(), hub.clone(), flag, shutdown.clone()));
+            }
+            let quorum = Arc::new(AtomicBool::new(false));
+            tokio::spawn(redlock.clone().monitor(config.server.health_interval, quorum.clone(), shutdown.clone()));
+            (Some(redlock), Some(quorum))
+        }
+    };
+    let locks = Arc::new(lock::Locks::new(&backend, redlock, hub, (&config.lock).into(), shutdown.clone()));
 
     let (reporter, health_service) = tonic_health::server::health_reporter();
     set_all(&reporter, ServingStatus::NotServing).await;
     tokio::spawn(health_loop(
         backend.clone(),
         subscribed,
+        lock_quorum,
         reporter.clone(),
         config.server.health_interval,
         probe_timeout(config),
@@ -184,6 +207,7 @@ fn probe_timeout(config: &Config) -> Duration {
 async fn health_loop(
     backend: Backend,
     subscribed: Arc<AtomicBool>,
+    lock_quorum: Option<Arc<AtomicBool>>,
     reporter: HealthReporter,
     interval: Duration,
     timeout: Duration,
@@ -194,6 +218,7 @@ async fn health_loop(
     // back (and start-up) is reported quickly.
     let retry = interval.min(Duration::from_millis(100));
     let mut serving: Option<bool> = None;
+    let mut lock_serving: Option<bool> = None;
     let mut next = tokio::time::Instant::now();
     loop {
         tokio::select! {
@@ -225,6 +250,19 @@ async fn health_loop(
             }
             set_all(&reporter, if up { ServingStatus::Serving } else { ServingStatus::NotServing }).await;
             serving = Some(up);
+            lock_serving = None;
+        }
+        // Redlock mode: LockService also needs a majority of its nodes.
+        if let Some(quorum) = &lock_quorum {
+            let lock_up = up && quorum.load(Ordering::Relaxed);
+            if lock_serving != Some(lock_up) {
+                if up && !lock_up {
+                    tracing::warn!("fewer than a majority of Redlock nodes reachable: LockService NOT_SERVING");
+                }
+                let status = if lock_up { ServingStatus::Serving } else { ServingStatus::NotServing };
+                reporter.set_service_status("coord.v1.LockService", status).await;
+                lock_serving = Some(lock_up);
+            }
         }
     }
 }

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{
-    AcquireOutcome, AcquireParams, Holder, LeaseId, LockInfo, Locks, LostReason, ReleaseOutcome,
+    AcquireOutcome, AcquireParams, Holder, LeaseId, LockInfo, Locks, LostReason, NodeResult, ReleaseOutcome, Vote,
     keepalive::{self, StreamEvent},
     lock_name,
 };
@@ -101,18 +101,20 @@ impl LockService for Service {
         let task = tokio::spawn(async move { locks.acquire(&ctx.namespace, params, deadline, cancel).await });
         let outcome = task.await.map_err(|e| Status::internal(format!("acquire task failed: {e}")))??;
         Ok(Response::new(match outcome {
-            AcquireOutcome::Acquired { lease, token, hold_count, ttl_ms } => pb::AcquireResponse {
+            AcquireOutcome::Acquired { lease, token, hold_count, ttl_ms, validity_ms } => pb::AcquireResponse {
                 status: pb::AcquireStatus::Acquired.into(),
                 fencing_token: token,
                 hold_count,
                 ttl_ms,
                 lease_id: lease,
-                holder_owner: String::new(),
+                validity_ms,
+                ..Default::default()
             },
-            AcquireOutcome::NotAcquired { holder_owner, holder_ttl_ms } => pb::AcquireResponse {
+            AcquireOutcome::NotAcquired { holder_owner, holder_ttl_ms, nodes } => pb::AcquireResponse {
                 status: pb::AcquireStatus::NotAcquired.into(),
                 ttl_ms: holder_ttl_ms,
                 holder_owner,
+                nodes: nodes.into_iter().map(node_to_pb).collect(),
                 ..Default::default()
             },
         }))
@@ -181,12 +183,24 @@ fn to_pb(event: StreamEvent) -> pb::KeepAliveResponse {
                 LostReason::ForceReleased => pb::LockLostReason::ForceReleased,
                 LostReason::LeaseRevoked => pb::LockLostReason::LeaseRevoked,
                 LostReason::BackendUnavailable => pb::LockLostReason::BackendUnavailable,
+                LostReason::QuorumLost => pb::LockLostReason::QuorumLost,
             }
             .into(),
             fencing_token: token,
         }),
     };
     pb::KeepAliveResponse { event: Some(event) }
+}
+
+fn node_to_pb(node: NodeResult) -> pb::NodeOutcome {
+    let vote = match node.vote {
+        Vote::Acquired => pb::NodeVote::Acquired,
+        Vote::Held => pb::NodeVote::Held,
+        Vote::Timeout => pb::NodeVote::Timeout,
+        Vote::Error => pb::NodeVote::Error,
+        Vote::Quarantined => pb::NodeVote::Quarantined,
+    };
+    pb::NodeOutcome { node: node.node, vote: vote.into(), detail: node.detail }
 }
 
 fn info_to_pb(info: LockInfo) -> pb::LockInfo {

@@ -46,8 +46,8 @@ struct Tracked {
     reported: HashSet<(String, u64)>,
     /// When the locks must be presumed lost without a successful renewal.
     expires: Instant,
-    /// The last renewal attempt failed on the backend.
-    failing: bool,
+    /// Why the last renewal attempt failed, if it did.
+    failing: Option<LostReason>,
 }
 
 struct Renewed {
@@ -109,7 +109,7 @@ pub async fn run(
                         locks: HashMap::new(),
                         reported: HashSet::new(),
                         expires: Instant::now(),
-                        failing: false,
+                        failing: None,
                     }
                 });
                 let names = tracked.locks.keys().cloned().collect();
@@ -119,11 +119,14 @@ pub async fn run(
                 let Some(tracked) = leases.get_mut(&done.lease) else { continue };
                 match done.result {
                     Err(e) => {
-                        tracked.failing = true;
+                        tracked.failing = Some(match e {
+                            crate::error::Error::QuorumLost(_) => LostReason::QuorumLost,
+                            _ => LostReason::BackendUnavailable,
+                        });
                         tracing::debug!(lease = %done.lease, error = %e, "renewal failed");
                     }
                     Ok(renewal) => {
-                        tracked.failing = false;
+                        tracked.failing = None;
                         let gone = renewal.ttl_ms <= 0;
                         let mut reasons: HashMap<String, LostReason> = HashMap::new();
                         for (name, state, token, _) in &renewal.locks {
@@ -139,6 +142,7 @@ pub async fn run(
                                 }
                                 LockState::Forced => { reasons.insert(name.clone(), LostReason::ForceReleased); }
                                 LockState::Revoked => { reasons.insert(name.clone(), LostReason::LeaseRevoked); }
+                                LockState::QuorumLost => { reasons.insert(name.clone(), LostReason::QuorumLost); }
                                 LockState::Held | LockState::Gone if ours => { reasons.insert(name.clone(), LostReason::Expired); }
                                 // A private lease whose lock was never seen:
                                 // the lease is simply gone (TTL 0).
@@ -190,7 +194,7 @@ pub async fn run(
             _ = deadline => {
                 let now = Instant::now();
                 for tracked in leases.values_mut().filter(|l| l.expires <= now && !l.locks.is_empty()) {
-                    let reason = if tracked.failing { LostReason::BackendUnavailable } else { LostReason::Expired };
+                    let reason = tracked.failing.unwrap_or(LostReason::Expired);
                     for (name, token) in std::mem::take(&mut tracked.locks) {
                         if let Some(event) = lost(tracked, name, reason, token) {
                             events.push(event);

@@ -22,6 +22,7 @@
 mod events;
 pub mod grpc;
 mod keepalive;
+mod redlock;
 mod store;
 
 use std::{
@@ -33,7 +34,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub use self::events::Hub;
-use self::store::{Attempt, EndState, ReleaseReply, Store};
+pub use self::redlock::Redlock;
+use self::store::{Attempt, EndState, Ended, ReleaseReply, Renewal, Store};
+pub use self::store::{NodeResult, Vote};
 use crate::{
     config::LockConfig,
     error::{Error, Result},
@@ -104,6 +107,8 @@ pub enum LostReason {
     ForceReleased,
     LeaseRevoked,
     BackendUnavailable,
+    /// Redlock mode: no longer held on a majority of nodes.
+    QuorumLost,
 }
 
 impl LostReason {
@@ -113,6 +118,7 @@ impl LostReason {
             LostReason::ForceReleased => "force_released",
             LostReason::LeaseRevoked => "lease_revoked",
             LostReason::BackendUnavailable => "backend_unavailable",
+            LostReason::QuorumLost => "quorum_lost",
         }
     }
 }
@@ -151,8 +157,10 @@ pub struct AcquireParams {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AcquireOutcome {
-    Acquired { lease: String, token: u64, hold_count: u32, ttl_ms: i64 },
-    NotAcquired { holder_owner: String, holder_ttl_ms: i64 },
+    /// `validity_ms`: Redlock mode only (else 0).
+    Acquired { lease: String, token: u64, hold_count: u32, ttl_ms: i64, validity_ms: i64 },
+    /// `nodes`: Redlock mode only.
+    NotAcquired { holder_owner: String, holder_ttl_ms: i64, nodes: Vec<NodeResult> },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,23 +192,93 @@ impl From<&LockConfig> for Settings {
 
 // === operations ===
 
+/// Where locks live: one Redis (node or cluster), or N Redlock nodes.
+#[derive(Clone)]
+enum Stores {
+    Single(Box<Store>),
+    Redlock(Arc<Redlock>),
+}
+
+/// Forwards each store operation to the backend in use.
+macro_rules! delegate {
+    ($($name:ident($($arg:ident: $ty:ty),*) -> $ret:ty;)*) => {
+        impl Stores {
+            $(
+                async fn $name(&self, $($arg: $ty),*) -> Result<$ret> {
+                    match self {
+                        Stores::Single(s) => s.$name($($arg),*).await,
+                        Stores::Redlock(r) => r.$name($($arg),*).await,
+                    }
+                }
+            )*
+        }
+    };
+}
+
+delegate! {
+    grant(ns: &Namespace, ttl_ms: u64, owner: &str) -> LeaseId;
+    lease_ttl(ns: &Namespace, lease: &str) -> Option<i64>;
+    attach(ns: &Namespace, lease: &str, name: &Name) -> Option<i64>;
+    detach(ns: &Namespace, lease: &str, names: &[&str]) -> ();
+    release(ns: &Namespace, name: &Name, lease: &str) -> ReleaseReply;
+    end(ns: &Namespace, name: &Name, lease: Option<&str>, state: EndState) -> Option<Ended>;
+    revoke(ns: &Namespace, lease: &str) -> Vec<String>;
+    renew(ns: &Namespace, lease: &LeaseId, names: &[String]) -> Renewal;
+    waiter(ns: &Namespace, name: &Name, id: &str, deadline_ms: Option<i64>) -> ();
+    describe(ns: &Namespace, name: &Name) -> LockInfo;
+    list(ns: &Namespace, prefix: &str, cursor: Option<&str>, limit: u32) -> (Vec<LockInfo>, Option<String>);
+}
+
+impl Stores {
+    #[allow(clippy::too_many_arguments)]
+    async fn acquire(
+        &self,
+        ns: &Namespace,
+        name: &Name,
+        lease: &str,
+        ttl_ms: u64,
+        owner: &str,
+        waiter: Option<&str>,
+        request_id: &str,
+        replicas: Option<(u32, Duration)>,
+    ) -> Result<Attempt> {
+        match self {
+            Stores::Single(s) => s.acquire(ns, name, lease, ttl_ms, owner, waiter, request_id, replicas).await,
+            Stores::Redlock(r) => r.acquire(ns, name, lease, ttl_ms, owner, waiter, request_id, replicas).await,
+        }
+    }
+}
+
 /// The lock service's domain: everything but gRPC.
 pub struct Locks {
-    store: Store,
+    store: Stores,
+    /// Keys and channel; the same on every Redlock node.
+    keys: Store,
     hub: Arc<Hub>,
     settings: Settings,
     shutdown: CancellationToken,
 }
 
 impl Locks {
-    pub fn new(backend: &Backend, hub: Arc<Hub>, settings: Settings, shutdown: CancellationToken) -> Self {
-        let channel = format!("{}:_:lock-events", backend.keys.prefix());
-        Locks { store: Store::new(backend.redis.clone(), backend.keys.clone(), channel), hub, settings, shutdown }
+    /// Locks on the backend's Redis, or on `redlock`'s nodes when given.
+    pub fn new(
+        backend: &Backend,
+        redlock: Option<Arc<Redlock>>,
+        hub: Arc<Hub>,
+        settings: Settings,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let keys = Store::new(backend.redis.clone(), backend.keys.clone(), Self::channel_for(&backend.keys));
+        let store = match redlock {
+            Some(r) => Stores::Redlock(r),
+            None => Stores::Single(Box::new(keys.clone())),
+        };
+        Locks { store, keys, hub, settings, shutdown }
     }
 
     /// The pub/sub channel the scripts publish on.
-    pub fn channel(&self) -> &str {
-        &self.store.channel
+    pub fn channel_for(keys: &crate::redis::KeyBuilder) -> String {
+        format!("{}:_:lock-events", keys.prefix())
     }
 
     /// Clamps a requested TTL into the configured bounds; ≤ 0 is invalid.
@@ -288,7 +366,7 @@ impl Locks {
             let wait_end = started + params.wait;
             deadline.map_or(wait_end, |d| d.min(wait_end))
         };
-        let key = self.store.lock_key(ns, name);
+        let key = self.keys.lock_key(ns, name);
         let notify = self.hub.waiter(key.as_str());
         let mut waiter: Option<String> = None;
         let result = loop {
@@ -311,27 +389,47 @@ impl Locks {
                     self.settings.replicas,
                 )
                 .await;
-            let (owner, holder_ttl) = match attempt {
+            let (owner, holder_ttl, nodes) = match attempt {
                 Err(e) => break Err(e),
                 Ok(Attempt::LeaseGone) => break Err(Error::NotFound(format!("lease_id {}", lease.as_str()))),
-                Ok(Attempt::Acquired { token, count, ttl_ms, lease: holder }) => {
+                Ok(Attempt::NoQuorum { nodes }) => {
+                    let detail: Vec<String> = nodes
+                        .iter()
+                        .map(|n| {
+                            format!(
+                                "{} {:?}{}",
+                                n.node,
+                                n.vote,
+                                if n.detail.is_empty() { String::new() } else { format!(" ({})", n.detail) }
+                            )
+                        })
+                        .collect();
+                    break Err(Error::Unavailable(format!("no majority of Redlock nodes: {}", detail.join(", "))));
+                }
+                Ok(Attempt::Acquired { token, count, ttl_ms, lease: holder, validity_ms }) => {
                     if holder != lease.as_str() {
                         // A replayed request: its grant, as first answered.
-                        break Ok(AcquireOutcome::Acquired { lease: holder, token, hold_count: count, ttl_ms });
+                        break Ok(AcquireOutcome::Acquired {
+                            lease: holder,
+                            token,
+                            hold_count: count,
+                            ttl_ms,
+                            validity_ms,
+                        });
                     }
                     // A waiter whose call was cancelled gives the lock back.
                     if cancel.is_cancelled() {
                         let _ = self.release(ns, name, &lease).await;
                         break Err(Error::DeadlineExceeded(started.elapsed()));
                     }
-                    break self.attached(ns, name, &lease, token, count, ttl_ms).await;
+                    break self.attached(ns, name, &lease, token, count, ttl_ms, validity_ms).await;
                 }
-                Ok(Attempt::Held { owner, ttl_ms }) => (owner, ttl_ms),
+                Ok(Attempt::Held { owner, ttl_ms, nodes }) => (owner, ttl_ms, nodes),
             };
             let now = Instant::now();
             if now >= until {
                 metrics::counter!("coord_lock_not_acquired_total").increment(1);
-                break Ok(AcquireOutcome::NotAcquired { holder_owner: owner, holder_ttl_ms: holder_ttl.max(0) });
+                break Ok(AcquireOutcome::NotAcquired { holder_owner: owner, holder_ttl_ms: holder_ttl.max(0), nodes });
             }
             if waiter.is_none() {
                 let id = LeaseId::random_hex();
@@ -379,6 +477,7 @@ impl Locks {
 
     /// After a grant under a shared lease: record it in the lease's index,
     /// checking the lease still lives (it may have expired while we waited).
+    #[allow(clippy::too_many_arguments)]
     async fn attached(
         &self,
         ns: &Namespace,
@@ -387,6 +486,7 @@ impl Locks {
         token: u64,
         count: u32,
         ttl_ms: i64,
+        validity_ms: i64,
     ) -> Result<AcquireOutcome> {
         if let LeaseId::Shared(id) = lease {
             match self.store.attach(ns, id, name).await {
@@ -402,11 +502,11 @@ impl Locks {
                 }
             }
         }
-        Ok(AcquireOutcome::Acquired { lease: lease.as_str().to_owned(), token, hold_count: count, ttl_ms })
+        Ok(AcquireOutcome::Acquired { lease: lease.as_str().to_owned(), token, hold_count: count, ttl_ms, validity_ms })
     }
 
     pub async fn release(&self, ns: &Namespace, name: &Name, lease: &LeaseId) -> Result<ReleaseOutcome> {
-        let key = self.store.lock_key(ns, name);
+        let key = self.keys.lock_key(ns, name);
         Ok(match self.store.release(ns, name, lease.as_str()).await? {
             ReleaseReply::Released { remaining, held_ms } => {
                 if remaining == 0 {
@@ -460,7 +560,7 @@ impl Locks {
     /// Tells this instance's waiters and streams at once; other instances
     /// hear it through pub/sub (duplicates are ignored by the streams).
     fn local_end(&self, ns: &Namespace, name: &Name, lease: &str, state: &str, token: u64) {
-        self.hub.released(self.store.lock_key(ns, name).as_str());
+        self.hub.released(self.keys.lock_key(ns, name).as_str());
         self.hub.ended(events::GrantEnded {
             ns: ns.as_str().to_owned(),
             lease: lease.to_owned(),

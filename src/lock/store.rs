@@ -35,19 +35,31 @@ impl EndState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Attempt {
     /// `lease` holds it: the caller's, or for a replayed request id the
-    /// lease of the original grant.
-    Acquired {
-        token: u64,
-        count: u32,
-        ttl_ms: i64,
-        lease: String,
-    },
-    Held {
-        owner: String,
-        ttl_ms: i64,
-    },
+    /// lease of the original grant. `validity_ms` is 0 outside Redlock mode.
+    Acquired { token: u64, count: u32, ttl_ms: i64, lease: String, validity_ms: i64 },
+    /// `nodes`: Redlock mode only.
+    Held { owner: String, ttl_ms: i64, nodes: Vec<NodeResult> },
     /// A private lease tried to re-enter a lock it no longer holds.
     LeaseGone,
+    /// Redlock mode: no majority could be reached.
+    NoQuorum { nodes: Vec<NodeResult> },
+}
+
+/// One Redlock node's answer to an acquire attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeResult {
+    pub node: String,
+    pub vote: Vote,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Vote {
+    Acquired,
+    Held,
+    Timeout,
+    Error,
+    Quarantined,
 }
 
 /// Release outcome.
@@ -75,6 +87,8 @@ pub enum LockState {
     Released,
     Forced,
     Revoked,
+    /// Redlock mode: still held on some nodes, but not on a majority.
+    QuorumLost,
 }
 
 impl LockState {
@@ -124,18 +138,37 @@ impl Store {
     pub async fn grant(&self, ns: &Namespace, ttl_ms: u64, owner: &str) -> Result<LeaseId> {
         for _ in 0..3 {
             let lease = LeaseId::new_shared();
-            let key = self.lease_key(ns, lease.as_str())?;
-            let created: i64 = self
-                .redis
-                .invoke(&scripts::LEASE_GRANT, |inv| {
-                    inv.key(key.as_str()).arg(ttl_ms).arg(owner);
-                })
-                .await?;
-            if created == 1 {
+            if self.grant_id(ns, lease.as_str(), ttl_ms, owner).await? {
                 return Ok(lease);
             }
         }
         Err(Error::Internal("lease id collided three times".into()))
+    }
+
+    /// Creates the lease `id`; false when it already exists.
+    pub async fn grant_id(&self, ns: &Namespace, id: &str, ttl_ms: u64, owner: &str) -> Result<bool> {
+        let key = self.lease_key(ns, id)?;
+        let created: i64 = self
+            .redis
+            .invoke(&scripts::LEASE_GRANT, |inv| {
+                inv.key(key.as_str()).arg(ttl_ms).arg(owner);
+            })
+            .await?;
+        Ok(created == 1)
+    }
+
+    /// Redlock mode: raises this node's fence (and the lock's token) to
+    /// `token`, the grant's token across the majority.
+    pub async fn raise_fence(&self, ns: &Namespace, name: &Name, lease: &str, token: u64) -> Result<()> {
+        let key = self.lock_key(ns, name);
+        let fence = key.sub("fence");
+        let _: i64 = self
+            .redis
+            .invoke(&scripts::FENCE_RAISE, |inv| {
+                inv.key(&fence).key(key.as_str()).arg(token).arg(FENCE_TTL_MS).arg(lease);
+            })
+            .await?;
+        Ok(())
     }
 
     /// Remaining TTL of a shared lease, None when it is gone.
@@ -405,20 +438,7 @@ impl Store {
         cursor: Option<&str>,
         limit: u32,
     ) -> Result<(Vec<LockInfo>, Option<String>)> {
-        let pattern = self.keys.scan_pattern(ns, "lock", prefix);
-        let mut names = Vec::new();
-        let mut cursor = cursor.map(str::to_owned);
-        // Bounded work per page: a sparse keyspace yields short pages.
-        for _ in 0..16 {
-            let (keys, next) = self.redis.scan(&pattern, cursor.as_deref(), limit).await?;
-            names.extend(keys.iter().filter_map(|k| crate::redis::keys::name_of(k)));
-            cursor = next;
-            if cursor.is_none() || names.len() >= limit as usize {
-                break;
-            }
-        }
-        names.sort();
-        names.dedup();
+        let (names, cursor) = self.list_names(ns, prefix, cursor, limit).await?;
         let described = futures_util::future::join_all(
             names
                 .iter()
@@ -435,6 +455,31 @@ impl Store {
         }
         Ok((locks, cursor))
     }
+
+    /// Names of lock keys (held, or tombstones) starting with `prefix`.
+    pub async fn list_names(
+        &self,
+        ns: &Namespace,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<(Vec<String>, Option<String>)> {
+        let pattern = self.keys.scan_pattern(ns, "lock", prefix);
+        let mut names = Vec::new();
+        let mut cursor = cursor.map(str::to_owned);
+        // Bounded work per page: a sparse keyspace yields short pages.
+        for _ in 0..16 {
+            let (keys, next) = self.redis.scan(&pattern, cursor.as_deref(), limit).await?;
+            names.extend(keys.iter().filter_map(|k| crate::redis::keys::name_of(k)));
+            cursor = next;
+            if cursor.is_none() || names.len() >= limit as usize {
+                break;
+            }
+        }
+        names.sort();
+        names.dedup();
+        Ok((names, cursor))
+    }
 }
 
 fn parse_attempt(reply: Vec<redis::Value>) -> Result<Attempt> {
@@ -444,8 +489,11 @@ fn parse_attempt(reply: Vec<redis::Value>) -> Result<Attempt> {
             count: int(count).max(0) as u32,
             ttl_ms: int(ttl),
             lease: text(lease),
+            validity_ms: 0,
         }),
-        [flag, owner, ttl] if int(flag) == 0 => Ok(Attempt::Held { owner: text(owner), ttl_ms: int(ttl) }),
+        [flag, owner, ttl] if int(flag) == 0 => {
+            Ok(Attempt::Held { owner: text(owner), ttl_ms: int(ttl), nodes: Vec::new() })
+        }
         [flag] if int(flag) == -1 => Ok(Attempt::LeaseGone),
         other => Err(Error::Internal(format!("unexpected acquire reply {other:?}"))),
     }

@@ -50,4 +50,5 @@ scripts! {
     LOCK_END => "lock_end.lua",
     WAITER => "waiter.lua",
     DESCRIBE => "describe.lua",
+    FENCE_RAISE => "fence_raise.lua",
 }

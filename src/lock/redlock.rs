@@ -1,0 +1,545 @@
+//! Redlock mode: every lock and lease lives on N independent Redis masters,
+//! and each operation runs the single-node scripts on all of them in
+//! parallel and decides by majority (quorum = N/2 + 1).
+//!
+//! - **Acquire** counts votes, then checks validity = TTL − elapsed − drift
+//!   (monotonic clock, drift = 1 % of the TTL + 2 ms); without a valid
+//!   majority it releases on every node, including those that timed out.
+//! - **Fencing tokens across majorities.** Plain Redlock cannot fence: each
+//!   node's counter only sees the grants that reached it. Here, once a
+//!   majority granted the lock, the token is the maximum of those nodes'
+//!   counters (each already max(own + 1, own clock)), and it is written back
+//!   with set-if-greater to a majority before replying, within validity.
+//!   Any two majorities of the same N nodes share at least one node, so the
+//!   next grant's majority includes a node that saw this token and answers
+//!   at least token + 1. What remains is Redlock's timing assumption: the
+//!   next grant can only start after this one's lock expired or was
+//!   released, which holds while node clocks advance at about the same rate
+//!   (drift within the allowance) and no node loses the lock early — hence
+//!   the delayed restart below.
+//! - **Delayed restart.** A node that comes back with a new `run_id` lost its
+//!   keys; it does not vote until `lock.max_ttl` has passed, so it cannot
+//!   help grant a lock that a majority still holds.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use futures_util::future::join_all;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    LeaseId, LockInfo,
+    store::{Attempt, EndState, Ended, LockState, NodeResult, ReleaseReply, Renewal, Store, Vote},
+};
+use crate::{
+    config::RedlockConfig,
+    error::{Error, Result},
+    redis::{ConnectOptions, KeyBuilder, Name, Namespace, Redis},
+};
+
+/// One independent master.
+struct Node {
+    label: String,
+    store: Store,
+    redis: Redis,
+    /// Not voting until then (restarted empty).
+    quarantined_until: Mutex<Option<Instant>>,
+    run_id: Mutex<Option<String>>,
+    up: AtomicBool,
+}
+
+impl Node {
+    fn votes(&self) -> bool {
+        match self.quarantined_until.lock() {
+            Ok(until) => until.is_none_or(|t| Instant::now() >= t),
+            Err(_) => true,
+        }
+    }
+}
+
+/// A node's reply, or why there is none.
+enum Reply<T> {
+    Ok(T),
+    Timeout,
+    Err(String),
+}
+
+pub struct Redlock {
+    nodes: Vec<Node>,
+    quorum: usize,
+    settings: RedlockConfig,
+    max_ttl: Duration,
+}
+
+impl Redlock {
+    pub fn connect(
+        config: &RedlockConfig,
+        opts: &ConnectOptions,
+        keys: &KeyBuilder,
+        channel: &str,
+        max_ttl: Duration,
+    ) -> Result<Self> {
+        let mut nodes = Vec::new();
+        for url in &config.nodes {
+            let redis = Redis::single(url, opts)?;
+            let label = url::Url::parse(url)
+                .ok()
+                .and_then(|u| Some(format!("{}:{}", u.host_str()?, u.port().unwrap_or(6379))))
+                .unwrap_or_else(|| url.clone());
+            nodes.push(Node {
+                label,
+                store: Store::new(redis.clone(), keys.clone(), channel.to_owned()),
+                redis,
+                quarantined_until: Mutex::new(None),
+                run_id: Mutex::new(None),
+                up: AtomicBool::new(false),
+            });
+        }
+        if nodes.len() % 2 == 0 {
+            tracing::warn!(
+                nodes = nodes.len(),
+                "an even number of Redlock nodes tolerates no more failures than one node fewer"
+            );
+        }
+        let quorum = nodes.len() / 2 + 1;
+        Ok(Redlock { nodes, quorum, settings: config.clone(), max_ttl })
+    }
+
+    /// Clients for one pub/sub reader per node (a release publishes on each).
+    pub fn pubsub_clients(&self) -> Vec<redis::Client> {
+        self.nodes.iter().map(|n| n.redis.pubsub_client().clone()).collect()
+    }
+
+    fn drift(ttl: Duration) -> Duration {
+        ttl / 100 + Duration::from_millis(2)
+    }
+
+    /// Per-node bound: configured, else max(5 ms, 2 % of the TTL).
+    fn node_timeout(&self, ttl_ms: u64) -> Duration {
+        self.settings.node_timeout.unwrap_or_else(|| Duration::from_millis(ttl_ms / 50).max(Duration::from_millis(5)))
+    }
+
+    /// Bound for calls not tied to one TTL (release, renew, reads).
+    fn op_timeout(&self) -> Duration {
+        self.settings.node_timeout.unwrap_or(Duration::from_millis(250))
+    }
+
+    /// Runs `call` on every node in parallel, each bounded by `timeout`.
+    async fn all<'a, T, F, Fut>(&'a self, timeout: Duration, call: F) -> Vec<Reply<T>>
+    where
+        F: Fn(&'a Store) -> Fut,
+        Fut: Future<Output = Result<T>> + 'a,
+    {
+        let calls = self.nodes.iter().map(|node| {
+            let fut = call(&node.store);
+            async move {
+                let started = Instant::now();
+                let reply = match tokio::time::timeout(timeout, fut).await {
+                    Ok(Ok(v)) => Reply::Ok(v),
+                    Ok(Err(e)) => Reply::Err(e.to_string()),
+                    Err(_) => Reply::Timeout,
+                };
+                let outcome = match &reply {
+                    Reply::Ok(_) => "ok",
+                    Reply::Timeout => "timeout",
+                    Reply::Err(_) => "error",
+                };
+                metrics::counter!("coord_redlock_node_calls_total", "node" => node.label.clone(), "outcome" => outcome)
+                    .increment(1);
+                metrics::histogram!("coord_redlock_node_seconds", "node" => node.label.clone())
+                    .record(started.elapsed().as_secs_f64());
+                reply
+            }
+        });
+        join_all(calls).await
+    }
+
+    /// Replies of voting nodes that answered.
+    fn answered<'r, T>(&self, replies: &'r [Reply<T>]) -> Vec<&'r T> {
+        replies
+            .iter()
+            .zip(&self.nodes)
+            .filter(|(_, node)| node.votes())
+            .filter_map(|(r, _)| match r {
+                Reply::Ok(v) => Some(v),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn no_quorum<T>(&self, what: &str, replies: &[Reply<T>]) -> Error {
+        let detail: Vec<String> = replies
+            .iter()
+            .zip(&self.nodes)
+            .map(|(r, n)| match (r, n.votes()) {
+                (_, false) => format!("{} quarantined", n.label),
+                (Reply::Ok(_), _) => format!("{} ok", n.label),
+                (Reply::Timeout, _) => format!("{} timeout", n.label),
+                (Reply::Err(e), _) => format!("{} error: {e}", n.label),
+            })
+            .collect();
+        Error::Unavailable(format!("{what}: no majority of {} nodes ({})", self.nodes.len(), detail.join(", ")))
+    }
+
+    pub async fn grant(&self, ns: &Namespace, ttl_ms: u64, owner: &str) -> Result<LeaseId> {
+        let lease = LeaseId::new_shared();
+        let replies = self.all(self.node_timeout(ttl_ms), |s| s.grant_id(ns, lease.as_str(), ttl_ms, owner)).await;
+        if self.answered(&replies).iter().filter(|created| ***created).count() >= self.quorum {
+            return Ok(lease);
+        }
+        let _ = self.revoke(ns, lease.as_str()).await;
+        Err(self.no_quorum("grant", &replies))
+    }
+
+    /// The lease's TTL if a majority still has it (the smallest of theirs).
+    pub async fn lease_ttl(&self, ns: &Namespace, lease: &str) -> Result<Option<i64>> {
+        let replies = self.all(self.op_timeout(), |s| s.lease_ttl(ns, lease)).await;
+        let answered = self.answered(&replies);
+        if answered.len() < self.quorum {
+            return Err(self.no_quorum("lease", &replies));
+        }
+        let mut live: Vec<i64> = answered.iter().filter_map(|t| **t).collect();
+        if live.len() < self.quorum {
+            return Ok(None);
+        }
+        live.sort_unstable();
+        // The quorum-th largest: a majority has at least this much left.
+        Ok(Some(live[live.len() - self.quorum]))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub async fn acquire(
+        &self,
+        ns: &Namespace,
+        name: &Name,
+        lease: &str,
+        ttl_ms: u64,
+        owner: &str,
+        waiter: Option<&str>,
+        request_id: &str,
+        _replicas: Option<(u32, Duration)>,
+    ) -> Result<Attempt> {
+        let timeout = if ttl_ms == 0 { self.op_timeout() } else { self.node_timeout(ttl_ms) };
+        let mut nodes_seen = Vec::new();
+        for attempt in 0..=self.settings.retry_count {
+            if attempt > 0 {
+                // Split votes: back off a random part of retry_delay.
+                let jitter = self.settings.retry_delay.mul_f64(rand_unit());
+                tokio::time::sleep(jitter).await;
+            }
+            let started = Instant::now();
+            let replies =
+                self.all(timeout, |s| s.acquire(ns, name, lease, ttl_ms, owner, waiter, request_id, None)).await;
+            let mut votes = Vec::new();
+            let mut held: Vec<(String, i64)> = Vec::new();
+            let mut results = Vec::new();
+            let mut gone = 0;
+            for (reply, node) in replies.iter().zip(&self.nodes) {
+                let (vote, detail) = match reply {
+                    Reply::Ok(Attempt::Acquired { token, count, ttl_ms, lease, .. }) if node.votes() => {
+                        votes.push((*token, *count, *ttl_ms, lease.clone()));
+                        (Vote::Acquired, String::new())
+                    }
+                    Reply::Ok(Attempt::Acquired { .. }) => (Vote::Quarantined, String::new()),
+                    Reply::Ok(Attempt::Held { owner, ttl_ms, .. }) => {
+                        held.push((owner.clone(), *ttl_ms));
+                        (Vote::Held, String::new())
+                    }
+                    Reply::Ok(Attempt::LeaseGone) => {
+                        gone += 1;
+                        (Vote::Error, "lease gone".to_owned())
+                    }
+                    Reply::Ok(Attempt::NoQuorum { .. }) => (Vote::Error, String::new()),
+                    Reply::Timeout => (Vote::Timeout, String::new()),
+                    Reply::Err(e) => (Vote::Error, e.clone()),
+                };
+                metrics::counter!("coord_redlock_votes_total", "node" => node.label.clone(), "vote" => vote_name(vote))
+                    .increment(1);
+                results.push(NodeResult { node: node.label.clone(), vote, detail });
+            }
+            if votes.len() >= self.quorum {
+                let ttl = Duration::from_millis(votes.iter().map(|v| v.2.max(0) as u64).min().unwrap_or(0));
+                let token = votes.iter().map(|v| v.0).max().unwrap_or(0);
+                let holder = votes[0].3.clone();
+                let count = votes.iter().map(|v| v.1).max().unwrap_or(1);
+                if Self::valid(ttl, started) > Duration::ZERO {
+                    let raised = self.all(timeout, |s| s.raise_fence(ns, name, &holder, token)).await;
+                    let validity = Self::valid(ttl, started);
+                    if self.answered(&raised).len() >= self.quorum && validity > Duration::ZERO {
+                        return Ok(Attempt::Acquired {
+                            token,
+                            count,
+                            ttl_ms: ttl.as_millis() as i64,
+                            lease: holder,
+                            validity_ms: validity.as_millis() as i64,
+                        });
+                    }
+                }
+            }
+            // Not granted: undo wherever it may have been (also timed out).
+            if results.iter().any(|r| r.vote != Vote::Held) {
+                let _ = self.release(ns, name, lease).await;
+            }
+            if gone >= self.quorum {
+                return Ok(Attempt::LeaseGone);
+            }
+            if let Some(ttl) = held.iter().map(|h| h.1).filter(|t| *t > 0).min() {
+                let owner = held.first().map(|h| h.0.clone()).unwrap_or_default();
+                return Ok(Attempt::Held { owner, ttl_ms: ttl, nodes: results });
+            }
+            let reachable = results.iter().filter(|r| matches!(r.vote, Vote::Acquired | Vote::Held)).count();
+            nodes_seen = results;
+            if reachable < self.quorum && votes.is_empty() {
+                // Not a split: too few nodes answer; retrying will not help now.
+                break;
+            }
+        }
+        Ok(Attempt::NoQuorum { nodes: nodes_seen })
+    }
+
+    /// Validity left of a grant of `ttl` begun at `started`.
+    fn valid(ttl: Duration, started: Instant) -> Duration {
+        ttl.saturating_sub(started.elapsed()).saturating_sub(Self::drift(ttl))
+    }
+
+    pub async fn attach(&self, ns: &Namespace, lease: &str, name: &Name) -> Result<Option<i64>> {
+        let replies = self.all(self.op_timeout(), |s| s.attach(ns, lease, name)).await;
+        let answered = self.answered(&replies);
+        if answered.len() < self.quorum {
+            return Err(self.no_quorum("attach", &replies));
+        }
+        let live: Vec<i64> = answered.iter().filter_map(|t| **t).collect();
+        Ok((live.len() >= self.quorum).then(|| live.iter().copied().min().unwrap_or(0)))
+    }
+
+    pub async fn detach(&self, ns: &Namespace, lease: &str, names: &[&str]) -> Result<()> {
+        self.all(self.op_timeout(), |s| s.detach(ns, lease, names)).await;
+        Ok(())
+    }
+
+    pub async fn release(&self, ns: &Namespace, name: &Name, lease: &str) -> Result<ReleaseReply> {
+        let replies = self.all(self.op_timeout(), |s| s.release(ns, name, lease)).await;
+        let answered = self.answered(&replies);
+        if answered.len() < self.quorum {
+            return Err(self.no_quorum("release", &replies));
+        }
+        let released: Vec<(u32, i64)> = answered
+            .iter()
+            .filter_map(|r| match r {
+                ReleaseReply::Released { remaining, held_ms } => Some((*remaining, *held_ms)),
+                _ => None,
+            })
+            .collect();
+        let by_other = answered.iter().filter(|r| matches!(r, ReleaseReply::HeldByOther)).count();
+        Ok(if by_other >= self.quorum {
+            ReleaseReply::HeldByOther
+        } else if released.is_empty() {
+            ReleaseReply::NotHeld
+        } else {
+            ReleaseReply::Released {
+                remaining: released.iter().map(|r| r.0).max().unwrap_or(0),
+                held_ms: released.iter().map(|r| r.1).max().unwrap_or(0),
+            }
+        })
+    }
+
+    pub async fn end(
+        &self,
+        ns: &Namespace,
+        name: &Name,
+        lease: Option<&str>,
+        state: EndState,
+    ) -> Result<Option<Ended>> {
+        let replies = self.all(self.op_timeout(), |s| s.end(ns, name, lease, state)).await;
+        let answered = self.answered(&replies);
+        if answered.is_empty() {
+            return Err(self.no_quorum("end", &replies));
+        }
+        let mut ended: Vec<Ended> = answered.into_iter().flatten().cloned().collect();
+        ended.sort_by_key(|e| std::cmp::Reverse(e.token));
+        Ok(ended.into_iter().next())
+    }
+
+    pub async fn revoke(&self, ns: &Namespace, lease: &str) -> Result<Vec<String>> {
+        let replies = self.all(self.op_timeout(), |s| s.revoke(ns, lease)).await;
+        let names: HashSet<String> = self.answered(&replies).into_iter().flatten().cloned().collect();
+        Ok(names.into_iter().collect())
+    }
+
+    /// Renews on every node; a lease or lock counts as held only on a
+    /// majority, and within validity.
+    pub async fn renew(&self, ns: &Namespace, lease: &LeaseId, names: &[String]) -> Result<Renewal> {
+        let started = Instant::now();
+        let replies = self.all(self.op_timeout(), |s| s.renew(ns, lease, names)).await;
+        let answered = self.answered(&replies);
+        if answered.len() < self.quorum {
+            return Err(Error::QuorumLost(self.no_quorum("renew", &replies).to_string()));
+        }
+        let mut ttls: Vec<i64> = answered.iter().map(|r| r.ttl_ms).filter(|t| *t > 0).collect();
+        ttls.sort_unstable();
+        let ttl_ms = if ttls.len() >= self.quorum {
+            let ttl = Duration::from_millis(ttls[ttls.len() - self.quorum] as u64);
+            Self::valid(ttl, started).as_millis() as i64
+        } else {
+            0
+        };
+        let index: HashSet<String> = answered.iter().flat_map(|r| r.index.iter().cloned()).collect();
+        let mut per_lock: HashMap<String, Vec<(LockState, u64, i64)>> = HashMap::new();
+        for reply in &answered {
+            for (name, state, token, ttl) in &reply.locks {
+                per_lock.entry(name.clone()).or_default().push((*state, *token, *ttl));
+            }
+        }
+        let locks = per_lock
+            .into_iter()
+            .map(|(name, states)| {
+                let held = states.iter().filter(|s| s.0 == LockState::Held).count();
+                let token = states.iter().map(|s| s.1).max().unwrap_or(0);
+                let any = |st: LockState| states.iter().any(|s| s.0 == st);
+                let state = if held >= self.quorum {
+                    LockState::Held
+                } else if any(LockState::Forced) {
+                    LockState::Forced
+                } else if any(LockState::Revoked) {
+                    LockState::Revoked
+                } else if any(LockState::Released) {
+                    LockState::Released
+                } else if held > 0 {
+                    LockState::QuorumLost
+                } else {
+                    LockState::Gone
+                };
+                (name, state, token, ttl_ms)
+            })
+            .collect();
+        Ok(Renewal { ttl_ms, index: index.into_iter().collect(), locks })
+    }
+
+    pub async fn waiter(&self, ns: &Namespace, name: &Name, id: &str, deadline_ms: Option<i64>) -> Result<()> {
+        self.all(self.op_timeout(), |s| s.waiter(ns, name, id, deadline_ms)).await;
+        Ok(())
+    }
+
+    pub async fn describe(&self, ns: &Namespace, name: &Name) -> Result<LockInfo> {
+        let replies = self.all(self.op_timeout(), |s| s.describe(ns, name)).await;
+        let answered = self.answered(&replies);
+        if answered.len() < self.quorum {
+            return Err(self.no_quorum("describe", &replies));
+        }
+        let waiters = answered.iter().map(|i| i.waiters).max().unwrap_or(0);
+        let mut by_lease: HashMap<&str, Vec<&LockInfo>> = HashMap::new();
+        for info in answered.iter().filter(|i| i.held) {
+            by_lease.entry(info.lease.as_str()).or_default().push(info);
+        }
+        let Some(infos) = by_lease.into_values().find(|v| v.len() >= self.quorum) else {
+            return Ok(LockInfo { name: name.as_str().to_owned(), waiters, ..LockInfo::default() });
+        };
+        let mut info = infos[0].clone();
+        info.token = infos.iter().map(|i| i.token).max().unwrap_or(0);
+        info.ttl_ms = infos.iter().map(|i| i.ttl_ms).min().unwrap_or(0);
+        info.waiters = waiters;
+        Ok(info)
+    }
+
+    /// Pages node by node (cursor `<node>/<node's cursor>`), describing each
+    /// name by majority.
+    pub async fn list(
+        &self,
+        ns: &Namespace,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<(Vec<LockInfo>, Option<String>)> {
+        let (index, inner) = match cursor {
+            None => (0usize, None),
+            Some(text) => {
+                let (i, rest) = text
+                    .split_once('/')
+                    .ok_or_else(|| Error::invalid("page.cursor", "not a cursor returned by this service"))?;
+                let i =
+                    i.parse().map_err(|_| Error::invalid("page.cursor", "not a cursor returned by this service"))?;
+                (i, Some(rest.to_owned()))
+            }
+        };
+        let Some(node) = self.nodes.get(index) else { return Ok((Vec::new(), None)) };
+        let (names, next) = node.store.list_names(ns, prefix, inner.as_deref(), limit).await?;
+        let mut locks = Vec::new();
+        for name in names.iter().filter_map(|n| Name::parse("name", n).ok()) {
+            let info = self.describe(ns, &name).await?;
+            if info.held {
+                locks.push(info);
+            }
+        }
+        let next = match next {
+            Some(c) => Some(format!("{index}/{c}")),
+            None if index + 1 < self.nodes.len() => Some(format!("{}/", index + 1)),
+            None => None,
+        };
+        Ok((locks, next))
+    }
+
+    /// Watches every node: reachability, and a changed `run_id` (restarted
+    /// empty) puts a node in quarantine for `lock.max_ttl`. Sets `quorum_up`
+    /// while a majority of voting nodes is reachable.
+    pub async fn monitor(self: Arc<Self>, interval: Duration, quorum_up: Arc<AtomicBool>, shutdown: CancellationToken) {
+        let this = self.as_ref();
+        loop {
+            let checks = this.nodes.iter().map(|node| async move {
+                let info = tokio::time::timeout(
+                    this.op_timeout().max(Duration::from_millis(250)),
+                    node.redis.query::<String>(redis::cmd("INFO").arg("server")),
+                )
+                .await;
+                let run_id = match info {
+                    Ok(Ok(text)) => text.lines().find_map(|l| l.strip_prefix("run_id:")).map(|s| s.trim().to_owned()),
+                    _ => None,
+                };
+                node.up.store(run_id.is_some(), Ordering::Relaxed);
+                if let (Some(new), Ok(mut known)) = (run_id, node.run_id.lock()) {
+                    if known.as_ref().is_some_and(|old| *old != new) && this.settings.delayed_restart {
+                        tracing::warn!(node = %node.label, quarantine = ?this.max_ttl, "redlock node restarted empty; it will not vote until the maximum TTL has passed");
+                        if let Ok(mut until) = node.quarantined_until.lock() {
+                            *until = Some(Instant::now() + this.max_ttl);
+                        }
+                    }
+                    *known = Some(new);
+                }
+                metrics::gauge!("coord_redlock_node_up", "node" => node.label.clone())
+                    .set(if node.up.load(Ordering::Relaxed) { 1.0 } else { 0.0 });
+                metrics::gauge!("coord_redlock_node_quarantined", "node" => node.label.clone())
+                    .set(if node.votes() { 0.0 } else { 1.0 });
+            });
+            join_all(checks).await;
+            let voters = this.nodes.iter().filter(|n| n.up.load(Ordering::Relaxed) && n.votes()).count();
+            quorum_up.store(voters >= this.quorum, Ordering::Relaxed);
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+        }
+    }
+}
+
+fn vote_name(vote: Vote) -> &'static str {
+    match vote {
+        Vote::Acquired => "acquired",
+        Vote::Held => "held",
+        Vote::Timeout => "timeout",
+        Vote::Error => "error",
+        Vote::Quarantined => "quarantined",
+    }
+}
+
+/// A uniform random number in [0, 1) from the OS generator.
+fn rand_unit() -> f64 {
+    let mut bytes = [0u8; 8];
+    let _ = getrandom::fill(&mut bytes);
+    (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
+}
