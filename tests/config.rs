@@ -86,3 +86,15 @@ fn print_config_redacts_secrets() {
     assert!(text.contains("redacted"), "{text}");
     assert!(text.contains("app"), "user name is not a secret:\n{text}");
 }
+
+#[test]
+fn redlock_needs_at_least_three_nodes_and_no_replica_wait() {
+    let err = failing(&["--redlock-nodes", "redis://a:1,redis://b:1"], &[]);
+    assert!(err.contains("lock.redlock.nodes") && err.contains("at least 3"), "{err}");
+    let err = failing(&["--redlock-nodes", "redis://a:1,http://b:1,redis://c:1"], &[]);
+    assert!(err.contains("lock.redlock.nodes"), "{err}");
+    let err = failing(&["--redlock-nodes", "redis://a:1,redis://b:1,redis://c:1", "--lock-min-replicas", "1"], &[]);
+    assert!(err.contains("lock.min_replicas"), "{err}");
+    let text = print_config(&[], &[("COORD_LOCK_REDLOCK_NODES", "redis://u:pw1@a:1,redis://b:1,redis://c:1")]);
+    assert!(text.contains("redis://b:1") && !text.contains("pw1"), "{text}");
+}

@@ -326,6 +326,7 @@ impl Redlock {
 
     pub async fn release(&self, ns: &Namespace, name: &Name, lease: &str) -> Result<ReleaseReply> {
         let replies = self.all(self.op_timeout(), |s| s.release(ns, name, lease)).await;
+        self.repair(ns, name, lease, &replies);
         let answered = self.answered(&replies);
         if answered.len() < self.quorum {
             return Err(self.no_quorum("release", &replies));
@@ -348,6 +349,31 @@ impl Redlock {
                 held_ms: released.iter().map(|r| r.1).max().unwrap_or(0),
             }
         })
+    }
+
+    /// Nodes that did not answer a release may still run an earlier
+    /// acquire of this lease when they come back (a paused process, a queued
+    /// command): keep releasing there until the node answers twice, so no
+    /// stale grant survives. Bounded by `lock.max_ttl`, after which any such
+    /// grant has expired anyway.
+    fn repair(&self, ns: &Namespace, name: &Name, lease: &str, replies: &[Reply<ReleaseReply>]) {
+        for (reply, node) in replies.iter().zip(&self.nodes) {
+            if matches!(reply, Reply::Ok(_)) {
+                continue;
+            }
+            let (store, ns, name, lease) = (node.store.clone(), ns.clone(), name.clone(), lease.to_owned());
+            let deadline = Instant::now() + self.max_ttl;
+            tokio::spawn(async move {
+                let mut answered = 0;
+                while answered < 2 && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    let call = tokio::time::timeout(Duration::from_secs(1), store.release(&ns, &name, &lease));
+                    if let Ok(Ok(_)) = call.await {
+                        answered += 1;
+                    }
+                }
+            });
+        }
     }
 
     pub async fn end(
