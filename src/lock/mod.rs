@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use self::events::Hub;
 pub use self::redlock::Redlock;
-use self::store::{Attempt, EndState, Ended, ReleaseReply, Renewal, Store};
+use self::store::{Attempt, EndState, Ended, ReleaseReply, Renewal, Store, Try};
 pub use self::store::{NodeResult, Vote};
 use crate::{
     config::LockConfig,
@@ -230,21 +230,17 @@ delegate! {
 }
 
 impl Stores {
-    #[allow(clippy::too_many_arguments)]
     async fn acquire(
         &self,
         ns: &Namespace,
         name: &Name,
-        lease: &str,
-        ttl_ms: u64,
-        owner: &str,
-        waiter: Option<&str>,
-        request_id: &str,
+        t: Try<'_>,
         replicas: Option<(u32, Duration)>,
     ) -> Result<Attempt> {
         match self {
-            Stores::Single(s) => s.acquire(ns, name, lease, ttl_ms, owner, waiter, request_id, replicas).await,
-            Stores::Redlock(r) => r.acquire(ns, name, lease, ttl_ms, owner, waiter, request_id, replicas).await,
+            Stores::Single(s) => s.acquire(ns, name, t, replicas).await,
+            // Redlock nodes are independent masters: no replica WAIT.
+            Stores::Redlock(r) => r.acquire(ns, name, t).await,
         }
     }
 }
@@ -376,19 +372,14 @@ impl Locks {
             tokio::pin!(notified);
             notified.as_mut().enable();
 
-            let attempt = self
-                .store
-                .acquire(
-                    ns,
-                    name,
-                    lease.as_str(),
-                    ttl_ms,
-                    &params.owner,
-                    waiter.as_deref(),
-                    &params.request_id,
-                    self.settings.replicas,
-                )
-                .await;
+            let t = Try {
+                lease: lease.as_str(),
+                ttl_ms,
+                owner: &params.owner,
+                waiter: waiter.as_deref(),
+                request_id: &params.request_id,
+            };
+            let attempt = self.store.acquire(ns, name, t, self.settings.replicas).await;
             let (owner, holder_ttl, nodes) = match attempt {
                 Err(e) => break Err(e),
                 Ok(Attempt::LeaseGone) => break Err(Error::NotFound(format!("lease_id {}", lease.as_str()))),

@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     LeaseId, LockInfo,
-    store::{Attempt, EndState, Ended, LockState, NodeResult, ReleaseReply, Renewal, Store, Vote},
+    store::{Attempt, EndState, Ended, LockState, NodeResult, ReleaseReply, Renewal, Store, Try, Vote},
 };
 use crate::{
     config::RedlockConfig,
@@ -214,19 +214,8 @@ impl Redlock {
         Ok(Some(live[live.len() - self.quorum]))
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub async fn acquire(
-        &self,
-        ns: &Namespace,
-        name: &Name,
-        lease: &str,
-        ttl_ms: u64,
-        owner: &str,
-        waiter: Option<&str>,
-        request_id: &str,
-        _replicas: Option<(u32, Duration)>,
-    ) -> Result<Attempt> {
-        let timeout = if ttl_ms == 0 { self.op_timeout() } else { self.node_timeout(ttl_ms) };
+    pub async fn acquire(&self, ns: &Namespace, name: &Name, t: Try<'_>) -> Result<Attempt> {
+        let timeout = if t.ttl_ms == 0 { self.op_timeout() } else { self.node_timeout(t.ttl_ms) };
         let mut nodes_seen = Vec::new();
         for attempt in 0..=self.settings.retry_count {
             if attempt > 0 {
@@ -235,8 +224,7 @@ impl Redlock {
                 tokio::time::sleep(jitter).await;
             }
             let started = Instant::now();
-            let replies =
-                self.all(timeout, |s| s.acquire(ns, name, lease, ttl_ms, owner, waiter, request_id, None)).await;
+            let replies = self.all(timeout, |s| s.acquire(ns, name, t, None)).await;
             let mut votes = Vec::new();
             let mut held: Vec<(String, i64)> = Vec::new();
             let mut results = Vec::new();
@@ -285,7 +273,7 @@ impl Redlock {
             }
             // Not granted: undo wherever it may have been (also timed out).
             if results.iter().any(|r| r.vote != Vote::Held) {
-                let _ = self.release(ns, name, lease).await;
+                let _ = self.release(ns, name, t.lease).await;
             }
             if gone >= self.quorum {
                 return Ok(Attempt::LeaseGone);

@@ -31,6 +31,18 @@ impl EndState {
     }
 }
 
+/// The arguments of one acquire attempt.
+#[derive(Debug, Clone, Copy)]
+pub struct Try<'a> {
+    pub lease: &'a str,
+    /// TTL for the lock; 0 = re-enter only (a private lease).
+    pub ttl_ms: u64,
+    pub owner: &'a str,
+    /// Waiter id to deregister on success.
+    pub waiter: Option<&'a str>,
+    pub request_id: &'a str,
+}
+
 /// One Acquire attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Attempt {
@@ -180,16 +192,11 @@ impl Store {
 
     /// One attempt; with `replicas`, the grant must be acknowledged by that
     /// many replicas (else it is undone and the call is UNAVAILABLE).
-    #[allow(clippy::too_many_arguments)]
     pub async fn acquire(
         &self,
         ns: &Namespace,
         name: &Name,
-        lease: &str,
-        ttl_ms: u64,
-        owner: &str,
-        waiter: Option<&str>,
-        request_id: &str,
+        t: Try<'_>,
         replicas: Option<(u32, std::time::Duration)>,
     ) -> Result<Attempt> {
         let key = self.lock_key(ns, name);
@@ -198,12 +205,12 @@ impl Store {
             inv.key(key.as_str())
                 .key(&fence)
                 .key(&waiters)
-                .arg(lease)
-                .arg(ttl_ms)
-                .arg(owner)
-                .arg(waiter.unwrap_or(""))
+                .arg(t.lease)
+                .arg(t.ttl_ms)
+                .arg(t.owner)
+                .arg(t.waiter.unwrap_or(""))
                 .arg(FENCE_TTL_MS)
-                .arg(request_id);
+                .arg(t.request_id);
         };
         let reply: Vec<redis::Value> = match replicas {
             None => self.redis.invoke(&scripts::ACQUIRE, prepare).await?,
@@ -213,7 +220,7 @@ impl Store {
                 let attempt = parse_attempt(reply)?;
                 if matches!(attempt, Attempt::Acquired { .. }) && acked < i64::from(want) {
                     // Not durable enough: a failover could hand the lock out again.
-                    let _ = self.release(ns, name, lease).await;
+                    let _ = self.release(ns, name, t.lease).await;
                     return Err(Error::Unavailable(format!(
                         "only {acked} of {want} replicas acknowledged the grant within {timeout:?}"
                     )));
