@@ -9,7 +9,7 @@
 //! - [`context`]: the per-request caller context (namespace).
 //! - [`metrics`]: Prometheus endpoint and the per-RPC tower layer.
 //! - [`redis`]: pools, script registry, key builder, embedded redis-server.
-//! - one module per service: [`admin`], [`lock`].
+//! - one module per service: [`admin`], [`lock`], [`ratelimit`].
 //! - [`pb`]: generated protobuf code only.
 
 #![deny(unsafe_code)]
@@ -20,6 +20,7 @@ pub mod context;
 pub mod error;
 pub mod lock;
 pub mod metrics;
+pub mod ratelimit;
 pub mod redis;
 pub mod server;
 pub mod telemetry;

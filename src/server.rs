@@ -24,7 +24,7 @@ use crate::{
     config::Config,
     lock,
     metrics::{self, RpcLayer},
-    pb,
+    pb, ratelimit,
     redis::{KeyBuilder, Redis, scripts},
 };
 
@@ -69,7 +69,7 @@ pub enum ServeError {
 }
 
 /// Every coord service's fully-qualified name, for health.
-pub const SERVICES: &[&str] = &["coord.v1.AdminService", "coord.v1.LockService"];
+pub const SERVICES: &[&str] = &["coord.v1.AdminService", "coord.v1.LockService", "coord.v1.RateLimitService"];
 
 /// Runs coord on `listener` until `signal` resolves, then drains within
 /// the configured grace period.
@@ -176,6 +176,9 @@ pub async fn serve(
         .add_service(reflection_v1alpha)
         .add_service(pb::admin_service_server::AdminServiceServer::new(admin::Service::new(backend.clone())))
         .add_service(pb::lock_service_server::LockServiceServer::new(lock::grpc::Service::new(locks, shutdown.clone())))
+        .add_service(pb::rate_limit_service_server::RateLimitServiceServer::new(ratelimit::grpc::Service::new(
+            Arc::new(ratelimit::RateLimits::new(backend.redis.clone(), backend.keys.clone())),
+        )))
         .serve_with_incoming_shutdown(incoming, drain);
 
     let grace = config.server.shutdown_grace;

@@ -143,6 +143,13 @@ impl ResourceKey {
         &self.base
     }
 
+    /// A sibling key for a user-named part (`kind` a fixed word, `name`
+    /// escaped), e.g. one named limit of a subject.
+    pub fn child(&self, kind: &'static str, name: &str) -> String {
+        debug_assert!(escape(kind) == kind, "kinds are plain words");
+        format!("{}:{}:{}", self.base, kind, escape(name))
+    }
+
     /// A sibling key (`suffix` is a fixed word such as `fence`).
     pub fn sub(&self, suffix: &'static str) -> String {
         debug_assert!(escape(suffix) == suffix, "suffixes are plain words");

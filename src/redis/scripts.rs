@@ -51,4 +51,6 @@ scripts! {
     WAITER => "waiter.lua",
     DESCRIBE => "describe.lua",
     FENCE_RAISE => "fence_raise.lua",
+    RATELIMIT => "ratelimit.lua",
+    SLOTS => "slots.lua",
 }

@@ -13,7 +13,10 @@ use std::{
 
 use coord::{
     config::Config,
-    pb::{admin_service_client::AdminServiceClient, lock_service_client::LockServiceClient},
+    pb::{
+        admin_service_client::AdminServiceClient, lock_service_client::LockServiceClient,
+        rate_limit_service_client::RateLimitServiceClient,
+    },
     server::{self, Backend, ServeError},
 };
 use tokio::{sync::oneshot, task::JoinHandle};
@@ -96,6 +99,10 @@ impl Coord {
 
     pub fn locks(&self) -> LockServiceClient<Channel> {
         LockServiceClient::new(self.channel())
+    }
+
+    pub fn rate_limits(&self) -> RateLimitServiceClient<Channel> {
+        RateLimitServiceClient::new(self.channel())
     }
 
     /// Health of `service` ("" = overall) as the server reports it.

@@ -1,0 +1,139 @@
+//! The gRPC adapter of RateLimitService.
+
+use std::{sync::Arc, time::Duration};
+
+use tonic::{Request, Response, Status};
+
+use super::{Algorithm, Limit, LimitStatus, Mode, RateLimits};
+use crate::{
+    context::RequestContext,
+    error::Error,
+    pb::{self, limit::Algorithm as PbAlgorithm, rate_limit_service_server::RateLimitService},
+};
+
+/// Longest limit name.
+const MAX_LIMIT_NAME_BYTES: usize = 128;
+
+pub struct Service {
+    limits: Arc<RateLimits>,
+}
+
+impl Service {
+    pub fn new(limits: Arc<RateLimits>) -> Self {
+        Service { limits }
+    }
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl RateLimitService for Service {
+    async fn check(&self, request: Request<pb::CheckRequest>) -> Reply<pb::CheckResponse> {
+        let ctx = RequestContext::from_request(&request)?;
+        let req = request.into_inner();
+        let subject = RateLimits::subject(&req.subject)?;
+        let limits = req
+            .limits
+            .iter()
+            .enumerate()
+            .map(|(i, l)| limit_from_pb(l, &format!("limits[{i}]")))
+            .collect::<Result<Vec<_>, Error>>()?;
+        let mode = match pb::CheckMode::try_from(req.mode) {
+            Ok(pb::CheckMode::Peek) => Mode::Peek,
+            _ => Mode::Consume,
+        };
+        let decision = self.limits.check(&ctx.namespace, &subject, &limits, req.cost.unwrap_or(1), mode).await?;
+        Ok(Response::new(pb::CheckResponse {
+            allowed: decision.allowed,
+            limits: decision.limits.into_iter().map(status_to_pb).collect(),
+        }))
+    }
+
+    async fn refund(&self, request: Request<pb::RefundRequest>) -> Reply<pb::RefundResponse> {
+        let ctx = RequestContext::from_request(&request)?;
+        let req = request.into_inner();
+        let subject = RateLimits::subject(&req.subject)?;
+        let limit = req.limit.as_ref().ok_or_else(|| Error::invalid("limit", "is required"))?;
+        let limit = limit_from_pb(limit, "limit")?;
+        let status = self.limits.refund(&ctx.namespace, &subject, &limit, req.amount).await?;
+        Ok(Response::new(pb::RefundResponse { limit: Some(status_to_pb(status)) }))
+    }
+
+    async fn acquire_slot(&self, request: Request<pb::AcquireSlotRequest>) -> Reply<pb::AcquireSlotResponse> {
+        let ctx = RequestContext::from_request(&request)?;
+        let req = request.into_inner();
+        let subject = RateLimits::subject(&req.subject)?;
+        if req.ttl_ms <= 0 {
+            return Err(Error::invalid("ttl_ms", format!("must be > 0, got {}", req.ttl_ms)).into());
+        }
+        let slot_id = (!req.slot_id.is_empty()).then_some(req.slot_id.as_str());
+        let slot = self
+            .limits
+            .acquire_slot(
+                &ctx.namespace,
+                &subject,
+                req.max_in_flight,
+                Duration::from_millis(req.ttl_ms as u64),
+                slot_id,
+            )
+            .await?;
+        Ok(Response::new(pb::AcquireSlotResponse {
+            acquired: slot.acquired,
+            slot_id: slot.slot_id,
+            in_flight: slot.in_flight,
+            retry_after_ms: slot.retry_after_ms,
+        }))
+    }
+
+    async fn release_slot(&self, request: Request<pb::ReleaseSlotRequest>) -> Reply<pb::ReleaseSlotResponse> {
+        let ctx = RequestContext::from_request(&request)?;
+        let req = request.into_inner();
+        let subject = RateLimits::subject(&req.subject)?;
+        let released = self.limits.release_slot(&ctx.namespace, &subject, &req.slot_id).await?;
+        Ok(Response::new(pb::ReleaseSlotResponse { released }))
+    }
+}
+
+fn limit_from_pb(limit: &pb::Limit, field: &str) -> Result<Limit, Error> {
+    let (algorithm, path) = match limit.algorithm {
+        Some(PbAlgorithm::TokenBucket(t)) => (
+            Algorithm::TokenBucket {
+                capacity: t.capacity,
+                refill_tokens: t.refill_tokens,
+                refill_period_ms: t.refill_period_ms,
+            },
+            "token_bucket",
+        ),
+        Some(PbAlgorithm::Gcra(g)) => {
+            (Algorithm::Gcra { rate: g.rate, period_ms: g.period_ms, burst: g.burst }, "gcra")
+        }
+        Some(PbAlgorithm::SlidingLog(s)) => {
+            (Algorithm::SlidingLog { limit: s.limit, window_ms: s.window_ms }, "sliding_log")
+        }
+        Some(PbAlgorithm::SlidingWindow(s)) => {
+            (Algorithm::SlidingWindow { limit: s.limit, window_ms: s.window_ms }, "sliding_window")
+        }
+        Some(PbAlgorithm::FixedWindow(f)) => {
+            (Algorithm::FixedWindow { limit: f.limit, window_ms: f.window_ms }, "fixed_window")
+        }
+        None => return Err(Error::invalid(format!("{field}.algorithm"), "one algorithm is required")),
+    };
+    algorithm.validate(&format!("{field}.{path}"))?;
+    if limit.name.len() > MAX_LIMIT_NAME_BYTES {
+        return Err(Error::invalid(format!("{field}.name"), format!("must be at most {MAX_LIMIT_NAME_BYTES} bytes")));
+    }
+    // A single unnamed limit is named after its algorithm.
+    let name = if limit.name.is_empty() { path.to_owned() } else { limit.name.clone() };
+    Ok(Limit { name, algorithm })
+}
+
+fn status_to_pb(s: LimitStatus) -> pb::LimitStatus {
+    pb::LimitStatus {
+        name: s.name,
+        allowed: s.allowed,
+        limit: s.limit,
+        remaining: s.remaining,
+        retry_after_ms: s.retry_after_ms,
+        reset_after_ms: s.reset_after_ms,
+    }
+}
