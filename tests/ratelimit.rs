@@ -66,7 +66,6 @@ async fn every_algorithm_admits_exactly_its_limit_under_contention() {
         let tasks: Vec<_> = (0..16)
             .map(|_| {
                 let mut c = RateLimitServiceClient::new(coord.channel());
-                let algorithm = algorithm;
                 tokio::spawn(async move {
                     let mut admitted = 0;
                     for _ in 0..20 {
