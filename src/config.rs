@@ -20,6 +20,7 @@ pub struct Config {
     pub log: LogConfig,
     pub redis: RedisConfig,
     pub lock: LockConfig,
+    pub ratelimit: RateLimitConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -202,6 +203,38 @@ pub struct LockConfig {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// TOML file of named policies; reloaded when it changes and on SIGHUP.
+    pub policy_file: Option<PathBuf>,
+    /// How often the policy file is checked for changes.
+    #[serde(with = "humantime_serde")]
+    pub reload_interval: Duration,
+    /// Remember denials in-process until their retry-after.
+    pub deny_cache: bool,
+    pub deny_cache_entries: usize,
+    /// Only denials with at least this retry-after are remembered.
+    #[serde(with = "humantime_serde")]
+    pub deny_cache_min_retry: Duration,
+    /// Redis timeout of policies that set none.
+    #[serde(with = "humantime_serde")]
+    pub default_timeout: Duration,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            policy_file: None,
+            reload_interval: Duration::from_secs(2),
+            deny_cache: true,
+            deny_cache_entries: 100_000,
+            deny_cache_min_retry: Duration::from_secs(1),
+            default_timeout: Duration::from_millis(50),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct RedlockConfig {
     /// URLs of independent Redis masters (≥ 3; odd is best). Empty: off.
     pub nodes: Vec<String>,
@@ -359,6 +392,15 @@ pub struct ServeArgs {
     /// Honour Redlock's delayed restart for nodes that come back empty [default: true]
     #[arg(long, env = "COORD_LOCK_REDLOCK_DELAYED_RESTART")]
     pub redlock_delayed_restart: Option<bool>,
+    /// TOML file of named rate-limit policies (reloaded on change and SIGHUP)
+    #[arg(long, env = "COORD_RATELIMIT_POLICY_FILE")]
+    pub ratelimit_policy_file: Option<PathBuf>,
+    /// How often the policy file is checked for changes [default: 2s]
+    #[arg(long, env = "COORD_RATELIMIT_RELOAD_INTERVAL", value_parser = humantime::parse_duration)]
+    pub ratelimit_reload_interval: Option<Duration>,
+    /// Remember long denials in-process [default: true]
+    #[arg(long, env = "COORD_RATELIMIT_DENY_CACHE")]
+    pub ratelimit_deny_cache: Option<bool>,
 }
 
 impl Config {
@@ -420,6 +462,9 @@ impl Config {
         set(&mut self.lock.redlock.nodes, &a.redlock_nodes);
         set_opt(&mut self.lock.redlock.node_timeout, &a.redlock_node_timeout);
         set(&mut self.lock.redlock.delayed_restart, &a.redlock_delayed_restart);
+        set_opt(&mut self.ratelimit.policy_file, &a.ratelimit_policy_file);
+        set(&mut self.ratelimit.reload_interval, &a.ratelimit_reload_interval);
+        set(&mut self.ratelimit.deny_cache, &a.ratelimit_deny_cache);
     }
 
     /// Checks every bound; the error names the first bad setting.
@@ -487,6 +532,18 @@ impl Config {
             between("lock.redlock.node_timeout", t, Duration::from_millis(1), Duration::from_secs(10))?;
         }
         between("lock.redlock.retry_delay", redlock.retry_delay, Duration::ZERO, Duration::from_secs(10))?;
+        between(
+            "ratelimit.reload_interval",
+            self.ratelimit.reload_interval,
+            Duration::from_millis(10),
+            Duration::from_secs(86_400),
+        )?;
+        between(
+            "ratelimit.default_timeout",
+            self.ratelimit.default_timeout,
+            Duration::from_millis(1),
+            Duration::from_secs(60),
+        )?;
         if self.lock.min_replicas > 0 && !self.redis.cluster.is_empty() {
             return Err(ConfigError::new(
                 "lock.min_replicas",

@@ -131,6 +131,23 @@ pub async fn serve(
     };
     let locks = Arc::new(lock::Locks::new(&backend, redlock, hub, (&config.lock).into(), shutdown.clone()));
 
+    let rl = &config.ratelimit;
+    let policies = Arc::new(
+        ratelimit::policy::PolicyStore::load(rl.policy_file.as_deref(), rl.default_timeout)
+            .map_err(|e| ServeError::Config(format!("invalid setting ratelimit.policy_file: {e}")))?,
+    );
+    tokio::spawn(policies.clone().watch(rl.reload_interval, shutdown.clone()));
+    let rate_limits = Arc::new(ratelimit::RateLimits::new(
+        backend.redis.clone(),
+        backend.keys.clone(),
+        policies,
+        ratelimit::CacheSettings {
+            enabled: rl.deny_cache,
+            entries: rl.deny_cache_entries,
+            min_retry: rl.deny_cache_min_retry,
+        },
+    ));
+
     let (reporter, health_service) = tonic_health::server::health_reporter();
     set_all(&reporter, ServingStatus::NotServing).await;
     tokio::spawn(health_loop(
@@ -177,7 +194,7 @@ pub async fn serve(
         .add_service(pb::admin_service_server::AdminServiceServer::new(admin::Service::new(backend.clone())))
         .add_service(pb::lock_service_server::LockServiceServer::new(lock::grpc::Service::new(locks, shutdown.clone())))
         .add_service(pb::rate_limit_service_server::RateLimitServiceServer::new(ratelimit::grpc::Service::new(
-            Arc::new(ratelimit::RateLimits::new(backend.redis.clone(), backend.keys.clone())),
+            rate_limits,
         )))
         .serve_with_incoming_shutdown(incoming, drain);
 

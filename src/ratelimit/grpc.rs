@@ -4,7 +4,7 @@ use std::{sync::Arc, time::Duration};
 
 use tonic::{Request, Response, Status};
 
-use super::{Algorithm, Limit, LimitStatus, Mode, RateLimits};
+use super::{Algorithm, Limit, LimitStatus, Mode, RateLimits, Source};
 use crate::{
     context::RequestContext,
     error::Error,
@@ -32,20 +32,38 @@ impl RateLimitService for Service {
         let ctx = RequestContext::from_request(&request)?;
         let req = request.into_inner();
         let subject = RateLimits::subject(&req.subject)?;
-        let limits = req
-            .limits
-            .iter()
-            .enumerate()
-            .map(|(i, l)| limit_from_pb(l, &format!("limits[{i}]")))
-            .collect::<Result<Vec<_>, Error>>()?;
         let mode = match pb::CheckMode::try_from(req.mode) {
             Ok(pb::CheckMode::Peek) => Mode::Peek,
             _ => Mode::Consume,
         };
-        let decision = self.limits.check(&ctx.namespace, &subject, &limits, req.cost.unwrap_or(1), mode).await?;
+        let cost = req.cost.unwrap_or(1);
+        let decision = match (req.policy.is_empty(), req.limits.is_empty()) {
+            (false, true) => {
+                let policy = self.limits.policy(&req.policy)?;
+                self.limits.check_policy(&ctx.namespace, &subject, &policy, cost, mode).await?
+            }
+            (true, _) => {
+                let limits = req
+                    .limits
+                    .iter()
+                    .enumerate()
+                    .map(|(i, l)| limit_from_pb(l, &format!("limits[{i}]")))
+                    .collect::<Result<Vec<_>, Error>>()?;
+                self.limits.check(&ctx.namespace, &subject, &limits, cost, mode).await?
+            }
+            (false, false) => return Err(Error::invalid("policy", "give limits or a policy, not both").into()),
+        };
+        let source = match decision.source {
+            Source::Redis => pb::DecisionSource::Redis,
+            Source::LocalCache => pb::DecisionSource::LocalCache,
+            Source::FailOpen => pb::DecisionSource::FailOpen,
+            Source::FailClosed => pb::DecisionSource::FailClosed,
+        };
         Ok(Response::new(pb::CheckResponse {
             allowed: decision.allowed,
             limits: decision.limits.into_iter().map(status_to_pb).collect(),
+            shadow_denied: decision.shadow_denied,
+            source: source.into(),
         }))
     }
 
@@ -53,9 +71,17 @@ impl RateLimitService for Service {
         let ctx = RequestContext::from_request(&request)?;
         let req = request.into_inner();
         let subject = RateLimits::subject(&req.subject)?;
-        let limit = req.limit.as_ref().ok_or_else(|| Error::invalid("limit", "is required"))?;
-        let limit = limit_from_pb(limit, "limit")?;
-        let status = self.limits.refund(&ctx.namespace, &subject, &limit, req.amount).await?;
+        let status = match (&req.limit, req.policy.is_empty()) {
+            (Some(limit), true) => {
+                let limit = limit_from_pb(limit, "limit")?;
+                self.limits.refund(&ctx.namespace, &subject, &limit, req.amount).await?
+            }
+            (None, false) => {
+                let policy = self.limits.policy(&req.policy)?;
+                self.limits.refund_policy(&ctx.namespace, &subject, &policy, &req.limit_name, req.amount).await?
+            }
+            _ => return Err(Error::invalid("limit", "give a limit, or a policy and limit_name").into()),
+        };
         Ok(Response::new(pb::RefundResponse { limit: Some(status_to_pb(status)) }))
     }
 

@@ -10,8 +10,17 @@
 //! exceeds the configured one.
 
 pub mod grpc;
+pub mod policy;
 
-use std::time::Duration;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use tokio::time::Instant;
+
+use self::policy::{Failure, Policy, PolicyStore};
 
 use crate::{
     error::{Error, Result},
@@ -161,6 +170,18 @@ pub struct LimitStatus {
 pub struct Decision {
     pub allowed: bool,
     pub limits: Vec<LimitStatus>,
+    /// Shadow mode turned a denial into an allow.
+    pub shadow_denied: bool,
+    pub source: Source,
+}
+
+/// Where a decision came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Redis,
+    LocalCache,
+    FailOpen,
+    FailClosed,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,15 +199,159 @@ pub struct Slot {
     pub retry_after_ms: i64,
 }
 
+/// Remembers denials until their retry-after, so a subject hammering a
+/// long limit costs no Redis round trips. Keyed by cost too: a smaller cost
+/// may pass where a larger one was denied. Bounded: when full, expired
+/// entries are dropped and, if still full, nothing more is remembered.
+/// (namespace, policy, subject, cost).
+type CacheKey = (String, String, String, u64);
+
+#[derive(Default)]
+struct DenyCache {
+    entries: Mutex<HashMap<CacheKey, (Instant, Vec<LimitStatus>)>>,
+}
+
+impl DenyCache {
+    fn get(&self, key: &CacheKey) -> Option<(Duration, Vec<LimitStatus>)> {
+        let mut map = self.entries.lock().ok()?;
+        let (until, statuses) = map.get(key)?;
+        let left = until.checked_duration_since(Instant::now());
+        match left {
+            Some(left) if !left.is_zero() => Some((left, statuses.clone())),
+            _ => {
+                map.remove(key);
+                None
+            }
+        }
+    }
+
+    fn put(&self, key: CacheKey, until: Instant, statuses: Vec<LimitStatus>, max: usize) {
+        let Ok(mut map) = self.entries.lock() else { return };
+        if map.len() >= max {
+            let now = Instant::now();
+            map.retain(|_, (t, _)| *t > now);
+            if map.len() >= max {
+                return;
+            }
+        }
+        map.insert(key, (until, statuses));
+    }
+
+    /// A refund may make a remembered denial wrong.
+    fn forget(&self, ns: &str, policy: &str, subject: &str) {
+        if let Ok(mut map) = self.entries.lock() {
+            map.retain(|k, _| !(k.0 == ns && k.1 == policy && k.2 == subject));
+        }
+    }
+}
+
+/// Deny-cache settings.
+#[derive(Debug, Clone)]
+pub struct CacheSettings {
+    pub enabled: bool,
+    pub entries: usize,
+    pub min_retry: Duration,
+}
+
 /// The rate-limit domain.
 pub struct RateLimits {
     redis: Redis,
     keys: KeyBuilder,
+    policies: Arc<PolicyStore>,
+    cache: DenyCache,
+    cache_settings: CacheSettings,
 }
 
 impl RateLimits {
-    pub fn new(redis: Redis, keys: KeyBuilder) -> Self {
-        RateLimits { redis, keys }
+    pub fn new(redis: Redis, keys: KeyBuilder, policies: Arc<PolicyStore>, cache_settings: CacheSettings) -> Self {
+        RateLimits { redis, keys, policies, cache: DenyCache::default(), cache_settings }
+    }
+
+    /// A named policy, or NOT_FOUND naming it.
+    pub fn policy(&self, name: &str) -> Result<Arc<Policy>> {
+        self.policies.get(name).ok_or_else(|| Error::NotFound(format!("policy {name:?}")))
+    }
+
+    /// Checks `subject` against a named policy: its rule for the subject,
+    /// shadow mode, failure policy and the deny cache.
+    pub async fn check_policy(
+        &self,
+        ns: &Namespace,
+        subject: &Name,
+        policy: &Policy,
+        cost: u64,
+        mode: Mode,
+    ) -> Result<Decision> {
+        let rule = policy.rule_for(subject.as_str());
+        let cache_key = (ns.as_str().to_owned(), policy.name.clone(), subject.as_str().to_owned(), cost);
+        let use_cache = self.cache_settings.enabled && mode == Mode::Consume && cost > 0;
+        let label = policy.name.clone();
+
+        let mut decision = match use_cache.then(|| self.cache.get(&cache_key)).flatten() {
+            Some((left, mut statuses)) => {
+                metrics::counter!("coord_ratelimit_cache_hits_total", "policy" => label.clone()).increment(1);
+                for status in statuses.iter_mut().filter(|s| !s.allowed && s.retry_after_ms > 0) {
+                    status.retry_after_ms = left.as_millis().max(1) as i64;
+                }
+                Decision { allowed: false, limits: statuses, shadow_denied: false, source: Source::LocalCache }
+            }
+            None => {
+                match tokio::time::timeout(policy.timeout, self.evaluate(ns, subject, &rule.limits, cost, mode)).await {
+                    Ok(Ok(decision)) => decision,
+                    Ok(Err(e)) if !e.is_unavailable() => return Err(e),
+                    // Too slow or unreachable: the policy decides.
+                    failed => {
+                        let reason = match failed {
+                            Ok(Err(e)) => e.to_string(),
+                            _ => format!("no answer within {:?}", policy.timeout),
+                        };
+                        let open = policy.failure == Failure::Open;
+                        tracing::debug!(policy = %policy.name, %reason, open, "rate limit decided without Redis");
+                        metrics::counter!("coord_ratelimit_fallbacks_total", "policy" => label.clone(), "mode" => if open { "open" } else { "closed" })
+                        .increment(1);
+                        let source = if open { Source::FailOpen } else { Source::FailClosed };
+                        Decision { allowed: open, limits: Vec::new(), shadow_denied: false, source }
+                    }
+                }
+            }
+        };
+
+        if use_cache && decision.source == Source::Redis && !decision.allowed {
+            // Remember only denials that cannot change for a while.
+            let waits: Vec<i64> = decision.limits.iter().filter(|s| !s.allowed).map(|s| s.retry_after_ms).collect();
+            let wait = waits.iter().copied().min().unwrap_or(0);
+            if wait > 0
+                && waits.iter().all(|w| *w > 0)
+                && Duration::from_millis(wait as u64) >= self.cache_settings.min_retry
+            {
+                let until = Instant::now() + Duration::from_millis(wait as u64);
+                self.cache.put(cache_key, until, decision.limits.clone(), self.cache_settings.entries);
+            }
+        }
+        if rule.shadow && !decision.allowed && decision.source != Source::FailClosed {
+            decision.allowed = true;
+            decision.shadow_denied = true;
+        }
+        record(&label, &decision);
+        Ok(decision)
+    }
+
+    /// Refunds one limit of a policy's rule for `subject`.
+    pub async fn refund_policy(
+        &self,
+        ns: &Namespace,
+        subject: &Name,
+        policy: &Policy,
+        limit_name: &str,
+        amount: u64,
+    ) -> Result<LimitStatus> {
+        let rule = policy.rule_for(subject.as_str());
+        let limit = rule.limits.iter().find(|l| l.name == limit_name).ok_or_else(|| {
+            Error::invalid("limit_name", format!("policy {:?} has no limit {limit_name:?}", policy.name))
+        })?;
+        let status = self.refund(ns, subject, limit, amount).await?;
+        self.cache.forget(ns.as_str(), &policy.name, subject.as_str());
+        Ok(status)
     }
 
     /// Validates a subject.
@@ -220,24 +385,24 @@ impl RateLimits {
         if cost > MAX_COUNT {
             return Err(Error::invalid("cost", format!("must be at most {MAX_COUNT}, got {cost}")));
         }
-        let mode = if cost == 0 {
-            "peek"
-        } else {
-            match mode {
-                Mode::Consume => "consume",
-                Mode::Peek => "peek",
-            }
-        };
-        let decision = self.run(ns, subject, limits, cost, mode).await?;
-        let outcome = if !decision.allowed {
-            "denied"
-        } else if decision.limits.iter().any(|l| l.remaining * 5 <= l.limit) {
-            "near_limit"
-        } else {
-            "allowed"
-        };
-        metrics::counter!("coord_ratelimit_decisions_total", "outcome" => outcome).increment(1);
+        let decision = self.evaluate(ns, subject, limits, cost, mode).await?;
+        record("_inline", &decision);
         Ok(decision)
+    }
+
+    async fn evaluate(
+        &self,
+        ns: &Namespace,
+        subject: &Name,
+        limits: &[Limit],
+        cost: u64,
+        mode: Mode,
+    ) -> Result<Decision> {
+        let mode = match (cost, mode) {
+            (0, _) | (_, Mode::Peek) => "peek",
+            (_, Mode::Consume) => "consume",
+        };
+        self.run(ns, subject, limits, cost, mode).await
     }
 
     /// Gives `amount` back to one limit.
@@ -281,7 +446,7 @@ impl RateLimits {
                 }
             })
             .collect();
-        Ok(Decision { allowed: all == 1, limits })
+        Ok(Decision { allowed: all == 1, limits, shadow_denied: false, source: Source::Redis })
     }
 
     /// Takes (or renews, with `slot_id`) one of `max` slots for `ttl`.
@@ -335,6 +500,21 @@ impl RateLimits {
             .await?;
         Ok(reply.first() == Some(&1))
     }
+}
+
+/// Counts a decision by policy and outcome.
+fn record(policy: &str, decision: &Decision) {
+    let outcome = if decision.shadow_denied {
+        "shadow_denied"
+    } else if !decision.allowed {
+        "denied"
+    } else if decision.limits.iter().any(|l| l.remaining * 5 <= l.limit) {
+        "near_limit"
+    } else {
+        "allowed"
+    };
+    metrics::counter!("coord_ratelimit_decisions_total", "policy" => policy.to_owned(), "outcome" => outcome)
+        .increment(1);
 }
 
 #[cfg(test)]
