@@ -33,7 +33,7 @@ fn bucket(capacity: u64, refill_tokens: u64, refill_period_ms: i64) -> Algorithm
 }
 
 async fn check(c: &mut Client, subject: &str, limits: Vec<Limit>, cost: u64) -> CheckResponse {
-    c.check(CheckRequest { subject: subject.into(), limits, cost: Some(cost), mode: 0 })
+    c.check(CheckRequest { subject: subject.into(), limits, cost: Some(cost), mode: 0, ..Default::default() })
         .await
         .expect("check")
         .into_inner()
@@ -191,7 +191,13 @@ async fn several_limits_are_all_or_nothing() {
     // The per-day limit was not charged for the denied request.
     assert_eq!(denied.limits[1].remaining, 98, "{denied:?}");
     let peek = c
-        .check(CheckRequest { subject: "user:1".into(), limits, cost: Some(1), mode: CheckMode::Peek as i32 })
+        .check(CheckRequest {
+            subject: "user:1".into(),
+            limits,
+            cost: Some(1),
+            mode: CheckMode::Peek as i32,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -218,6 +224,7 @@ async fn peek_changes_nothing_and_refund_gives_back() {
                     limits: vec![l.clone()],
                     cost: Some(1),
                     mode: CheckMode::Peek as i32,
+                    ..Default::default()
                 })
                 .await
                 .unwrap()
@@ -226,7 +233,7 @@ async fn peek_changes_nothing_and_refund_gives_back() {
             assert_eq!(check(&mut c, name, vec![l.clone()], 0).await.limits[0].remaining, 4, "{name}: cost 0");
         }
         let refunded = c
-            .refund(RefundRequest { subject: name.into(), limit: Some(l.clone()), amount: 4 })
+            .refund(RefundRequest { subject: name.into(), limit: Some(l.clone()), amount: 4, ..Default::default() })
             .await
             .unwrap()
             .into_inner()
@@ -235,7 +242,7 @@ async fn peek_changes_nothing_and_refund_gives_back() {
         assert_eq!(refunded.remaining, 8, "{name}: refund");
         // Never above the limit's size.
         let refunded = c
-            .refund(RefundRequest { subject: name.into(), limit: Some(l.clone()), amount: 100 })
+            .refund(RefundRequest { subject: name.into(), limit: Some(l.clone()), amount: 100, ..Default::default() })
             .await
             .unwrap()
             .into_inner()
@@ -287,16 +294,34 @@ async fn validation_errors_name_the_field() {
     let mut c = coord.rate_limits();
     let cases = vec![
         (
-            CheckRequest { subject: String::new(), limits: vec![limit("a", fixed(1, 1000))], cost: None, mode: 0 },
+            CheckRequest {
+                subject: String::new(),
+                limits: vec![limit("a", fixed(1, 1000))],
+                cost: None,
+                mode: 0,
+                ..Default::default()
+            },
             "subject:",
         ),
-        (CheckRequest { subject: "s".into(), limits: vec![], cost: None, mode: 0 }, "limits:"),
+        (CheckRequest { subject: "s".into(), limits: vec![], cost: None, mode: 0, ..Default::default() }, "limits:"),
         (
-            CheckRequest { subject: "s".into(), limits: vec![limit("a", fixed(0, 1000))], cost: None, mode: 0 },
+            CheckRequest {
+                subject: "s".into(),
+                limits: vec![limit("a", fixed(0, 1000))],
+                cost: None,
+                mode: 0,
+                ..Default::default()
+            },
             "limits[0].fixed_window.limit:",
         ),
         (
-            CheckRequest { subject: "s".into(), limits: vec![limit("a", bucket(5, 1, 0))], cost: None, mode: 0 },
+            CheckRequest {
+                subject: "s".into(),
+                limits: vec![limit("a", bucket(5, 1, 0))],
+                cost: None,
+                mode: 0,
+                ..Default::default()
+            },
             "limits[0].token_bucket.refill_period_ms:",
         ),
         (
@@ -305,6 +330,7 @@ async fn validation_errors_name_the_field() {
                 limits: vec![limit("a", fixed(1, 1000)), limit("a", fixed(2, 1000))],
                 cost: None,
                 mode: 0,
+                ..Default::default()
             },
             "limits[1].name:",
         ),
@@ -314,6 +340,7 @@ async fn validation_errors_name_the_field() {
                 limits: vec![Limit { name: "x".into(), algorithm: None }],
                 cost: None,
                 mode: 0,
+                ..Default::default()
             },
             "limits[0].algorithm:",
         ),
@@ -329,7 +356,12 @@ async fn validation_errors_name_the_field() {
         .unwrap_err();
     assert!(err.message().starts_with("max_in_flight:"), "{}", err.message());
     let err = c
-        .refund(RefundRequest { subject: "s".into(), limit: Some(limit("a", fixed(1, 1000))), amount: 0 })
+        .refund(RefundRequest {
+            subject: "s".into(),
+            limit: Some(limit("a", fixed(1, 1000))),
+            amount: 0,
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert!(err.message().starts_with("amount:"), "{}", err.message());
