@@ -83,3 +83,10 @@ pub fn signal(pid: u32, signal: &str) {
     let status = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status().expect("kill");
     assert!(status.success(), "kill -{signal} {pid}");
 }
+
+/// A free loopback port (and a second one), probed together.
+pub fn free_port_pair() -> (u16, u16) {
+    let a = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let b = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    (a.local_addr().expect("addr").port(), b.local_addr().expect("addr").port())
+}
