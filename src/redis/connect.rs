@@ -307,11 +307,21 @@ impl Redis {
     }
 
     async fn conn(&self) -> Result<Conn> {
-        let conn = match &self.pool {
-            Pool::Single(p) => Conn::Single(checkout(p).await.map_err(|e| self.checkout_error(e))?),
-            Pool::Cluster(p) => Conn::Cluster(checkout(p).await.map_err(|e| self.checkout_error(e))?),
+        // Armed before the checkout, so a connect failing meanwhile is seen.
+        let failed = self.last_connect_error.failed.notified();
+        tokio::pin!(failed);
+        failed.as_mut().enable();
+        let get = async {
+            Ok(match &self.pool {
+                Pool::Single(p) => Conn::Single(checkout(p).await.map_err(|e| self.checkout_error(e))?),
+                Pool::Cluster(p) => Conn::Cluster(checkout(p).await.map_err(|e| self.checkout_error(e))?),
+            })
         };
-        Ok(conn)
+        tokio::select! {
+            biased;
+            conn = get => conn,
+            _ = failed => Err(Error::Unavailable(self.last_connect_error.get().unwrap_or_else(|| "connect failed".into()))),
+        }
     }
 
     fn checkout_error(&self, err: bb8::RunError<RedisError>) -> Error {
@@ -424,25 +434,32 @@ where
     Ok(pool.get().await?.clone())
 }
 
-/// Keeps the latest connect error for checkout errors, and logs changes.
+/// Keeps the latest connect error for checkout errors, logs changes, and
+/// wakes checkouts waiting for a connection: bb8 only hands connect errors
+/// to this sink and lets waiters sit out the whole connect timeout, while a
+/// refused connection should fail the call at once.
 #[derive(Debug, Clone, Default)]
-struct ConnectErrors(Arc<Mutex<Option<String>>>);
+struct ConnectErrors {
+    last: Arc<Mutex<Option<String>>>,
+    failed: Arc<tokio::sync::Notify>,
+}
 
 impl ConnectErrors {
     fn get(&self) -> Option<String> {
-        self.0.lock().ok().and_then(|last| last.clone())
+        self.last.lock().ok().and_then(|last| last.clone())
     }
 }
 
 impl bb8::ErrorSink<RedisError> for ConnectErrors {
     fn sink(&self, error: RedisError) {
         let text = error.to_string();
-        if let Ok(mut last) = self.0.lock() {
+        if let Ok(mut last) = self.last.lock() {
             if last.as_deref() != Some(text.as_str()) {
                 tracing::warn!(error = %text, "redis connect failed");
             }
             *last = Some(text);
         }
+        self.failed.notify_waiters();
     }
 
     fn boxed_clone(&self) -> Box<dyn bb8::ErrorSink<RedisError>> {
