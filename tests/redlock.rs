@@ -129,12 +129,11 @@ async fn without_a_majority_acquire_fails_fast_and_leaves_nothing() {
     for i in 0..5 {
         assert!(err.message().contains(&format!(":{}", s.nodes.node(i).port())), "{}", err.message());
     }
-    // Killed nodes refuse connections (Error) at once; the stopped one times out.
-    assert!(
-        err.message().contains("Timeout") && err.message().contains("Error") && err.message().contains("Acquired"),
-        "{}",
-        err.message()
-    );
+    // Killed nodes fail at once (broken pipe, then refused); the stopped
+    // one times out (on the node bound or its connection's own timeout).
+    let msg = err.message();
+    assert_eq!(msg.matches("Acquired").count(), 2, "{msg}");
+    assert!(msg.matches("Error").count() >= 2, "{msg}");
 
     s.nodes.node(2).cont();
     s.nodes.node(0).restart();

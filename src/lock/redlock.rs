@@ -284,8 +284,8 @@ impl Redlock {
             }
             let reachable = results.iter().filter(|r| matches!(r.vote, Vote::Acquired | Vote::Held)).count();
             nodes_seen = results;
-            if reachable < self.quorum && votes.is_empty() {
-                // Not a split: too few nodes answer; retrying will not help now.
+            if reachable < self.quorum {
+                // Not a split vote: too few nodes answer; retrying will not help now.
                 break;
             }
         }
