@@ -265,10 +265,33 @@ async fn a_paused_node_holds_no_stale_lock_after_release() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn validity_subtracts_elapsed_time_and_drift() {
     let s = setup(Duration::from_secs(60)).await;
-    let got = s.coord.locks().acquire(req("v", 10_000)).await.unwrap().into_inner();
+    let mut c = s.coord.locks();
+    let got = c.acquire(req("v", 10_000)).await.unwrap().into_inner();
     // drift = 1 % of 10 s + 2 ms = 102 ms.
     assert!(got.validity_ms <= 10_000 - 102, "{got:?}");
     assert!(got.validity_ms > 9_000, "{got:?}");
+
+    // List walks the nodes one by one and reports each lock once, by majority.
+    let mut names = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let page = c
+            .list(coord::pb::ListRequest {
+                prefix: String::new(),
+                page: Some(coord::pb::PageRequest { limit: 10, cursor: cursor.clone() }),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        names.extend(page.locks.into_iter().map(|l| l.name));
+        cursor = page.page.unwrap_or_default().next_cursor;
+        if cursor.is_empty() {
+            break;
+        }
+    }
+    names.sort();
+    names.dedup();
+    assert_eq!(names, ["v"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -41,7 +41,7 @@ use super::{
 use crate::{
     config::RedlockConfig,
     error::{Error, Result},
-    redis::{ConnectOptions, KeyBuilder, Name, Namespace, Redis},
+    redis::{ConnectOptions, KeyBuilder, Name, Namespace, Redis, RedisNodes},
 };
 
 /// One independent master.
@@ -86,9 +86,10 @@ impl Redlock {
         channel: &str,
         max_ttl: Duration,
     ) -> Result<Self> {
+        let pools = RedisNodes::connect(&config.nodes, opts)?;
         let mut nodes = Vec::new();
-        for url in &config.nodes {
-            let redis = Redis::single(url, opts)?;
+        for (url, redis) in config.nodes.iter().zip(pools.nodes()) {
+            let redis = redis.clone();
             let label = url::Url::parse(url)
                 .ok()
                 .and_then(|u| Some(format!("{}:{}", u.host_str()?, u.port().unwrap_or(6379))))
@@ -479,14 +480,21 @@ impl Redlock {
                     .ok_or_else(|| Error::invalid("page.cursor", "not a cursor returned by this service"))?;
                 let i =
                     i.parse().map_err(|_| Error::invalid("page.cursor", "not a cursor returned by this service"))?;
-                (i, Some(rest.to_owned()))
+                (i, (!rest.is_empty()).then(|| rest.to_owned()))
             }
         };
         let Some(node) = self.nodes.get(index) else { return Ok((Vec::new(), None)) };
         let (names, next) = node.store.list_names(ns, prefix, inner.as_deref(), limit).await?;
+        let described = join_all(
+            names
+                .iter()
+                .filter_map(|n| Name::parse("name", n).ok())
+                .map(|name| async move { self.describe(ns, &name).await }),
+        )
+        .await;
         let mut locks = Vec::new();
-        for name in names.iter().filter_map(|n| Name::parse("name", n).ok()) {
-            let info = self.describe(ns, &name).await?;
+        for info in described {
+            let info = info?;
             if info.held {
                 locks.push(info);
             }
