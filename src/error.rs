@@ -12,6 +12,13 @@ pub enum Error {
     /// The named resource (lease, board, …) does not exist.
     #[error("{0} not found")]
     NotFound(String),
+    /// Creating something that exists with other settings.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The request is valid but its result would leave a value's range in
+    /// the resource's current state (e.g. an increment past int64).
+    #[error("{field}: {reason}")]
+    OutOfRange { field: String, reason: String },
     /// The caller is not allowed to do this in the resource's current state
     /// (e.g. releasing a lock it does not own).
     #[error("{0}")]
@@ -78,6 +85,8 @@ impl From<Error> for tonic::Status {
         match err {
             Error::InvalidArgument { .. } => tonic::Status::invalid_argument(msg),
             Error::NotFound(_) => tonic::Status::not_found(msg),
+            Error::AlreadyExists(_) => tonic::Status::already_exists(msg),
+            Error::OutOfRange { .. } => tonic::Status::out_of_range(msg),
             Error::FailedPrecondition(_) => tonic::Status::failed_precondition(msg),
             Error::Unavailable(_) | Error::QuorumLost(_) | Error::ShuttingDown => tonic::Status::unavailable(msg),
             Error::DeadlineExceeded(_) => tonic::Status::deadline_exceeded(msg),

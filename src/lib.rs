@@ -9,7 +9,7 @@
 //! - [`context`]: the per-request caller context (namespace).
 //! - [`metrics`]: Prometheus endpoint and the per-RPC tower layer.
 //! - [`redis`]: pools, script registry, key builder, embedded redis-server.
-//! - one module per service: [`admin`], [`lock`], [`ratelimit`].
+//! - one module per service: [`admin`], [`lock`], [`ratelimit`], [`leaderboard`].
 //! - [`pb`]: generated protobuf code only.
 
 #![deny(unsafe_code)]
@@ -18,6 +18,7 @@ pub mod admin;
 pub mod config;
 pub mod context;
 pub mod error;
+pub mod leaderboard;
 pub mod lock;
 pub mod metrics;
 pub mod ratelimit;

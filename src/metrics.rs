@@ -19,7 +19,7 @@ use std::{
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response};
 use http_body::{Body, Frame};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tower::{Layer, Service};
 
@@ -31,7 +31,12 @@ pub fn handle() -> &'static PrometheusHandle {
         const BUCKETS: &[f64] =
             &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
         let builder = PrometheusBuilder::new();
-        let builder = builder.set_buckets(BUCKETS).unwrap_or_else(|_| PrometheusBuilder::new());
+        // Board sizes are counts, not seconds.
+        const SIZES: &[f64] = &[10.0, 100.0, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8];
+        let builder = builder
+            .set_buckets(BUCKETS)
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Full("coord_leaderboard_board_entries".into()), SIZES))
+            .unwrap_or_else(|_| PrometheusBuilder::new());
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
         // Fails only if another recorder was installed first; metrics then

@@ -22,7 +22,7 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use crate::{
     admin,
     config::Config,
-    lock,
+    leaderboard, lock,
     metrics::{self, RpcLayer},
     pb, ratelimit,
     redis::{KeyBuilder, Redis, scripts},
@@ -69,7 +69,8 @@ pub enum ServeError {
 }
 
 /// Every coord service's fully-qualified name, for health.
-pub const SERVICES: &[&str] = &["coord.v1.AdminService", "coord.v1.LockService", "coord.v1.RateLimitService"];
+pub const SERVICES: &[&str] =
+    &["coord.v1.AdminService", "coord.v1.LeaderboardService", "coord.v1.LockService", "coord.v1.RateLimitService"];
 
 /// Runs coord on `listener` until `signal` resolves, then drains within
 /// the configured grace period.
@@ -148,6 +149,8 @@ pub async fn serve(
         },
     ));
 
+    let boards = Arc::new(leaderboard::Leaderboards::new(backend.redis.clone(), backend.keys.clone()));
+
     let (reporter, health_service) = tonic_health::server::health_reporter();
     set_all(&reporter, ServingStatus::NotServing).await;
     tokio::spawn(health_loop(
@@ -195,6 +198,9 @@ pub async fn serve(
         .add_service(pb::lock_service_server::LockServiceServer::new(lock::grpc::Service::new(locks, shutdown.clone())))
         .add_service(pb::rate_limit_service_server::RateLimitServiceServer::new(ratelimit::grpc::Service::new(
             rate_limits,
+        )))
+        .add_service(pb::leaderboard_service_server::LeaderboardServiceServer::new(leaderboard::grpc::Service::new(
+            boards,
         )))
         .serve_with_incoming_shutdown(incoming, drain);
 

@@ -53,4 +53,11 @@ scripts! {
     FENCE_RAISE => "fence_raise.lua",
     RATELIMIT => "ratelimit.lua",
     SLOTS => "slots.lua",
+    LB_CREATE => "lb_create.lua",
+    LB_DELETE => "lb_delete.lua",
+    LB_SUBMIT => "lb_submit.lua",
+    LB_REMOVE => "lb_remove.lua",
+    LB_RANKS => "lb_ranks.lua",
+    LB_TOP => "lb_top.lua",
+    LB_AROUND => "lb_around.lua",
 }

@@ -14,8 +14,8 @@ use std::{
 use coord::{
     config::Config,
     pb::{
-        admin_service_client::AdminServiceClient, lock_service_client::LockServiceClient,
-        rate_limit_service_client::RateLimitServiceClient,
+        admin_service_client::AdminServiceClient, leaderboard_service_client::LeaderboardServiceClient,
+        lock_service_client::LockServiceClient, rate_limit_service_client::RateLimitServiceClient,
     },
     server::{self, Backend, ServeError},
 };
@@ -103,6 +103,10 @@ impl Coord {
 
     pub fn rate_limits(&self) -> RateLimitServiceClient<Channel> {
         RateLimitServiceClient::new(self.channel())
+    }
+
+    pub fn boards(&self) -> LeaderboardServiceClient<Channel> {
+        LeaderboardServiceClient::new(self.channel())
     }
 
     /// Health of `service` ("" = overall) as the server reports it.

@@ -1,0 +1,702 @@
+//! LeaderboardService: boards with exact int64 scores, ties broken by who
+//! reached a score first, periods, keyset paging and around-me windows.
+//!
+//! Storage (see [`codec`]): one ZSET and one record hash per period
+//! instance, all under the board's hash tag, named after the board's
+//! incarnation so a board deleted and created again starts empty. Every
+//! operation is one script that first checks the incarnation, so a
+//! settings cache that missed a delete is caught (`stale`) and reloaded.
+//!
+//! Period instances are computed here from the server clock, corrected by
+//! Redis: a write script checks that Redis TIME falls inside every instance
+//! it was given and otherwise answers with its time, and the write is
+//! retried on the instances of that time. Writes therefore always land in
+//! the instances of Redis time.
+
+pub mod board;
+pub mod codec;
+pub mod grpc;
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicI64, Ordering},
+    },
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use redis::Value;
+
+use self::{
+    board::{Instance, Operator, Order, Period, Spec},
+    codec::{array, at, int, string},
+};
+use crate::{
+    error::{Error, Result},
+    redis::{KeyBuilder, Name, Namespace, Redis, ResourceKey, scripts},
+};
+
+/// Board names and member ids: 1–256 bytes.
+pub const MAX_NAME_BYTES: usize = 256;
+/// Metadata per entry.
+pub const MAX_METADATA_BYTES: usize = 4096;
+/// Members per GetRanks.
+pub const MAX_MEMBERS: usize = 1000;
+/// Entries per Top page.
+pub const MAX_PAGE: u32 = 1000;
+/// Entries per Top page when the request says 0.
+pub const DEFAULT_PAGE: u32 = 100;
+/// Entries above or below the member in Around.
+pub const MAX_AROUND: u32 = 100;
+/// Board settings cached per instance (cleared when full).
+const MAX_CACHED_BOARDS: usize = 10_000;
+
+/// A board as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Board {
+    pub name: String,
+    pub spec: Spec,
+    /// Incarnation: names the data keys.
+    pub inc: String,
+    pub created_at_ms: i64,
+}
+
+/// A member's entry in one period instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub member: String,
+    pub score: i64,
+    pub subscore: i64,
+    /// 1-based, ordinal.
+    pub rank: u64,
+    pub metadata: String,
+    pub num_submits: u64,
+    pub reached_at_ms: i64,
+}
+
+/// A submit.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    pub member: Name,
+    pub score: i64,
+    pub subscore: i64,
+    /// None: the board's operator.
+    pub operator: Option<Operator>,
+    pub metadata: Option<String>,
+}
+
+/// The outcome of a submit in one period instance.
+#[derive(Debug, Clone)]
+pub struct PeriodResult {
+    pub instance: Instance,
+    pub entry: Entry,
+    pub changed: bool,
+    pub count: u64,
+}
+
+/// Which period instance a read is about.
+#[derive(Debug, Clone)]
+pub struct Selector {
+    pub period: Period,
+    pub ago: u32,
+    pub id: Option<String>,
+}
+
+impl Default for Selector {
+    fn default() -> Self {
+        Selector { period: Period::AllTime, ago: 0, id: None }
+    }
+}
+
+/// Entries of one instance, with the instance's size.
+#[derive(Debug, Clone)]
+pub struct Listing {
+    pub instance: Instance,
+    pub entries: Vec<Entry>,
+    pub count: u64,
+}
+
+/// GetRanks: each asked member with its entry, if any.
+#[derive(Debug, Clone)]
+pub struct Ranks {
+    pub instance: Instance,
+    pub entries: Vec<(String, Option<Entry>)>,
+    pub count: u64,
+}
+
+/// Where a request's attempts stand: reload the settings? at what time?
+struct Retry {
+    fresh: bool,
+    now: i64,
+    tries: u32,
+}
+
+/// A script's answer: done, or retry with fresh settings or Redis's time.
+enum Attempt<T> {
+    Done(T),
+    Stale,
+    Period(i64),
+}
+
+/// The leaderboard domain.
+pub struct Leaderboards {
+    redis: Redis,
+    keys: KeyBuilder,
+    boards: Mutex<HashMap<(Namespace, Name), Arc<Board>>>,
+    /// Redis TIME minus the local clock, learned from period retries.
+    clock_offset_ms: AtomicI64,
+}
+
+impl Leaderboards {
+    pub fn new(redis: Redis, keys: KeyBuilder) -> Self {
+        Leaderboards { redis, keys, boards: Mutex::default(), clock_offset_ms: AtomicI64::new(0) }
+    }
+
+    /// Validates a board name or member id (`field` names it).
+    pub fn name(field: &str, value: &str) -> Result<Name> {
+        if value.len() > MAX_NAME_BYTES {
+            return Err(Error::invalid(field, format!("must be at most {MAX_NAME_BYTES} bytes, got {}", value.len())));
+        }
+        Name::parse(field, value)
+    }
+
+    fn now_ms(&self) -> i64 {
+        let local = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+        local + self.clock_offset_ms.load(Ordering::Relaxed)
+    }
+
+    fn base(&self, ns: &Namespace, name: &Name) -> ResourceKey {
+        self.keys.resource(ns, "lb", name)
+    }
+
+    /// The ZSET and record hash of one instance.
+    fn data_keys(base: &ResourceKey, board: &Board, instance: &Instance) -> (String, String) {
+        let part = format!("{}.{}", board.inc, instance.id);
+        (base.child("z", &part), base.child("r", &part))
+    }
+
+    // === Boards ===
+
+    /// Creates a board; returns it and whether it was created (false: it
+    /// existed with the same settings).
+    pub async fn create(&self, ns: &Namespace, name: &Name, spec: Spec) -> Result<(Board, bool)> {
+        let json = serde_json::to_string(&spec).map_err(|e| Error::Internal(e.to_string()))?;
+        let inc = uuid::Uuid::new_v4().simple().to_string()[..16].to_owned();
+        let (created, inc, stored, created_ms): (i64, String, String, String) = self
+            .redis
+            .invoke(&scripts::LB_CREATE, |inv| {
+                inv.key(self.base(ns, name).as_str()).arg(&inc).arg(&json);
+            })
+            .await?;
+        let board = Self::board_from(name, inc, &stored, &created_ms)?;
+        if created == 0 && board.spec != spec {
+            return Err(Error::AlreadyExists(format!(
+                "board {:?} exists with other settings (a board's settings never change; delete it first)",
+                name.as_str()
+            )));
+        }
+        self.remember(ns, name, Arc::new(board.clone()));
+        Ok((board, created == 1))
+    }
+
+    /// A board's settings, read from Redis.
+    pub async fn get(&self, ns: &Namespace, name: &Name) -> Result<(Board, Vec<Instance>)> {
+        let board = self.board(ns, name, true).await?;
+        let now = self.now_ms();
+        let current = board.spec.periods.iter().map(|p| board.spec.instance(*p, now, 0)).collect::<Result<Vec<_>>>()?;
+        Ok(((*board).clone(), current))
+    }
+
+    /// Deletes a board with the data of its current and retained instances.
+    pub async fn delete(&self, ns: &Namespace, name: &Name) -> Result<bool> {
+        let board = match self.board(ns, name, true).await {
+            Ok(board) => board,
+            Err(Error::NotFound(_)) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        self.forget(ns, name);
+        let base = self.base(ns, name);
+        let now = self.now_ms();
+        let mut keys = Vec::new();
+        for period in &board.spec.periods {
+            let retained = if *period == Period::AllTime { 0 } else { board.spec.retention };
+            for ago in 0..=retained {
+                let (z, r) = Self::data_keys(&base, &board, &board.spec.instance(*period, now, ago)?);
+                keys.push(z);
+                keys.push(r);
+            }
+        }
+        let deleted: i64 = self
+            .redis
+            .invoke(&scripts::LB_DELETE, |inv| {
+                inv.key(base.as_str());
+                for key in &keys {
+                    inv.key(key);
+                }
+                inv.arg(&board.inc);
+            })
+            .await?;
+        Ok(deleted == 1)
+    }
+
+    fn board_from(name: &Name, inc: String, spec: &str, created_ms: &str) -> Result<Board> {
+        let spec: Spec = serde_json::from_str(spec)
+            .map_err(|e| Error::Internal(format!("board {:?} has unreadable settings: {e}", name.as_str())))?;
+        let created_at_ms = created_ms.parse().unwrap_or(0);
+        Ok(Board { name: name.as_str().to_owned(), spec, inc, created_at_ms })
+    }
+
+    /// The board's settings, cached unless `fresh`.
+    async fn board(&self, ns: &Namespace, name: &Name, fresh: bool) -> Result<Arc<Board>> {
+        let key = (ns.clone(), name.clone());
+        if !fresh && let Some(board) = self.boards.lock().ok().and_then(|m| m.get(&key).cloned()) {
+            return Ok(board);
+        }
+        let mut cmd = redis::cmd("HMGET");
+        cmd.arg(self.base(ns, name).as_str()).arg("inc").arg("spec").arg("created_ms");
+        let (inc, spec, created): (Option<String>, Option<String>, Option<String>) = self.redis.query(&cmd).await?;
+        let (Some(inc), Some(spec)) = (inc, spec) else {
+            self.forget(ns, name);
+            return Err(Error::NotFound(format!("board {:?}", name.as_str())));
+        };
+        let board = Arc::new(Self::board_from(name, inc, &spec, created.as_deref().unwrap_or("0"))?);
+        self.remember(ns, name, board.clone());
+        Ok(board)
+    }
+
+    fn remember(&self, ns: &Namespace, name: &Name, board: Arc<Board>) {
+        if let Ok(mut map) = self.boards.lock() {
+            if map.len() >= MAX_CACHED_BOARDS {
+                map.clear();
+            }
+            map.insert((ns.clone(), name.clone()), board);
+        }
+    }
+
+    fn forget(&self, ns: &Namespace, name: &Name) {
+        if let Ok(mut map) = self.boards.lock() {
+            map.remove(&(ns.clone(), name.clone()));
+        }
+    }
+
+    fn retry(&self) -> Retry {
+        Retry { fresh: false, now: self.now_ms(), tries: 0 }
+    }
+
+    /// Some(value) when `attempt` is done; None to go again with fresh
+    /// settings or Redis's time.
+    fn settle<T>(&self, retry: &mut Retry, name: &Name, attempt: Attempt<T>) -> Result<Option<T>> {
+        retry.tries += 1;
+        match attempt {
+            Attempt::Done(value) => return Ok(Some(value)),
+            Attempt::Stale => retry.fresh = true,
+            Attempt::Period(redis_now) => {
+                let local = retry.now - self.clock_offset_ms.load(Ordering::Relaxed);
+                self.clock_offset_ms.store(redis_now - local, Ordering::Relaxed);
+                retry.now = redis_now;
+            }
+        }
+        if retry.tries >= 4 {
+            return Err(Error::Unavailable(format!(
+                "board {:?} kept changing during the request; retry",
+                name.as_str()
+            )));
+        }
+        Ok(None)
+    }
+
+    /// The instance a read selects.
+    fn select(board: &Board, selector: &Selector, now: i64) -> Result<Instance> {
+        if !board.spec.periods.contains(&selector.period) {
+            return Err(Error::invalid(
+                "period.period",
+                format!("board {:?} has no {} period", board.name, selector.period),
+            ));
+        }
+        if let Some(id) = &selector.id {
+            return board.spec.instance_by_id(selector.period, id, now, "period.id");
+        }
+        let retained = if selector.period == Period::AllTime { 0 } else { board.spec.retention };
+        if selector.ago > retained {
+            return Err(Error::invalid(
+                "period.ago",
+                format!("must be at most {retained} (the board's retention for {})", selector.period),
+            ));
+        }
+        board.spec.instance(selector.period, now, selector.ago)
+    }
+
+    // === Writes ===
+
+    /// Applies a submit to the current instance of every period.
+    pub async fn submit(&self, ns: &Namespace, name: &Name, submission: &Submission) -> Result<Vec<PeriodResult>> {
+        if let Some(metadata) = &submission.metadata
+            && metadata.len() > MAX_METADATA_BYTES
+        {
+            return Err(Error::invalid(
+                "metadata",
+                format!("must be at most {MAX_METADATA_BYTES} bytes, got {}", metadata.len()),
+            ));
+        }
+        let base = self.base(ns, name);
+        let (score, subscore) = (codec::biased(submission.score), codec::biased(submission.subscore));
+        let member = submission.member.as_str();
+        let mut operator = Operator::Set;
+        let result: Result<Vec<PeriodResult>> = async {
+            let mut retry = self.retry();
+            loop {
+                let board = self.board(ns, name, retry.fresh).await?;
+                let (board, now) = (&*board, retry.now);
+                let attempt: Result<Attempt<Vec<PeriodResult>>> = async {
+                    operator = submission.operator.unwrap_or(board.spec.operator);
+                    let instances = board
+                        .spec
+                        .periods
+                        .iter()
+                        .map(|p| board.spec.instance(*p, now, 0))
+                        .collect::<Result<Vec<_>>>()?;
+                    let reply: Value = self
+                        .redis
+                        .invoke(&scripts::LB_SUBMIT, |inv| {
+                            inv.key(base.as_str());
+                            for instance in &instances {
+                                let (z, r) = Self::data_keys(&base, board, instance);
+                                inv.key(z).key(r);
+                            }
+                            inv.arg(&board.inc).arg(member).arg(operator.word()).arg(order_word(board.spec.order));
+                            inv.arg(&score).arg(&subscore);
+                            match &submission.metadata {
+                                Some(m) => inv.arg(1).arg(m),
+                                None => inv.arg(0).arg(""),
+                            };
+                            for i in &instances {
+                                inv.arg(i.start_ms).arg(i.end_ms).arg(i.expire_at_ms);
+                            }
+                        })
+                        .await?;
+                    let items = array(&reply)?;
+                    match string(at(items, 0)?)?.as_str() {
+                        "ok" => {}
+                        "stale" => return Ok(Attempt::Stale),
+                        "period" => return Ok(Attempt::Period(int(at(items, 1)?)?)),
+                        "overflow" => {
+                            let period = usize::try_from(int(at(items, 1)?)?)
+                                .ok()
+                                .and_then(|i| instances.get(i.wrapping_sub(1)))
+                                .map(|i| i.period.to_string())
+                                .unwrap_or_default();
+                            let column = string(at(items, 2)?)?;
+                            let value = if column == "subscore" { submission.subscore } else { submission.score };
+                            return Err(Error::OutOfRange {
+                                field: column,
+                                reason: format!(
+                                    "{} by {value} would leave the int64 range in period {period}; nothing was written",
+                                    if operator == Operator::Decrement { "DECREMENT" } else { "INCREMENT" },
+                                ),
+                            });
+                        }
+                        other => return Err(Error::Internal(format!("lb_submit answered {other:?}"))),
+                    }
+                    let mut results = Vec::with_capacity(instances.len());
+                    for (instance, item) in instances.into_iter().zip(&items[1..]) {
+                        let v = array(item)?;
+                        let key = string(at(v, 0)?)?;
+                        let (score, subscore, reached_at_us) = codec::decode_key(&key, board.spec.order)?;
+                        let entry = Entry {
+                            member: member.to_owned(),
+                            score,
+                            subscore,
+                            rank: int(at(v, 3)?)? as u64 + 1,
+                            metadata: string(at(v, 5)?)?,
+                            num_submits: int(at(v, 1)?)? as u64,
+                            reached_at_ms: reached_at_us / 1000,
+                        };
+                        let changed = int(at(v, 2)?)? == 1;
+                        results.push(PeriodResult { instance, entry, changed, count: int(at(v, 4)?)? as u64 });
+                    }
+                    Ok(Attempt::Done(results))
+                }
+                .await;
+                if let Some(value) = self.settle(&mut retry, name, attempt?)? {
+                    return Ok::<_, Error>(value);
+                }
+            }
+        }
+        .await;
+        let outcome = match &result {
+            Ok(results) if results.iter().any(|r| r.changed) => "changed",
+            Ok(_) => "unchanged",
+            Err(Error::OutOfRange { .. }) => "out_of_range",
+            Err(_) => "error",
+        };
+        metrics::counter!("coord_leaderboard_submits_total", "operator" => operator.word(), "outcome" => outcome)
+            .increment(1);
+        if let Ok(results) = &result
+            && let Some(all_time) = results.first()
+        {
+            // Each submit samples the size of the board it wrote.
+            metrics::histogram!("coord_leaderboard_board_entries").record(all_time.count as f64);
+        }
+        result
+    }
+
+    /// Removes a member from the current instance of every period.
+    pub async fn remove(&self, ns: &Namespace, name: &Name, member: &Name) -> Result<bool> {
+        let base = self.base(ns, name);
+        async {
+            let mut retry = self.retry();
+            loop {
+                let board = self.board(ns, name, retry.fresh).await?;
+                let (board, now) = (&*board, retry.now);
+                let attempt: Result<Attempt<bool>> = async {
+                    let instances = board
+                        .spec
+                        .periods
+                        .iter()
+                        .map(|p| board.spec.instance(*p, now, 0))
+                        .collect::<Result<Vec<_>>>()?;
+                    let reply: Value = self
+                        .redis
+                        .invoke(&scripts::LB_REMOVE, |inv| {
+                            inv.key(base.as_str());
+                            for instance in &instances {
+                                let (z, r) = Self::data_keys(&base, board, instance);
+                                inv.key(z).key(r);
+                            }
+                            inv.arg(&board.inc).arg(member.as_str());
+                            for i in &instances {
+                                inv.arg(i.start_ms).arg(i.end_ms);
+                            }
+                        })
+                        .await?;
+                    let items = array(&reply)?;
+                    Ok(match string(at(items, 0)?)?.as_str() {
+                        "stale" => Attempt::Stale,
+                        "period" => Attempt::Period(int(at(items, 1)?)?),
+                        _ => Attempt::Done(int(at(items, 1)?)? == 1),
+                    })
+                }
+                .await;
+                if let Some(value) = self.settle(&mut retry, name, attempt?)? {
+                    return Ok::<_, Error>(value);
+                }
+            }
+        }
+        .await
+    }
+
+    // === Reads ===
+
+    /// Entries and ranks of `members` (none: just the count).
+    pub async fn ranks(&self, ns: &Namespace, name: &Name, selector: &Selector, members: &[Name]) -> Result<Ranks> {
+        if members.len() > MAX_MEMBERS {
+            return Err(Error::invalid("members", format!("at most {MAX_MEMBERS}, got {}", members.len())));
+        }
+        let base = self.base(ns, name);
+        let ranks: Ranks = async {
+            let mut retry = self.retry();
+            loop {
+                let board = self.board(ns, name, retry.fresh).await?;
+                let (board, now) = (&*board, retry.now);
+                let attempt: Result<Attempt<Ranks>> = async {
+                    let instance = Self::select(board, selector, now)?;
+                    let (z, r) = Self::data_keys(&base, board, &instance);
+                    let reply: Value = self
+                        .redis
+                        .invoke(&scripts::LB_RANKS, |inv| {
+                            inv.key(base.as_str()).key(&z).key(&r).arg(&board.inc);
+                            for m in members {
+                                inv.arg(m.as_str());
+                            }
+                        })
+                        .await?;
+                    let items = array(&reply)?;
+                    if string(at(items, 0)?)? == "stale" {
+                        return Ok(Attempt::Stale);
+                    }
+                    let count = int(at(items, 1)?)? as u64;
+                    let mut entries = Vec::with_capacity(members.len());
+                    for (i, m) in members.iter().enumerate() {
+                        let entry = match at(items, i + 2)? {
+                            Value::Nil => None,
+                            found => {
+                                let v = array(found)?;
+                                Some(entry(m.as_str(), &string(at(v, 0)?)?, int(at(v, 1)?)?, board.spec.order)?)
+                            }
+                        };
+                        entries.push((m.as_str().to_owned(), entry));
+                    }
+                    Ok(Attempt::Done(Ranks { instance, entries, count }))
+                }
+                .await;
+                if let Some(value) = self.settle(&mut retry, name, attempt?)? {
+                    return Ok::<_, Error>(value);
+                }
+            }
+        }
+        .await?;
+        read_metric(if members.is_empty() { "count" } else { "ranks" });
+        Ok(ranks)
+    }
+
+    /// One page in rank order: after `cursor`, or from `start_rank`.
+    pub async fn top(
+        &self,
+        ns: &Namespace,
+        name: &Name,
+        selector: &Selector,
+        limit: u32,
+        cursor: Option<&str>,
+        start_rank: u64,
+    ) -> Result<(Listing, Option<String>)> {
+        let limit = match limit {
+            0 => DEFAULT_PAGE,
+            l if l > MAX_PAGE => {
+                return Err(Error::invalid("limit", format!("must be at most {MAX_PAGE}, got {l}")));
+            }
+            l => l,
+        };
+        if cursor.is_some() && start_rank > 1 {
+            return Err(Error::invalid("start_rank", "only for the first page (without a cursor)"));
+        }
+        let base = self.base(ns, name);
+        let page = async {
+            let mut retry = self.retry();
+            loop {
+                let board = self.board(ns, name, retry.fresh).await?;
+                let (board, now) = (&*board, retry.now);
+                let attempt: Result<Attempt<(Listing, Option<String>)>> = async {
+                    let instance = Self::select(board, selector, now)?;
+                    let after = cursor.map(|c| codec::decode_cursor(c, &board.inc, &instance.id)).transpose()?;
+                    let (z, r) = Self::data_keys(&base, board, &instance);
+                    let reply: Value = self
+                        .redis
+                        .invoke(&scripts::LB_TOP, |inv| {
+                            inv.key(base.as_str()).key(&z).key(&r).arg(&board.inc).arg(limit);
+                            inv.arg(after.as_deref().unwrap_or("")).arg(start_rank.saturating_sub(1));
+                        })
+                        .await?;
+                    let items = array(&reply)?;
+                    if string(at(items, 0)?)? == "stale" {
+                        return Ok(Attempt::Stale);
+                    }
+                    let count = int(at(items, 1)?)? as u64;
+                    let first = int(at(items, 2)?)?;
+                    let (entries, last) = range_entries(at(items, 3)?, at(items, 4)?, first, board.spec.order)?;
+                    let next = match last {
+                        Some(last) if first as u64 + (entries.len() as u64) < count => {
+                            Some(codec::encode_cursor(&board.inc, &instance.id, &last))
+                        }
+                        _ => None,
+                    };
+                    Ok(Attempt::Done((Listing { instance, entries, count }, next)))
+                }
+                .await;
+                if let Some(value) = self.settle(&mut retry, name, attempt?)? {
+                    return Ok::<_, Error>(value);
+                }
+            }
+        }
+        .await?;
+        read_metric("top");
+        Ok(page)
+    }
+
+    /// The window around `member`, clipped at both ends.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn around(
+        &self,
+        ns: &Namespace,
+        name: &Name,
+        selector: &Selector,
+        member: &Name,
+        before: u32,
+        after: u32,
+        top_if_absent: bool,
+    ) -> Result<(Listing, bool)> {
+        for (field, v) in [("before", before), ("after", after)] {
+            if v > MAX_AROUND {
+                return Err(Error::invalid(field, format!("must be at most {MAX_AROUND}, got {v}")));
+            }
+        }
+        let base = self.base(ns, name);
+        let window = async {
+            let mut retry = self.retry();
+            loop {
+                let board = self.board(ns, name, retry.fresh).await?;
+                let (board, now) = (&*board, retry.now);
+                let attempt: Result<Attempt<(Listing, bool)>> = async {
+                    let instance = Self::select(board, selector, now)?;
+                    let (z, r) = Self::data_keys(&base, board, &instance);
+                    let reply: Value = self
+                        .redis
+                        .invoke(&scripts::LB_AROUND, |inv| {
+                            inv.key(base.as_str()).key(&z).key(&r).arg(&board.inc).arg(member.as_str());
+                            inv.arg(before).arg(after).arg(if top_if_absent { 1 } else { 0 });
+                        })
+                        .await?;
+                    let items = array(&reply)?;
+                    if string(at(items, 0)?)? == "stale" {
+                        return Ok(Attempt::Stale);
+                    }
+                    let count = int(at(items, 1)?)? as u64;
+                    let found = int(at(items, 2)?)? == 1;
+                    let first = int(at(items, 3)?)?;
+                    let (entries, _) = range_entries(at(items, 4)?, at(items, 5)?, first, board.spec.order)?;
+                    Ok(Attempt::Done((Listing { instance, entries, count }, found)))
+                }
+                .await;
+                if let Some(value) = self.settle(&mut retry, name, attempt?)? {
+                    return Ok::<_, Error>(value);
+                }
+            }
+        }
+        .await?;
+        read_metric("around");
+        Ok(window)
+    }
+}
+
+fn order_word(order: Order) -> &'static str {
+    match order {
+        Order::Ascending => "asc",
+        Order::Descending => "desc",
+    }
+}
+
+fn read_metric(op: &'static str) {
+    metrics::counter!("coord_leaderboard_reads_total", "op" => op).increment(1);
+}
+
+fn entry(member: &str, record: &str, rank0: i64, order: Order) -> Result<Entry> {
+    let stored = codec::decode_record(record, order)?;
+    Ok(Entry {
+        member: member.to_owned(),
+        score: stored.score,
+        subscore: stored.subscore,
+        rank: rank0 as u64 + 1,
+        metadata: stored.metadata,
+        num_submits: stored.num_submits,
+        reached_at_ms: stored.reached_at_us / 1000,
+    })
+}
+
+/// Entries from a range script's ZSET members and records, the first at
+/// 0-based rank `first`; also the last ZSET member (for a cursor).
+fn range_entries(items: &Value, records: &Value, first: i64, order: Order) -> Result<(Vec<Entry>, Option<String>)> {
+    let items = array(items)?;
+    let records = array(records)?;
+    let mut entries = Vec::with_capacity(items.len());
+    let mut last = None;
+    for (i, item) in items.iter().enumerate() {
+        let zmember = string(item)?;
+        let member = zmember
+            .get(codec::KEY_LEN..)
+            .ok_or_else(|| Error::Internal(format!("malformed leaderboard member {zmember:?}")))?;
+        let record = string(at(records, i)?)?;
+        entries.push(entry(member, &record, first + i as i64, order)?);
+        last = Some(zmember);
+    }
+    Ok((entries, last))
+}
