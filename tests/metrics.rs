@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use coord::pb::GetBackendStatusRequest;
+use coord::pb::{Board, CountRequest, CreateBoardRequest, GetBackendStatusRequest, SubmitRequest};
 use support::{Coord, redis::RedisServer};
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 
@@ -39,6 +39,12 @@ async fn rpcs_are_counted_by_method_and_code() {
     let mut admin = coord.admin();
 
     admin.get_backend_status(GetBackendStatusRequest {}).await.expect("ok call");
+    let mut boards = coord.boards();
+    let board = Board { name: "m".into(), ..Default::default() };
+    boards.create_board(CreateBoardRequest { board: Some(board) }).await.expect("create board");
+    let submit = SubmitRequest { board: "m".into(), member: "p".into(), score: 1, ..Default::default() };
+    boards.submit(submit).await.expect("submit");
+    boards.count(CountRequest { board: "m".into(), period: None }).await.expect("count");
     redis.stop();
     let err = admin.get_backend_status(GetBackendStatusRequest {}).await.expect_err("redis stopped");
     assert_eq!(err.code(), tonic::Code::Unavailable);
@@ -73,6 +79,9 @@ async fn rpcs_are_counted_by_method_and_code() {
         r#"coord_rpc_requests_total{service="grpc.health.v1.Health",method="Watch",code="CANCELLED"} 1"#,
         r#"coord_rpc_duration_seconds_bucket{service="coord.v1.AdminService",method="GetBackendStatus",le="0.5"}"#,
         r#"coord_redis_errors_total{op="probe.lua",kind="unavailable"}"#,
+        r#"coord_leaderboard_submits_total{operator="best",outcome="changed"} 1"#,
+        r#"coord_leaderboard_reads_total{op="count"} 1"#,
+        r#"coord_leaderboard_board_entries_bucket{le="10"} 1"#,
         "coord_redis_pool_connections ",
         "coord_redis_up ",
     ] {

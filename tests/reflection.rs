@@ -6,8 +6,13 @@ mod support;
 use support::{Coord, redis::RedisServer};
 use tokio_stream::StreamExt as _;
 
-const EXPECTED: &[&str] =
-    &["coord.v1.AdminService", "coord.v1.LockService", "coord.v1.RateLimitService", "grpc.health.v1.Health"];
+const EXPECTED: &[&str] = &[
+    "coord.v1.AdminService",
+    "coord.v1.LeaderboardService",
+    "coord.v1.LockService",
+    "coord.v1.RateLimitService",
+    "grpc.health.v1.Health",
+];
 
 #[tokio::test]
 async fn reflection_v1_lists_services() {
