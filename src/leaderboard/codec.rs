@@ -114,6 +114,13 @@ pub fn array(v: &Value) -> Result<&[Value]> {
     }
 }
 
+pub fn into_array(v: Value) -> Result<Vec<Value>> {
+    match v {
+        Value::Array(items) => Ok(items),
+        other => Err(Error::Internal(format!("script returned {other:?} where a list was expected"))),
+    }
+}
+
 /// Item `i` of a reply list.
 pub fn at(items: &[Value], i: usize) -> Result<&Value> {
     items.get(i).ok_or_else(|| Error::Internal(format!("script reply has no item {i}")))

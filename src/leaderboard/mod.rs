@@ -30,11 +30,11 @@ use redis::Value;
 
 use self::{
     board::{Instance, Operator, Order, Period, Spec},
-    codec::{array, at, int, string},
+    codec::{array, at, int, into_array, string},
 };
 use crate::{
     error::{Error, Result},
-    redis::{KeyBuilder, Name, Namespace, Redis, ResourceKey, scripts},
+    redis::{KeyBuilder, Name, Namespace, Redis, ResourceKey, scripts, scripts::NamedScript},
 };
 
 /// Board names and member ids: 1–256 bytes.
@@ -327,6 +327,90 @@ impl Leaderboards {
         board.spec.instance(selector.period, now, selector.ago)
     }
 
+    // === Script runners ===
+
+    /// Runs a write script on the current instance of every period: KEYS
+    /// are the board hash then each instance's ZSET and records; ARGV is
+    /// the incarnation, `args`, then each instance's start, end and expiry.
+    /// Retries on stale settings and on instances Redis TIME disagrees
+    /// with; returns the board it ran with, the instances and the reply.
+    async fn write(
+        &self,
+        ns: &Namespace,
+        name: &Name,
+        script: &NamedScript,
+        args: impl Fn(&Board) -> Vec<String>,
+    ) -> Result<(Arc<Board>, Vec<Instance>, Vec<Value>)> {
+        let base = self.base(ns, name);
+        let mut retry = self.retry();
+        loop {
+            let board = self.board(ns, name, retry.fresh).await?;
+            let instances =
+                board.spec.periods.iter().map(|p| board.spec.instance(*p, retry.now, 0)).collect::<Result<Vec<_>>>()?;
+            let reply: Value = self
+                .redis
+                .invoke(script, |inv| {
+                    inv.key(base.as_str());
+                    for instance in &instances {
+                        let (z, r) = Self::data_keys(&base, &board, instance);
+                        inv.key(z).key(r);
+                    }
+                    inv.arg(&board.inc);
+                    for arg in args(&board) {
+                        inv.arg(arg);
+                    }
+                    for i in &instances {
+                        inv.arg(i.start_ms).arg(i.end_ms).arg(i.expire_at_ms);
+                    }
+                })
+                .await?;
+            let items = into_array(reply)?;
+            let attempt = match string(at(&items, 0)?)?.as_str() {
+                "stale" => Attempt::Stale,
+                "period" => Attempt::Period(int(at(&items, 1)?)?),
+                _ => Attempt::Done(()),
+            };
+            if self.settle(&mut retry, name, attempt)?.is_some() {
+                return Ok((board, instances, items));
+            }
+        }
+    }
+
+    /// Runs a read script on the instance `selector` picks: KEYS are the
+    /// board hash, the instance's ZSET and records; ARGV is the
+    /// incarnation then `args`. Retries on stale settings.
+    async fn read(
+        &self,
+        ns: &Namespace,
+        name: &Name,
+        selector: &Selector,
+        script: &NamedScript,
+        args: impl Fn(&Board, &Instance) -> Result<Vec<String>>,
+    ) -> Result<(Arc<Board>, Instance, Vec<Value>)> {
+        let base = self.base(ns, name);
+        let mut retry = self.retry();
+        loop {
+            let board = self.board(ns, name, retry.fresh).await?;
+            let instance = Self::select(&board, selector, retry.now)?;
+            let args = args(&board, &instance)?;
+            let (z, r) = Self::data_keys(&base, &board, &instance);
+            let reply: Value = self
+                .redis
+                .invoke(script, |inv| {
+                    inv.key(base.as_str()).key(&z).key(&r).arg(&board.inc);
+                    for arg in args {
+                        inv.arg(arg);
+                    }
+                })
+                .await?;
+            let items = into_array(reply)?;
+            let attempt = if string(at(&items, 0)?)? == "stale" { Attempt::Stale } else { Attempt::Done(()) };
+            if self.settle(&mut retry, name, attempt)?.is_some() {
+                return Ok((board, instance, items));
+            }
+        }
+    }
+
     // === Writes ===
 
     /// Applies a submit to the current instance of every period.
@@ -339,99 +423,38 @@ impl Leaderboards {
                 format!("must be at most {MAX_METADATA_BYTES} bytes, got {}", metadata.len()),
             ));
         }
-        let base = self.base(ns, name);
-        let (score, subscore) = (codec::biased(submission.score), codec::biased(submission.subscore));
-        let member = submission.member.as_str();
-        let mut operator = Operator::Set;
-        let result: Result<Vec<PeriodResult>> = async {
-            let mut retry = self.retry();
-            loop {
-                let board = self.board(ns, name, retry.fresh).await?;
-                let (board, now) = (&*board, retry.now);
-                let attempt: Result<Attempt<Vec<PeriodResult>>> = async {
-                    operator = submission.operator.unwrap_or(board.spec.operator);
-                    let instances = board
-                        .spec
-                        .periods
-                        .iter()
-                        .map(|p| board.spec.instance(*p, now, 0))
-                        .collect::<Result<Vec<_>>>()?;
-                    let reply: Value = self
-                        .redis
-                        .invoke(&scripts::LB_SUBMIT, |inv| {
-                            inv.key(base.as_str());
-                            for instance in &instances {
-                                let (z, r) = Self::data_keys(&base, board, instance);
-                                inv.key(z).key(r);
-                            }
-                            inv.arg(&board.inc).arg(member).arg(operator.word()).arg(order_word(board.spec.order));
-                            inv.arg(&score).arg(&subscore);
-                            match &submission.metadata {
-                                Some(m) => inv.arg(1).arg(m),
-                                None => inv.arg(0).arg(""),
-                            };
-                            for i in &instances {
-                                inv.arg(i.start_ms).arg(i.end_ms).arg(i.expire_at_ms);
-                            }
-                        })
-                        .await?;
-                    let items = array(&reply)?;
-                    match string(at(items, 0)?)?.as_str() {
-                        "ok" => {}
-                        "stale" => return Ok(Attempt::Stale),
-                        "period" => return Ok(Attempt::Period(int(at(items, 1)?)?)),
-                        "overflow" => {
-                            let period = usize::try_from(int(at(items, 1)?)?)
-                                .ok()
-                                .and_then(|i| instances.get(i.wrapping_sub(1)))
-                                .map(|i| i.period.to_string())
-                                .unwrap_or_default();
-                            let column = string(at(items, 2)?)?;
-                            let value = if column == "subscore" { submission.subscore } else { submission.score };
-                            return Err(Error::OutOfRange {
-                                field: column,
-                                reason: format!(
-                                    "{} by {value} would leave the int64 range in period {period}; nothing was written",
-                                    if operator == Operator::Decrement { "DECREMENT" } else { "INCREMENT" },
-                                ),
-                            });
-                        }
-                        other => return Err(Error::Internal(format!("lb_submit answered {other:?}"))),
-                    }
-                    let mut results = Vec::with_capacity(instances.len());
-                    for (instance, item) in instances.into_iter().zip(&items[1..]) {
-                        let v = array(item)?;
-                        let key = string(at(v, 0)?)?;
-                        let (score, subscore, reached_at_us) = codec::decode_key(&key, board.spec.order)?;
-                        let entry = Entry {
-                            member: member.to_owned(),
-                            score,
-                            subscore,
-                            rank: int(at(v, 3)?)? as u64 + 1,
-                            metadata: string(at(v, 5)?)?,
-                            num_submits: int(at(v, 1)?)? as u64,
-                            reached_at_ms: reached_at_us / 1000,
-                        };
-                        let changed = int(at(v, 2)?)? == 1;
-                        results.push(PeriodResult { instance, entry, changed, count: int(at(v, 4)?)? as u64 });
-                    }
-                    Ok(Attempt::Done(results))
-                }
-                .await;
-                if let Some(value) = self.settle(&mut retry, name, attempt?)? {
-                    return Ok::<_, Error>(value);
-                }
-            }
-        }
-        .await;
+        let operator = |board: &Board| submission.operator.unwrap_or(board.spec.operator);
+        let written = self
+            .write(ns, name, &scripts::LB_SUBMIT, |board| {
+                let (has_metadata, metadata) = match &submission.metadata {
+                    Some(m) => ("1", m.clone()),
+                    None => ("0", String::new()),
+                };
+                vec![
+                    submission.member.as_str().to_owned(),
+                    operator(board).word().to_owned(),
+                    order_word(board.spec.order).to_owned(),
+                    codec::biased(submission.score),
+                    codec::biased(submission.subscore),
+                    has_metadata.to_owned(),
+                    metadata,
+                ]
+            })
+            .await;
+        let op = match &written {
+            Ok((board, ..)) => operator(board).word(),
+            Err(_) => submission.operator.map_or("default", Operator::word),
+        };
+        let result = written.and_then(|(board, instances, items)| {
+            submit_results(&board, operator(&board), submission, instances, &items)
+        });
         let outcome = match &result {
             Ok(results) if results.iter().any(|r| r.changed) => "changed",
             Ok(_) => "unchanged",
             Err(Error::OutOfRange { .. }) => "out_of_range",
             Err(_) => "error",
         };
-        metrics::counter!("coord_leaderboard_submits_total", "operator" => operator.word(), "outcome" => outcome)
-            .increment(1);
+        metrics::counter!("coord_leaderboard_submits_total", "operator" => op, "outcome" => outcome).increment(1);
         if let Ok(results) = &result
             && let Some(all_time) = results.first()
         {
@@ -443,47 +466,8 @@ impl Leaderboards {
 
     /// Removes a member from the current instance of every period.
     pub async fn remove(&self, ns: &Namespace, name: &Name, member: &Name) -> Result<bool> {
-        let base = self.base(ns, name);
-        async {
-            let mut retry = self.retry();
-            loop {
-                let board = self.board(ns, name, retry.fresh).await?;
-                let (board, now) = (&*board, retry.now);
-                let attempt: Result<Attempt<bool>> = async {
-                    let instances = board
-                        .spec
-                        .periods
-                        .iter()
-                        .map(|p| board.spec.instance(*p, now, 0))
-                        .collect::<Result<Vec<_>>>()?;
-                    let reply: Value = self
-                        .redis
-                        .invoke(&scripts::LB_REMOVE, |inv| {
-                            inv.key(base.as_str());
-                            for instance in &instances {
-                                let (z, r) = Self::data_keys(&base, board, instance);
-                                inv.key(z).key(r);
-                            }
-                            inv.arg(&board.inc).arg(member.as_str());
-                            for i in &instances {
-                                inv.arg(i.start_ms).arg(i.end_ms);
-                            }
-                        })
-                        .await?;
-                    let items = array(&reply)?;
-                    Ok(match string(at(items, 0)?)?.as_str() {
-                        "stale" => Attempt::Stale,
-                        "period" => Attempt::Period(int(at(items, 1)?)?),
-                        _ => Attempt::Done(int(at(items, 1)?)? == 1),
-                    })
-                }
-                .await;
-                if let Some(value) = self.settle(&mut retry, name, attempt?)? {
-                    return Ok::<_, Error>(value);
-                }
-            }
-        }
-        .await
+        let (_, _, items) = self.write(ns, name, &scripts::LB_REMOVE, |_| vec![member.as_str().to_owned()]).await?;
+        Ok(int(at(&items, 1)?)? == 1)
     }
 
     // === Reads ===
@@ -493,51 +477,24 @@ impl Leaderboards {
         if members.len() > MAX_MEMBERS {
             return Err(Error::invalid("members", format!("at most {MAX_MEMBERS}, got {}", members.len())));
         }
-        let base = self.base(ns, name);
-        let ranks: Ranks = async {
-            let mut retry = self.retry();
-            loop {
-                let board = self.board(ns, name, retry.fresh).await?;
-                let (board, now) = (&*board, retry.now);
-                let attempt: Result<Attempt<Ranks>> = async {
-                    let instance = Self::select(board, selector, now)?;
-                    let (z, r) = Self::data_keys(&base, board, &instance);
-                    let reply: Value = self
-                        .redis
-                        .invoke(&scripts::LB_RANKS, |inv| {
-                            inv.key(base.as_str()).key(&z).key(&r).arg(&board.inc);
-                            for m in members {
-                                inv.arg(m.as_str());
-                            }
-                        })
-                        .await?;
-                    let items = array(&reply)?;
-                    if string(at(items, 0)?)? == "stale" {
-                        return Ok(Attempt::Stale);
-                    }
-                    let count = int(at(items, 1)?)? as u64;
-                    let mut entries = Vec::with_capacity(members.len());
-                    for (i, m) in members.iter().enumerate() {
-                        let entry = match at(items, i + 2)? {
-                            Value::Nil => None,
-                            found => {
-                                let v = array(found)?;
-                                Some(entry(m.as_str(), &string(at(v, 0)?)?, int(at(v, 1)?)?, board.spec.order)?)
-                            }
-                        };
-                        entries.push((m.as_str().to_owned(), entry));
-                    }
-                    Ok(Attempt::Done(Ranks { instance, entries, count }))
+        let (board, instance, items) = self
+            .read(ns, name, selector, &scripts::LB_RANKS, |_, _| {
+                Ok(members.iter().map(|m| m.as_str().to_owned()).collect())
+            })
+            .await?;
+        let mut entries = Vec::with_capacity(members.len());
+        for (i, m) in members.iter().enumerate() {
+            let found = match at(&items, i + 2)? {
+                Value::Nil => None,
+                found => {
+                    let v = array(found)?;
+                    Some(entry(m.as_str(), &string(at(v, 0)?)?, int(at(v, 1)?)?, board.spec.order)?)
                 }
-                .await;
-                if let Some(value) = self.settle(&mut retry, name, attempt?)? {
-                    return Ok::<_, Error>(value);
-                }
-            }
+            };
+            entries.push((m.as_str().to_owned(), found));
         }
-        .await?;
         read_metric(if members.is_empty() { "count" } else { "ranks" });
-        Ok(ranks)
+        Ok(Ranks { instance, entries, count: int(at(&items, 1)?)? as u64 })
     }
 
     /// One page in rank order: after `cursor`, or from `start_rank`.
@@ -552,58 +509,33 @@ impl Leaderboards {
     ) -> Result<(Listing, Option<String>)> {
         let limit = match limit {
             0 => DEFAULT_PAGE,
-            l if l > MAX_PAGE => {
-                return Err(Error::invalid("limit", format!("must be at most {MAX_PAGE}, got {l}")));
-            }
+            l if l > MAX_PAGE => return Err(Error::invalid("limit", format!("must be at most {MAX_PAGE}, got {l}"))),
             l => l,
         };
         if cursor.is_some() && start_rank > 1 {
             return Err(Error::invalid("start_rank", "only for the first page (without a cursor)"));
         }
-        let base = self.base(ns, name);
-        let page = async {
-            let mut retry = self.retry();
-            loop {
-                let board = self.board(ns, name, retry.fresh).await?;
-                let (board, now) = (&*board, retry.now);
-                let attempt: Result<Attempt<(Listing, Option<String>)>> = async {
-                    let instance = Self::select(board, selector, now)?;
-                    let after = cursor.map(|c| codec::decode_cursor(c, &board.inc, &instance.id)).transpose()?;
-                    let (z, r) = Self::data_keys(&base, board, &instance);
-                    let reply: Value = self
-                        .redis
-                        .invoke(&scripts::LB_TOP, |inv| {
-                            inv.key(base.as_str()).key(&z).key(&r).arg(&board.inc).arg(limit);
-                            inv.arg(after.as_deref().unwrap_or("")).arg(start_rank.saturating_sub(1));
-                        })
-                        .await?;
-                    let items = array(&reply)?;
-                    if string(at(items, 0)?)? == "stale" {
-                        return Ok(Attempt::Stale);
-                    }
-                    let count = int(at(items, 1)?)? as u64;
-                    let first = int(at(items, 2)?)?;
-                    let (entries, last) = range_entries(at(items, 3)?, at(items, 4)?, first, board.spec.order)?;
-                    let next = match last {
-                        Some(last) if first as u64 + (entries.len() as u64) < count => {
-                            Some(codec::encode_cursor(&board.inc, &instance.id, &last))
-                        }
-                        _ => None,
-                    };
-                    Ok(Attempt::Done((Listing { instance, entries, count }, next)))
-                }
-                .await;
-                if let Some(value) = self.settle(&mut retry, name, attempt?)? {
-                    return Ok::<_, Error>(value);
-                }
+        let (board, instance, items) = self
+            .read(ns, name, selector, &scripts::LB_TOP, |board, instance| {
+                let after = cursor.map(|c| codec::decode_cursor(c, &board.inc, &instance.id)).transpose()?;
+                Ok(vec![limit.to_string(), after.unwrap_or_default(), start_rank.saturating_sub(1).to_string()])
+            })
+            .await?;
+        let count = int(at(&items, 1)?)? as u64;
+        let first = int(at(&items, 2)?)?;
+        let (entries, last) = range_entries(at(&items, 3)?, at(&items, 4)?, first, board.spec.order)?;
+        let next = match last {
+            Some(last) if first as u64 + (entries.len() as u64) < count => {
+                Some(codec::encode_cursor(&board.inc, &instance.id, &last))
             }
-        }
-        .await?;
+            _ => None,
+        };
         read_metric("top");
-        Ok(page)
+        Ok((Listing { instance, entries, count }, next))
     }
 
-    /// The window around `member`, clipped at both ends.
+    /// The window around `member`, clipped at both ends; whether the member
+    /// was found.
     #[allow(clippy::too_many_arguments)]
     pub async fn around(
         &self,
@@ -620,42 +552,69 @@ impl Leaderboards {
                 return Err(Error::invalid(field, format!("must be at most {MAX_AROUND}, got {v}")));
             }
         }
-        let base = self.base(ns, name);
-        let window = async {
-            let mut retry = self.retry();
-            loop {
-                let board = self.board(ns, name, retry.fresh).await?;
-                let (board, now) = (&*board, retry.now);
-                let attempt: Result<Attempt<(Listing, bool)>> = async {
-                    let instance = Self::select(board, selector, now)?;
-                    let (z, r) = Self::data_keys(&base, board, &instance);
-                    let reply: Value = self
-                        .redis
-                        .invoke(&scripts::LB_AROUND, |inv| {
-                            inv.key(base.as_str()).key(&z).key(&r).arg(&board.inc).arg(member.as_str());
-                            inv.arg(before).arg(after).arg(if top_if_absent { 1 } else { 0 });
-                        })
-                        .await?;
-                    let items = array(&reply)?;
-                    if string(at(items, 0)?)? == "stale" {
-                        return Ok(Attempt::Stale);
-                    }
-                    let count = int(at(items, 1)?)? as u64;
-                    let found = int(at(items, 2)?)? == 1;
-                    let first = int(at(items, 3)?)?;
-                    let (entries, _) = range_entries(at(items, 4)?, at(items, 5)?, first, board.spec.order)?;
-                    Ok(Attempt::Done((Listing { instance, entries, count }, found)))
-                }
-                .await;
-                if let Some(value) = self.settle(&mut retry, name, attempt?)? {
-                    return Ok::<_, Error>(value);
-                }
-            }
-        }
-        .await?;
+        let (board, instance, items) = self
+            .read(ns, name, selector, &scripts::LB_AROUND, |_, _| {
+                Ok(vec![
+                    member.as_str().to_owned(),
+                    before.to_string(),
+                    after.to_string(),
+                    if top_if_absent { "1" } else { "0" }.to_owned(),
+                ])
+            })
+            .await?;
+        let count = int(at(&items, 1)?)? as u64;
+        let found = int(at(&items, 2)?)? == 1;
+        let (entries, _) = range_entries(at(&items, 4)?, at(&items, 5)?, int(at(&items, 3)?)?, board.spec.order)?;
         read_metric("around");
-        Ok(window)
+        Ok((Listing { instance, entries, count }, found))
     }
+}
+
+/// The per-period results of an `lb_submit` reply.
+fn submit_results(
+    board: &Board,
+    operator: Operator,
+    submission: &Submission,
+    instances: Vec<Instance>,
+    items: &[Value],
+) -> Result<Vec<PeriodResult>> {
+    match string(at(items, 0)?)?.as_str() {
+        "ok" => {}
+        "overflow" => {
+            let period = usize::try_from(int(at(items, 1)?)?)
+                .ok()
+                .and_then(|i| instances.get(i.wrapping_sub(1)))
+                .map(|i| i.period.to_string())
+                .unwrap_or_default();
+            let column = string(at(items, 2)?)?;
+            let value = if column == "subscore" { submission.subscore } else { submission.score };
+            let verb = if operator == Operator::Decrement { "DECREMENT" } else { "INCREMENT" };
+            return Err(Error::OutOfRange {
+                field: column,
+                reason: format!(
+                    "{verb} by {value} would leave the int64 range in period {period}; nothing was written"
+                ),
+            });
+        }
+        other => return Err(Error::Internal(format!("lb_submit answered {other:?}"))),
+    }
+    let mut results = Vec::with_capacity(instances.len());
+    for (instance, item) in instances.into_iter().zip(&items[1..]) {
+        let v = array(item)?;
+        let (score, subscore, reached_at_us) = codec::decode_key(&string(at(v, 0)?)?, board.spec.order)?;
+        let entry = Entry {
+            member: submission.member.as_str().to_owned(),
+            score,
+            subscore,
+            rank: int(at(v, 3)?)? as u64 + 1,
+            metadata: string(at(v, 5)?)?,
+            num_submits: int(at(v, 1)?)? as u64,
+            reached_at_ms: reached_at_us / 1000,
+        };
+        let changed = int(at(v, 2)?)? == 1;
+        results.push(PeriodResult { instance, entry, changed, count: int(at(v, 4)?)? as u64 });
+    }
+    Ok(results)
 }
 
 fn order_word(order: Order) -> &'static str {

@@ -5,7 +5,7 @@
 -- KEYS[2i], [2i+1]   ZSET and record hash of period i (layout: lb_submit.lua)
 -- ARGV[1]            incarnation
 -- ARGV[2]            member
--- ARGV[1+2i..2+2i]   period i: start_ms, end_ms (0 0 = ALL_TIME)
+-- ARGV[3i..3i+2]    period i: start_ms, end_ms, expire_at_ms (0 0 0 = ALL_TIME)
 -- returns  {'stale'} | {'period', now_ms} | {'ok', 1 removed somewhere | 0}
 -- O(n log N)
 if redis.call('HGET', KEYS[1], 'inc') ~= ARGV[1] then
@@ -15,7 +15,7 @@ local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local n = (#KEYS - 1) / 2
 for i = 1, n do
-  local s, e = tonumber(ARGV[1 + 2 * i]), tonumber(ARGV[2 + 2 * i])
+  local s, e = tonumber(ARGV[3 * i]), tonumber(ARGV[3 * i + 1])
   if e > 0 and (now_ms < s or now_ms >= e) then
     return { 'period', now_ms }
   end
