@@ -87,6 +87,21 @@ pub fn decode_cursor(cursor: &str, inc: &str, instance: &str) -> Result<String> 
 
 // Script replies.
 
+/// Moves item `i` out of a reply list (Nil when absent).
+pub fn take(items: &mut [Value], i: usize) -> Value {
+    items.get_mut(i).map(std::mem::take).unwrap_or(Value::Nil)
+}
+
+/// A reply string, moved.
+pub fn into_string(v: Value) -> Result<String> {
+    match v {
+        Value::BulkString(b) => {
+            String::from_utf8(b).map_err(|_| Error::Internal("script returned non-UTF-8 text".into()))
+        }
+        other => string(&other),
+    }
+}
+
 pub fn string(v: &Value) -> Result<String> {
     match v {
         Value::BulkString(b) => {

@@ -30,7 +30,7 @@ use redis::Value;
 
 use self::{
     board::{Instance, Operator, Order, Period, Spec},
-    codec::{array, at, int, into_array, string},
+    codec::{array, at, int, into_array, into_string, string, take},
 };
 use crate::{
     error::{Error, Result},
@@ -488,7 +488,7 @@ impl Leaderboards {
                 Value::Nil => None,
                 found => {
                     let v = array(found)?;
-                    Some(entry(m.as_str(), &string(at(v, 0)?)?, int(at(v, 1)?)?, board.spec.order)?)
+                    Some(entry(m.as_str().to_owned(), &string(at(v, 0)?)?, int(at(v, 1)?)?, board.spec.order)?)
                 }
             };
             entries.push((m.as_str().to_owned(), found));
@@ -515,7 +515,7 @@ impl Leaderboards {
         if cursor.is_some() && start_rank > 1 {
             return Err(Error::invalid("start_rank", "only for the first page (without a cursor)"));
         }
-        let (board, instance, items) = self
+        let (board, instance, mut items) = self
             .read(ns, name, selector, &scripts::LB_TOP, |board, instance| {
                 let after = cursor.map(|c| codec::decode_cursor(c, &board.inc, &instance.id)).transpose()?;
                 Ok(vec![limit.to_string(), after.unwrap_or_default(), start_rank.saturating_sub(1).to_string()])
@@ -523,7 +523,7 @@ impl Leaderboards {
             .await?;
         let count = int(at(&items, 1)?)? as u64;
         let first = int(at(&items, 2)?)?;
-        let (entries, last) = range_entries(at(&items, 3)?, at(&items, 4)?, first, board.spec.order)?;
+        let (entries, last) = range_entries(take(&mut items, 3), take(&mut items, 4), first, board.spec.order)?;
         let next = match last {
             Some(last) if first as u64 + (entries.len() as u64) < count => {
                 Some(codec::encode_cursor(&board.inc, &instance.id, &last))
@@ -552,7 +552,7 @@ impl Leaderboards {
                 return Err(Error::invalid(field, format!("must be at most {MAX_AROUND}, got {v}")));
             }
         }
-        let (board, instance, items) = self
+        let (board, instance, mut items) = self
             .read(ns, name, selector, &scripts::LB_AROUND, |_, _| {
                 Ok(vec![
                     member.as_str().to_owned(),
@@ -564,7 +564,8 @@ impl Leaderboards {
             .await?;
         let count = int(at(&items, 1)?)? as u64;
         let found = int(at(&items, 2)?)? == 1;
-        let (entries, _) = range_entries(at(&items, 4)?, at(&items, 5)?, int(at(&items, 3)?)?, board.spec.order)?;
+        let first = int(at(&items, 3)?)?;
+        let (entries, _) = range_entries(take(&mut items, 4), take(&mut items, 5), first, board.spec.order)?;
         read_metric("around");
         Ok((Listing { instance, entries, count }, found))
     }
@@ -628,10 +629,10 @@ fn read_metric(op: &'static str) {
     metrics::counter!("coord_leaderboard_reads_total", "op" => op).increment(1);
 }
 
-fn entry(member: &str, record: &str, rank0: i64, order: Order) -> Result<Entry> {
+fn entry(member: String, record: &str, rank0: i64, order: Order) -> Result<Entry> {
     let stored = codec::decode_record(record, order)?;
     Ok(Entry {
-        member: member.to_owned(),
+        member,
         score: stored.score,
         subscore: stored.subscore,
         rank: rank0 as u64 + 1,
@@ -641,21 +642,23 @@ fn entry(member: &str, record: &str, rank0: i64, order: Order) -> Result<Entry> 
     })
 }
 
-/// Entries from a range script's ZSET members and records, the first at
-/// 0-based rank `first`; also the last ZSET member (for a cursor).
-fn range_entries(items: &Value, records: &Value, first: i64, order: Order) -> Result<(Vec<Entry>, Option<String>)> {
-    let items = array(items)?;
-    let records = array(records)?;
-    let mut entries = Vec::with_capacity(items.len());
+/// Entries from a range script's member ids and records (moved, not
+/// copied: pages are the hot path), the first at 0-based rank `first`; also
+/// the last entry's ZSET member (for a cursor).
+fn range_entries(members: Value, records: Value, first: i64, order: Order) -> Result<(Vec<Entry>, Option<String>)> {
+    let (members, records) = (into_array(members)?, into_array(records)?);
+    if members.len() != records.len() {
+        return Err(Error::Internal("range script returned members and records of different lengths".into()));
+    }
+    let n = members.len();
+    let mut entries = Vec::with_capacity(n);
     let mut last = None;
-    for (i, item) in items.iter().enumerate() {
-        let zmember = string(item)?;
-        let member = zmember
-            .get(codec::KEY_LEN..)
-            .ok_or_else(|| Error::Internal(format!("malformed leaderboard member {zmember:?}")))?;
-        let record = string(at(records, i)?)?;
+    for (i, (member, record)) in members.into_iter().zip(records).enumerate() {
+        let (member, record) = (into_string(member)?, into_string(record)?);
+        if i + 1 == n {
+            last = record.get(..codec::KEY_LEN).map(|key| format!("{key}{member}"));
+        }
         entries.push(entry(member, &record, first + i as i64, order)?);
-        last = Some(zmember);
     }
     Ok((entries, last))
 }

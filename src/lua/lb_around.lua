@@ -7,7 +7,7 @@
 -- ARGV[2]  member
 -- ARGV[3]  entries before, ARGV[4] entries after
 -- ARGV[5]  1: when the member is absent, return the top before+after+1
--- returns  {'stale'} | {'ok', count, found 0|1, rank0 of the first entry, {ZSET members}, {records}}
+-- returns  {'stale'} | {'ok', count, found 0|1, rank0 of the first entry, {member ids}, {records}}
 -- O(log N + before + after)
 if redis.call('HGET', KEYS[1], 'inc') ~= ARGV[1] then
   return { 'stale' }
@@ -23,12 +23,12 @@ elseif ARGV[5] ~= '1' then
   return { 'ok', count, 0, 0, {}, {} }
 end
 local items = redis.call('ZRANGE', KEYS[2], lo, hi)
-local recs = {}
-if #items > 0 then
-  local members = {}
-  for i, item in ipairs(items) do
-    members[i] = string.sub(item, 49)
-  end
+-- Member ids without their sort key: the records carry it.
+local members, recs = {}, {}
+for i, item in ipairs(items) do
+  members[i] = string.sub(item, 49)
+end
+if #members > 0 then
   recs = redis.call('HMGET', KEYS[3], unpack(members))
 end
-return { 'ok', count, found, lo, items, recs }
+return { 'ok', count, found, lo, members, recs }

@@ -7,7 +7,7 @@
 -- ARGV[2]  limit
 -- ARGV[3]  cursor: the last ZSET member of the previous page, or ''
 -- ARGV[4]  first page: 0-based rank to start at
--- returns  {'stale'} | {'ok', count, rank0 of the first entry, {ZSET members}, {records}}
+-- returns  {'stale'} | {'ok', count, rank0 of the first entry, {member ids}, {records}}
 -- O(log N + limit)
 if redis.call('HGET', KEYS[1], 'inc') ~= ARGV[1] then
   return { 'stale' }
@@ -21,12 +21,12 @@ else
   first = tonumber(ARGV[4])
   items = redis.call('ZRANGE', KEYS[2], first, first + limit - 1)
 end
-local recs = {}
-if #items > 0 then
-  local members = {}
-  for i, item in ipairs(items) do
-    members[i] = string.sub(item, 49)
-  end
+-- Member ids without their sort key: the records carry it.
+local members, recs = {}, {}
+for i, item in ipairs(items) do
+  members[i] = string.sub(item, 49)
+end
+if #members > 0 then
   recs = redis.call('HMGET', KEYS[3], unpack(members))
 end
-return { 'ok', redis.call('ZCARD', KEYS[2]), first, items, recs }
+return { 'ok', redis.call('ZCARD', KEYS[2]), first, members, recs }
