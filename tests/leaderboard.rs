@@ -44,7 +44,7 @@ async fn submit_op(
         score,
         subscore,
         operator: operator.into(),
-        metadata: None,
+        ..Default::default()
     })
     .await
     .unwrap_or_else(|e| panic!("submit {member} {score}: {e}"))
@@ -188,7 +188,7 @@ async fn increment_overflow_is_rejected_and_writes_nothing() {
             score: 0,
             subscore: i64::MIN,
             operator: Operator::Decrement.into(),
-            metadata: None,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -505,4 +505,42 @@ async fn leaderboard_scripts_run_on_a_local_cluster() {
         assert_eq!(entry(&mut c, name, "m19").await.unwrap().rank, 1);
         assert!(c.delete_board(DeleteBoardRequest { board: name.into() }).await.unwrap().into_inner().deleted);
     }
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_is_unavailable_and_a_retry_with_the_request_id_counts_once() {
+    let redis = RedisServer::start();
+    let coord = serving(&redis.url()).await;
+    let mut c = coord.boards();
+    create(&mut c, board("down", SortOrder::Descending, Operator::Increment)).await;
+    submit(&mut c, "down", "p", 1, 0).await;
+    let add_one = || SubmitRequest {
+        board: "down".into(),
+        member: "p".into(),
+        score: 1,
+        request_id: "req-42".into(),
+        ..Default::default()
+    };
+    redis.stop();
+    let started = std::time::Instant::now();
+    let err = c.submit(add_one()).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    let err = c.top(TopRequest { board: "down".into(), ..Default::default() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    // Command timeout 500 ms in the harness; generous bound.
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "took {:?}", started.elapsed());
+    redis.cont();
+
+    // The timed-out submit may or may not have been applied (Redis had it
+    // in its socket buffer). Retrying with the same request id is safe.
+    let retry = c.submit(add_one()).await.unwrap().into_inner();
+    assert_eq!(retry.results[0].entry.as_ref().unwrap().score, 2, "counted exactly once");
+    let again = c.submit(add_one()).await.unwrap().into_inner();
+    assert!(again.replayed && !again.results[0].changed);
+    assert_eq!(again.results[0].entry.as_ref().unwrap().score, 2);
+    let other = SubmitRequest { request_id: "req-43".into(), ..add_one() };
+    assert_eq!(c.submit(other).await.unwrap().into_inner().results[0].entry.as_ref().unwrap().score, 3);
+    let long = SubmitRequest { request_id: "r".repeat(129), ..add_one() };
+    let err = c.submit(long).await.unwrap_err();
+    assert!(err.message().starts_with("request_id:"), "{}", err.message());
 }

@@ -273,3 +273,51 @@ async fn period_roll_over_keeps_past_instances_readable_until_retention_ends() {
     let members: HashSet<String> = total.entries.into_iter().map(|e| e.member).collect();
     assert_eq!(members, HashSet::from(["a".to_owned(), "b".to_owned()]));
 }
+
+#[tokio::test]
+async fn writes_land_in_the_instances_of_redis_time_whatever_the_local_clock() {
+    use coord::{
+        leaderboard::{
+            Leaderboards, Submission,
+            board::{Operator as Op, Order, Period as P, Spec},
+        },
+        redis::{ConnectOptions, KeyBuilder, Namespace, Redis},
+    };
+    let redis = RedisServer::start();
+    let opts = ConnectOptions {
+        pool_size: 1,
+        connect_timeout: Duration::from_secs(1),
+        command_timeout: Duration::from_secs(1),
+        ..Default::default()
+    };
+    let boards = Leaderboards::new(Redis::single(&redis.url(), &opts).unwrap(), KeyBuilder::new("coord").unwrap());
+    let ns = Namespace::default();
+    let name = Leaderboards::name("board", "skew").unwrap();
+    let fixed = P::Fixed { length_ms: 1000 };
+    let spec = Spec::new(Order::Descending, Op::Increment, &[fixed], 10, 0, "board").unwrap();
+    boards.create(&ns, &name, spec).await.unwrap();
+    let submission = Submission {
+        member: Leaderboards::name("member", "m").unwrap(),
+        score: 1,
+        subscore: 0,
+        operator: None,
+        metadata: None,
+        request_id: None,
+    };
+    for skew in [-5_000, 7_000] {
+        // This instance's clock is off by seconds: it computes the wrong
+        // instances, the script refuses them, and the retry uses Redis TIME.
+        boards.skew_clock(skew);
+        let before = now_ms();
+        let results = boards.submit(&ns, &name, &submission).await.unwrap().results;
+        let after = now_ms();
+        let instance = &results[1].instance;
+        assert!(
+            instance.start_ms <= after && before < instance.end_ms,
+            "skew {skew}: wrote to [{}, {}) at {before}..{after}",
+            instance.start_ms,
+            instance.end_ms
+        );
+        boards.skew_clock(-skew);
+    }
+}

@@ -82,14 +82,17 @@ impl LeaderboardService for Service {
             subscore: req.subscore,
             operator: operator_from_pb(req.operator, "operator")?,
             metadata: req.metadata,
+            request_id: (!req.request_id.is_empty()).then_some(req.request_id),
         };
-        let results = self.boards.submit(&ctx.namespace, &name, &submission).await?;
+        let submitted = self.boards.submit(&ctx.namespace, &name, &submission).await?;
         Ok(Response::new(pb::SubmitResponse {
-            results: results
+            replayed: submitted.replayed,
+            results: submitted
+                .results
                 .into_iter()
                 .map(|r| pb::PeriodResult {
                     period: Some(instance_to_pb(&r.instance)),
-                    entry: Some(entry_to_pb(r.entry)),
+                    entry: r.entry.map(entry_to_pb),
                     changed: r.changed,
                     count: r.count,
                 })

@@ -49,6 +49,11 @@ pub const MAX_PAGE: u32 = 1000;
 pub const DEFAULT_PAGE: u32 = 100;
 /// Entries above or below the member in Around.
 pub const MAX_AROUND: u32 = 100;
+/// Request ids of submits: 1–128 bytes.
+pub const MAX_REQUEST_ID_BYTES: usize = 128;
+/// How long a submit's request id is remembered: a retry within this is
+/// not applied twice.
+pub const REQUEST_ID_TTL: std::time::Duration = std::time::Duration::from_secs(600);
 /// Board settings cached per instance (cleared when full).
 const MAX_CACHED_BOARDS: usize = 10_000;
 
@@ -84,13 +89,26 @@ pub struct Submission {
     /// None: the board's operator.
     pub operator: Option<Operator>,
     pub metadata: Option<String>,
+    /// Makes retries safe: a submit with a request id seen in the last
+    /// [`REQUEST_ID_TTL`] is not applied again.
+    pub request_id: Option<String>,
+}
+
+/// The outcome of a submit.
+#[derive(Debug, Clone)]
+pub struct Submitted {
+    /// One per period, ALL_TIME first.
+    pub results: Vec<PeriodResult>,
+    /// The request id had been seen: nothing was written.
+    pub replayed: bool,
 }
 
 /// The outcome of a submit in one period instance.
 #[derive(Debug, Clone)]
 pub struct PeriodResult {
     pub instance: Instance,
-    pub entry: Entry,
+    /// None only on a replay, when the member has since been removed.
+    pub entry: Option<Entry>,
     pub changed: bool,
     pub count: u64,
 }
@@ -159,6 +177,12 @@ impl Leaderboards {
             return Err(Error::invalid(field, format!("must be at most {MAX_NAME_BYTES} bytes, got {}", value.len())));
         }
         Name::parse(field, value)
+    }
+
+    /// Shifts this instance's clock, as a skewed host clock would (tests).
+    #[doc(hidden)]
+    pub fn skew_clock(&self, ms: i64) {
+        self.clock_offset_ms.fetch_add(ms, Ordering::Relaxed);
     }
 
     fn now_ms(&self) -> i64 {
@@ -330,8 +354,9 @@ impl Leaderboards {
     // === Script runners ===
 
     /// Runs a write script on the current instance of every period: KEYS
-    /// are the board hash then each instance's ZSET and records; ARGV is
-    /// the incarnation, `args`, then each instance's start, end and expiry.
+    /// are the board hash, each instance's ZSET and records, then the
+    /// sibling `extra_key` if any; ARGV is the incarnation, `args`, then
+    /// each instance's start, end and expiry.
     /// Retries on stale settings and on instances Redis TIME disagrees
     /// with; returns the board it ran with, the instances and the reply.
     async fn write(
@@ -339,6 +364,7 @@ impl Leaderboards {
         ns: &Namespace,
         name: &Name,
         script: &NamedScript,
+        extra_key: Option<&str>,
         args: impl Fn(&Board) -> Vec<String>,
     ) -> Result<(Arc<Board>, Vec<Instance>, Vec<Value>)> {
         let base = self.base(ns, name);
@@ -354,6 +380,9 @@ impl Leaderboards {
                     for instance in &instances {
                         let (z, r) = Self::data_keys(&base, &board, instance);
                         inv.key(z).key(r);
+                    }
+                    if let Some(key) = extra_key {
+                        inv.key(key);
                     }
                     inv.arg(&board.inc);
                     for arg in args(&board) {
@@ -414,7 +443,7 @@ impl Leaderboards {
     // === Writes ===
 
     /// Applies a submit to the current instance of every period.
-    pub async fn submit(&self, ns: &Namespace, name: &Name, submission: &Submission) -> Result<Vec<PeriodResult>> {
+    pub async fn submit(&self, ns: &Namespace, name: &Name, submission: &Submission) -> Result<Submitted> {
         if let Some(metadata) = &submission.metadata
             && metadata.len() > MAX_METADATA_BYTES
         {
@@ -423,9 +452,17 @@ impl Leaderboards {
                 format!("must be at most {MAX_METADATA_BYTES} bytes, got {}", metadata.len()),
             ));
         }
+        let request_id = submission.request_id.as_deref().unwrap_or("");
+        if request_id.len() > MAX_REQUEST_ID_BYTES {
+            return Err(Error::invalid(
+                "request_id",
+                format!("must be at most {MAX_REQUEST_ID_BYTES} bytes, got {}", request_id.len()),
+            ));
+        }
+        let seen_key = self.base(ns, name).child("seen", request_id);
         let operator = |board: &Board| submission.operator.unwrap_or(board.spec.operator);
         let written = self
-            .write(ns, name, &scripts::LB_SUBMIT, |board| {
+            .write(ns, name, &scripts::LB_SUBMIT, Some(&seen_key), |board| {
                 let (has_metadata, metadata) = match &submission.metadata {
                     Some(m) => ("1", m.clone()),
                     None => ("0", String::new()),
@@ -438,6 +475,8 @@ impl Leaderboards {
                     codec::biased(submission.subscore),
                     has_metadata.to_owned(),
                     metadata,
+                    request_id.to_owned(),
+                    REQUEST_ID_TTL.as_millis().to_string(),
                 ]
             })
             .await;
@@ -449,14 +488,15 @@ impl Leaderboards {
             submit_results(&board, operator(&board), submission, instances, &items)
         });
         let outcome = match &result {
-            Ok(results) if results.iter().any(|r| r.changed) => "changed",
+            Ok(s) if s.replayed => "replayed",
+            Ok(s) if s.results.iter().any(|r| r.changed) => "changed",
             Ok(_) => "unchanged",
             Err(Error::OutOfRange { .. }) => "out_of_range",
             Err(_) => "error",
         };
         metrics::counter!("coord_leaderboard_submits_total", "operator" => op, "outcome" => outcome).increment(1);
-        if let Ok(results) = &result
-            && let Some(all_time) = results.first()
+        if let Ok(submitted) = &result
+            && let Some(all_time) = submitted.results.first()
         {
             // Each submit samples the size of the board it wrote.
             metrics::histogram!("coord_leaderboard_board_entries").record(all_time.count as f64);
@@ -466,7 +506,8 @@ impl Leaderboards {
 
     /// Removes a member from the current instance of every period.
     pub async fn remove(&self, ns: &Namespace, name: &Name, member: &Name) -> Result<bool> {
-        let (_, _, items) = self.write(ns, name, &scripts::LB_REMOVE, |_| vec![member.as_str().to_owned()]).await?;
+        let (_, _, items) =
+            self.write(ns, name, &scripts::LB_REMOVE, None, |_| vec![member.as_str().to_owned()]).await?;
         Ok(int(at(&items, 1)?)? == 1)
     }
 
@@ -578,9 +619,10 @@ fn submit_results(
     submission: &Submission,
     instances: Vec<Instance>,
     items: &[Value],
-) -> Result<Vec<PeriodResult>> {
-    match string(at(items, 0)?)?.as_str() {
-        "ok" => {}
+) -> Result<Submitted> {
+    let replayed = match string(at(items, 0)?)?.as_str() {
+        "ok" => false,
+        "replay" => true,
         "overflow" => {
             let period = usize::try_from(int(at(items, 1)?)?)
                 .ok()
@@ -598,9 +640,13 @@ fn submit_results(
             });
         }
         other => return Err(Error::Internal(format!("lb_submit answered {other:?}"))),
-    }
+    };
     let mut results = Vec::with_capacity(instances.len());
     for (instance, item) in instances.into_iter().zip(&items[1..]) {
+        if *item == Value::Nil {
+            results.push(PeriodResult { instance, entry: None, changed: false, count: 0 });
+            continue;
+        }
         let v = array(item)?;
         let (score, subscore, reached_at_us) = codec::decode_key(&string(at(v, 0)?)?, board.spec.order)?;
         let entry = Entry {
@@ -613,9 +659,9 @@ fn submit_results(
             reached_at_ms: reached_at_us / 1000,
         };
         let changed = int(at(v, 2)?)? == 1;
-        results.push(PeriodResult { instance, entry, changed, count: int(at(v, 4)?)? as u64 });
+        results.push(PeriodResult { instance, entry: Some(entry), changed, count: int(at(v, 4)?)? as u64 });
     }
-    Ok(results)
+    Ok(Submitted { results, replayed })
 }
 
 fn order_word(order: Order) -> &'static str {

@@ -20,8 +20,12 @@
 -- ARGV[5], ARGV[6]   score, subscore: 16 hex digits, int64 + 2^63
 -- ARGV[7]            1 when metadata is given, else 0
 -- ARGV[8]            metadata
--- ARGV[6+3i..8+3i]   period i: start_ms, end_ms, expire_at_ms (0 0 0 = ALL_TIME)
+-- ARGV[9]            request id ('' = none); ARGV[10] how long it is remembered, ms
+-- ARGV[8+3i..10+3i]  period i: start_ms, end_ms, expire_at_ms (0 0 0 = ALL_TIME)
+-- KEYS[#KEYS]        the request id's key (untouched without one)
 -- returns  {'stale'}                board gone or recreated (nothing written)
+--          {'replay', entry or nil per period}  request id seen: nothing written,
+--                                   the entries as they are now
 --          {'period', now_ms}       Redis TIME is outside a period passed
 --          {'overflow', i, column}  the result leaves int64 (nothing written)
 --          {'ok', {key48, num_submits, changed 0|1, rank0, count, metadata} per period}
@@ -34,15 +38,34 @@ end
 local t = redis.call('TIME')
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local now_ms = math.floor(now_us / 1000)
-local n = (#KEYS - 1) / 2
+local n = (#KEYS - 2) / 2
 for i = 1, n do
-  local s, e = tonumber(ARGV[6 + 3 * i]), tonumber(ARGV[7 + 3 * i])
+  local s, e = tonumber(ARGV[8 + 3 * i]), tonumber(ARGV[9 + 3 * i])
   if e > 0 and (now_ms < s or now_ms >= e) then
     return { 'period', now_ms }
   end
 end
 
 local member, op, desc = ARGV[2], ARGV[3], ARGV[4] == 'desc'
+local request, seen = ARGV[9], KEYS[#KEYS]
+
+-- A retried request (e.g. after a timeout) must not count twice.
+if request ~= '' and redis.call('EXISTS', seen) == 1 then
+  local out = { 'replay' }
+  for i = 1, n do
+    local z, r = KEYS[2 * i], KEYS[2 * i + 1]
+    local rec = redis.call('HGET', r, member)
+    if rec then
+      local key, rest = string.sub(rec, 1, 48), string.sub(rec, 49)
+      local colon = string.find(rest, ':', 1, true)
+      local num, meta = tonumber(string.sub(rest, 1, colon - 1)), string.sub(rest, colon + 1)
+      out[i + 1] = { key, num, 0, redis.call('ZRANK', z, key .. member), redis.call('ZCARD', z), meta }
+    else
+      out[i + 1] = false
+    end
+  end
+  return out
+end
 
 local function halves(hex, at)
   return tonumber(string.sub(hex, at, at + 7), 16), tonumber(string.sub(hex, at + 8, at + 15), 16)
@@ -146,12 +169,15 @@ for i = 1, n do
     redis.call('ZADD', z, 0, p.key .. member)
   end
   redis.call('HSET', r, member, p.key .. string.format('%d', p.num) .. ':' .. p.meta)
-  local expire = tonumber(ARGV[8 + 3 * i])
+  local expire = tonumber(ARGV[10 + 3 * i])
   if expire > 0 and not p.old then
     -- Written with the instance's first entries; same deadline each time.
     redis.call('PEXPIREAT', z, expire)
     redis.call('PEXPIREAT', r, expire)
   end
   out[i + 1] = { p.key, p.num, p.changed and 1 or 0, redis.call('ZRANK', z, p.key .. member), redis.call('ZCARD', z), p.meta }
+end
+if request ~= '' then
+  redis.call('SET', seen, '1', 'PX', ARGV[10])
 end
 return out
