@@ -15,7 +15,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(env::var("OUT_DIR")?);
     fs::write(out.join("coord_descriptor.bin"), fds.encode_to_vec())?;
 
-    tonic_prost_build::configure().type_attribute(".", "#[allow(clippy::all)]").compile_fds(fds)?;
+    tonic_prost_build::configure()
+        .type_attribute(".", "#[allow(clippy::all)]")
+        // Payloads are shared by every subscriber's copy of a message.
+        .bytes(".coord.v1.Message.payload")
+        .bytes(".coord.v1.PublishRequest.payload")
+        .compile_fds(fds)?;
 
     println!("cargo:rerun-if-changed=proto");
     Ok(())

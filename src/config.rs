@@ -21,6 +21,7 @@ pub struct Config {
     pub redis: RedisConfig,
     pub lock: LockConfig,
     pub ratelimit: RateLimitConfig,
+    pub pubsub: PubSubConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -229,6 +230,52 @@ impl Default for RateLimitConfig {
             deny_cache_entries: 100_000,
             deny_cache_min_retry: Duration::from_secs(1),
             default_timeout: Duration::from_millis(50),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PubSubConfig {
+    /// Channels whose names start with one of these are RECOVERABLE
+    /// (offsets, history, recovery); all others are EPHEMERAL.
+    pub recoverable_prefixes: Vec<String>,
+    /// Messages kept per recoverable channel (approximately: Redis trims
+    /// whole stream nodes, so at least this many).
+    pub history_size: u64,
+    /// A recoverable channel's history and epoch expire after this long
+    /// without publishes.
+    #[serde(with = "humantime_serde")]
+    pub history_ttl: Duration,
+    /// Largest payload, bytes.
+    pub max_payload: usize,
+    /// How often an idle stream gets a Heartbeat.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// Messages buffered per subscriber before its stream is cut.
+    pub subscriber_buffer_messages: usize,
+    /// Bytes buffered per subscriber before its stream is cut.
+    pub subscriber_buffer_bytes: usize,
+    /// How long an idempotency key is remembered.
+    #[serde(with = "humantime_serde")]
+    pub idempotency_ttl: Duration,
+    /// Most messages one recovery replays; a subscriber further behind gets
+    /// recovered = false.
+    pub max_recovery: u64,
+}
+
+impl Default for PubSubConfig {
+    fn default() -> Self {
+        PubSubConfig {
+            recoverable_prefixes: Vec::new(),
+            history_size: 1000,
+            history_ttl: Duration::from_secs(24 * 3600),
+            max_payload: 1 << 20,
+            heartbeat_interval: Duration::from_secs(15),
+            subscriber_buffer_messages: 1024,
+            subscriber_buffer_bytes: 16 << 20,
+            idempotency_ttl: Duration::from_secs(300),
+            max_recovery: 10_000,
         }
     }
 }
@@ -544,6 +591,24 @@ impl Config {
             Duration::from_millis(1),
             Duration::from_secs(60),
         )?;
+        let ps = &self.pubsub;
+        let count = |setting: &str, v: u64, min: u64, max: u64| {
+            if !(min..=max).contains(&v) {
+                return Err(ConfigError::new(setting, format!("must be between {min} and {max}, got {v}")));
+            }
+            Ok(())
+        };
+        count("pubsub.history_size", ps.history_size, 1, 1_000_000)?;
+        count("pubsub.max_payload", ps.max_payload as u64, 1, 3 << 20)?;
+        count("pubsub.subscriber_buffer_messages", ps.subscriber_buffer_messages as u64, 1, 1_000_000)?;
+        count("pubsub.subscriber_buffer_bytes", ps.subscriber_buffer_bytes as u64, 1024, 1 << 30)?;
+        count("pubsub.max_recovery", ps.max_recovery, 1, 1_000_000)?;
+        between("pubsub.history_ttl", ps.history_ttl, Duration::from_secs(1), Duration::from_secs(365 * 86_400))?;
+        between("pubsub.heartbeat_interval", ps.heartbeat_interval, Duration::from_millis(10), Duration::from_secs(3600))?;
+        between("pubsub.idempotency_ttl", ps.idempotency_ttl, Duration::from_secs(1), Duration::from_secs(7 * 86_400))?;
+        if let Some(p) = ps.recoverable_prefixes.iter().find(|p| p.len() > 256) {
+            return Err(ConfigError::new("pubsub.recoverable_prefixes", format!("{p:?} is longer than 256 bytes")));
+        }
         if self.lock.min_replicas > 0 && !self.redis.cluster.is_empty() {
             return Err(ConfigError::new(
                 "lock.min_replicas",

@@ -29,6 +29,9 @@ pub enum Error {
     /// Redlock mode: a majority of nodes could not be reached.
     #[error("quorum lost: {0}")]
     QuorumLost(String),
+    /// A per-caller resource ran out (e.g. a subscriber's buffer).
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// The server is draining for shutdown.
     #[error("server shutting down")]
     ShuttingDown,
@@ -89,6 +92,7 @@ impl From<Error> for tonic::Status {
             Error::OutOfRange { .. } => tonic::Status::out_of_range(msg),
             Error::FailedPrecondition(_) => tonic::Status::failed_precondition(msg),
             Error::Unavailable(_) | Error::QuorumLost(_) | Error::ShuttingDown => tonic::Status::unavailable(msg),
+            Error::ResourceExhausted(_) => tonic::Status::resource_exhausted(msg),
             Error::DeadlineExceeded(_) => tonic::Status::deadline_exceeded(msg),
             Error::Internal(_) => tonic::Status::internal(msg),
         }

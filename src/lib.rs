@@ -9,7 +9,7 @@
 //! - [`context`]: the per-request caller context (namespace).
 //! - [`metrics`]: Prometheus endpoint and the per-RPC tower layer.
 //! - [`redis`]: pools, script registry, key builder, embedded redis-server.
-//! - one module per service: [`admin`], [`lock`], [`ratelimit`], [`leaderboard`].
+//! - one module per service: [`admin`], [`lock`], [`ratelimit`], [`leaderboard`], [`pubsub`].
 //! - [`pb`]: generated protobuf code only.
 
 #![deny(unsafe_code)]
@@ -21,6 +21,7 @@ pub mod error;
 pub mod leaderboard;
 pub mod lock;
 pub mod metrics;
+pub mod pubsub;
 pub mod ratelimit;
 pub mod redis;
 pub mod server;

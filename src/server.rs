@@ -24,7 +24,7 @@ use crate::{
     config::Config,
     leaderboard, lock,
     metrics::{self, RpcLayer},
-    pb, ratelimit,
+    pb, pubsub, ratelimit,
     redis::{KeyBuilder, Redis, scripts},
 };
 
@@ -98,17 +98,18 @@ pub async fn serve(
         tracing::warn!(error = %e, "could not preload scripts; they load on first use");
     }
 
-    // One pub/sub connection per instance carries every lock event.
+    // One pub/sub connection per instance carries every lock event and
+    // every PubSubService subscription.
     let hub = Arc::new(lock::Hub::default());
     let channel = lock::Locks::channel_for(&backend.keys);
     let subscribed = Arc::new(AtomicBool::new(false));
-    tokio::spawn(crate::redis::pubsub::run(
+    let lock_events: Arc<dyn crate::redis::pubsub::Handler> = hub.clone();
+    let pubsub_hub = pubsub::hub::Hub::start(
         backend.redis.pubsub_client().clone(),
-        channel.clone(),
-        hub.clone(),
+        vec![(channel.clone(), lock_events)],
         subscribed.clone(),
         shutdown.clone(),
-    ));
+    );
     // Redlock mode: locks on independent nodes, each with its own reader and
     // a monitor for reachability and restarts.
     let (redlock, lock_quorum) = match config.lock.redlock.nodes.is_empty() {
@@ -150,6 +151,8 @@ pub async fn serve(
     ));
 
     let boards = Arc::new(leaderboard::Leaderboards::new(backend.redis.clone(), backend.keys.clone()));
+    let pubsub =
+        Arc::new(pubsub::PubSub::new(backend.redis.clone(), backend.keys.clone(), pubsub_hub, config.pubsub.clone()));
 
     let (reporter, health_service) = tonic_health::server::health_reporter();
     set_all(&reporter, ServingStatus::NotServing).await;
@@ -202,6 +205,7 @@ pub async fn serve(
         .add_service(pb::leaderboard_service_server::LeaderboardServiceServer::new(leaderboard::grpc::Service::new(
             boards,
         )))
+        .add_service(pb::pub_sub_service_server::PubSubServiceServer::new(pubsub::grpc::Service::new(pubsub)))
         .serve_with_incoming_shutdown(incoming, drain);
 
     let grace = config.server.shutdown_grace;

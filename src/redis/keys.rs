@@ -124,6 +124,16 @@ impl KeyBuilder {
     }
 }
 
+impl KeyBuilder {
+    /// A PSUBSCRIBE pattern matching the base keys of `kind` in `ns` whose
+    /// names match the user's glob `pattern`. The pattern is escaped like a
+    /// name, so its `*`, `?` and `[...]` apply to names exactly as given
+    /// (inside a `[...]` set, `%`, `:`, `{` and `}` do not work).
+    pub fn name_pattern(&self, ns: &Namespace, kind: &'static str, pattern: &str) -> String {
+        format!("{}:{}:{}:{{{}}}", glob_escape(&self.prefix), glob_escape(&escape(&ns.0)), kind, escape(pattern))
+    }
+}
+
 /// The user's name inside a base key built by [`KeyBuilder::resource`].
 pub fn name_of(key: &str) -> Option<String> {
     let open = key.find('{')?;

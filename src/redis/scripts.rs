@@ -60,4 +60,6 @@ scripts! {
     LB_RANKS => "lb_ranks.lua",
     LB_TOP => "lb_top.lua",
     LB_AROUND => "lb_around.lua",
+    PS_PUBLISH => "ps_publish.lua",
+    PS_HISTORY => "ps_history.lua",
 }
