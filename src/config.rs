@@ -604,7 +604,12 @@ impl Config {
         count("pubsub.subscriber_buffer_bytes", ps.subscriber_buffer_bytes as u64, 1024, 1 << 30)?;
         count("pubsub.max_recovery", ps.max_recovery, 1, 1_000_000)?;
         between("pubsub.history_ttl", ps.history_ttl, Duration::from_secs(1), Duration::from_secs(365 * 86_400))?;
-        between("pubsub.heartbeat_interval", ps.heartbeat_interval, Duration::from_millis(10), Duration::from_secs(3600))?;
+        between(
+            "pubsub.heartbeat_interval",
+            ps.heartbeat_interval,
+            Duration::from_millis(10),
+            Duration::from_secs(3600),
+        )?;
         between("pubsub.idempotency_ttl", ps.idempotency_ttl, Duration::from_secs(1), Duration::from_secs(7 * 86_400))?;
         if let Some(p) = ps.recoverable_prefixes.iter().find(|p| p.len() > 256) {
             return Err(ConfigError::new("pubsub.recoverable_prefixes", format!("{p:?} is longer than 256 bytes")));

@@ -5,7 +5,7 @@ use std::{pin::Pin, sync::Arc};
 use futures_util::Stream;
 use tonic::{Request, Response, Status};
 
-use super::{Event, Mode, Position, Publish, PubSub, Published, SubscribeTo};
+use super::{Event, Mode, Position, PubSub, Publish, Published, SubscribeTo};
 use crate::{
     context::RequestContext,
     pb::{self, pub_sub_service_server::PubSubService},

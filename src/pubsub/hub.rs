@@ -121,8 +121,16 @@ impl Routing {
 }
 
 enum Command {
-    Join { id: u64, channels: Vec<String>, patterns: Vec<String>, sub: Arc<Subscriber>, reply: oneshot::Sender<Result<()>> },
-    Leave { id: u64 },
+    Join {
+        id: u64,
+        channels: Vec<String>,
+        patterns: Vec<String>,
+        sub: Arc<Subscriber>,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    Leave {
+        id: u64,
+    },
 }
 
 /// The handle services use.
@@ -159,9 +167,7 @@ impl Hub {
     pub async fn join(&self, channels: Vec<String>, patterns: Vec<String>, sub: Arc<Subscriber>) -> Result<u64> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(Command::Join { id, channels, patterns, sub, reply })
-            .map_err(|_| Error::ShuttingDown)?;
+        self.commands.send(Command::Join { id, channels, patterns, sub, reply }).map_err(|_| Error::ShuttingDown)?;
         answer.await.map_err(|_| Error::ShuttingDown)??;
         Ok(id)
     }
@@ -189,7 +195,10 @@ impl Task {
                 let (mut sink, stream) = self.client.get_async_pubsub().await?.split();
                 let (channels, patterns) = {
                     let routing = self.routing.read().unwrap_or_else(|e| e.into_inner());
-                    (routing.channels.keys().cloned().collect::<Vec<_>>(), routing.patterns.keys().cloned().collect::<Vec<_>>())
+                    (
+                        routing.channels.keys().cloned().collect::<Vec<_>>(),
+                        routing.patterns.keys().cloned().collect::<Vec<_>>(),
+                    )
                 };
                 let internal: Vec<&String> = self.internal.iter().map(|(c, _)| c).collect();
                 if !internal.is_empty() {

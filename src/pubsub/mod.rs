@@ -135,11 +135,18 @@ impl PubSub {
         if message.payload.len() > self.config.max_payload {
             return Err(Error::invalid(
                 at("payload"),
-                format!("must be at most {} bytes (pubsub.max_payload), got {}", self.config.max_payload, message.payload.len()),
+                format!(
+                    "must be at most {} bytes (pubsub.max_payload), got {}",
+                    self.config.max_payload,
+                    message.payload.len()
+                ),
             ));
         }
         if message.headers.len() > MAX_HEADERS {
-            return Err(Error::invalid(at("headers"), format!("at most {MAX_HEADERS} entries, got {}", message.headers.len())));
+            return Err(Error::invalid(
+                at("headers"),
+                format!("at most {MAX_HEADERS} entries, got {}", message.headers.len()),
+            ));
         }
         if message.idempotency_key.len() > MAX_IDEMPOTENCY_KEY_BYTES {
             return Err(Error::invalid(
@@ -301,7 +308,11 @@ impl PubSub {
             .iter()
             .filter_map(|n| {
                 let s = subscription.channels.get(n)?;
-                Some((n.clone(), s.mode, (s.mode == Mode::Recoverable && recoveries.iter().all(|r| r != n)).then(|| s.position.clone())))
+                Some((
+                    n.clone(),
+                    s.mode,
+                    (s.mode == Mode::Recoverable && recoveries.iter().all(|r| r != n)).then(|| s.position.clone()),
+                ))
             })
             .collect();
         subscription.pending.push_back(Event::Subscribed { channels: listed, patterns: to.patterns.clone() });
@@ -448,7 +459,8 @@ impl Subscription {
         let (meta, hist, from) = (state.meta.clone(), state.hist.clone(), state.position.clone());
         let (epoch, top, entries) = self.pubsub.history(&meta, &hist, from.offset, limit).await?;
         let failure = if epoch.is_empty() {
-            (from.offset > 0 || !from.epoch.is_empty()).then_some("the channel has no history (expired or never published)")
+            (from.offset > 0 || !from.epoch.is_empty())
+                .then_some("the channel has no history (expired or never published)")
         } else if !from.epoch.is_empty() && from.epoch != epoch {
             Some("epoch changed: the history was lost and restarted")
         } else if from.epoch.is_empty() && from.offset > 0 {

@@ -5,6 +5,7 @@
 
 pub mod process;
 pub mod redis;
+pub mod subscriber;
 
 use std::{
     net::SocketAddr,
@@ -15,7 +16,8 @@ use coord::{
     config::Config,
     pb::{
         admin_service_client::AdminServiceClient, leaderboard_service_client::LeaderboardServiceClient,
-        lock_service_client::LockServiceClient, rate_limit_service_client::RateLimitServiceClient,
+        lock_service_client::LockServiceClient, pub_sub_service_client::PubSubServiceClient,
+        rate_limit_service_client::RateLimitServiceClient,
     },
     server::{self, Backend, ServeError},
 };
@@ -103,6 +105,10 @@ impl Coord {
 
     pub fn rate_limits(&self) -> RateLimitServiceClient<Channel> {
         RateLimitServiceClient::new(self.channel())
+    }
+
+    pub fn pubsub(&self) -> PubSubServiceClient<Channel> {
+        PubSubServiceClient::new(self.channel())
     }
 
     pub fn boards(&self) -> LeaderboardServiceClient<Channel> {
