@@ -15,6 +15,7 @@ pub mod hub;
 
 use std::{
     collections::{HashMap, VecDeque},
+    pin::Pin,
     sync::{Arc, atomic::Ordering},
 };
 
@@ -288,6 +289,7 @@ impl PubSub {
             channels,
             pending: VecDeque::new(),
             last_sent: Instant::now(),
+            idle: Box::pin(tokio::time::sleep(self.config.heartbeat_interval)),
             done: false,
         };
         metrics::gauge!("coord_pubsub_subscribers").increment(1.0);
@@ -344,6 +346,9 @@ pub struct Subscription {
     channels: HashMap<String, ChannelState>,
     pending: VecDeque<Event>,
     last_sent: Instant,
+    /// Fires at most once per heartbeat interval: re-armed when it fires,
+    /// not on every message (timer churn per delivery costs at 10k streams).
+    idle: Pin<Box<tokio::time::Sleep>>,
     done: bool,
 }
 
@@ -380,8 +385,14 @@ impl Subscription {
                     ))));
                 }
                 input = self.rx.recv() => input,
-                _ = tokio::time::sleep_until(self.last_sent + heartbeat) => {
+                _ = self.idle.as_mut() => {
+                    let due = self.last_sent + heartbeat;
+                    if Instant::now() < due {
+                        self.idle.as_mut().reset(due);
+                        continue;
+                    }
                     self.last_sent = Instant::now();
+                    self.idle.as_mut().reset(self.last_sent + heartbeat);
                     return Some(Ok(Event::Heartbeat));
                 }
             };
