@@ -448,6 +448,9 @@ pub struct ServeArgs {
     /// Remember long denials in-process [default: true]
     #[arg(long, env = "COORD_RATELIMIT_DENY_CACHE")]
     pub ratelimit_deny_cache: Option<bool>,
+    /// Comma-separated channel-name prefixes that make channels RECOVERABLE
+    #[arg(long, env = "COORD_PUBSUB_RECOVERABLE_PREFIXES", value_delimiter = ',')]
+    pub pubsub_recoverable_prefixes: Option<Vec<String>>,
 }
 
 impl Config {
@@ -512,6 +515,7 @@ impl Config {
         set_opt(&mut self.ratelimit.policy_file, &a.ratelimit_policy_file);
         set(&mut self.ratelimit.reload_interval, &a.ratelimit_reload_interval);
         set(&mut self.ratelimit.deny_cache, &a.ratelimit_deny_cache);
+        set(&mut self.pubsub.recoverable_prefixes, &a.pubsub_recoverable_prefixes);
     }
 
     /// Checks every bound; the error names the first bad setting.

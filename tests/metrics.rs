@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use coord::pb::{Board, CountRequest, CreateBoardRequest, GetBackendStatusRequest, SubmitRequest};
+use coord::pb::{Board, CountRequest, CreateBoardRequest, GetBackendStatusRequest, PublishRequest, SubmitRequest};
 use support::{Coord, redis::RedisServer};
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 
@@ -45,6 +45,9 @@ async fn rpcs_are_counted_by_method_and_code() {
     let submit = SubmitRequest { board: "m".into(), member: "p".into(), score: 1, ..Default::default() };
     boards.submit(submit).await.expect("submit");
     boards.count(CountRequest { board: "m".into(), period: None }).await.expect("count");
+    let mut ps = coord.pubsub();
+    let publish = PublishRequest { channel: "m".into(), ..Default::default() };
+    ps.publish(publish).await.expect("publish");
     redis.stop();
     let err = admin.get_backend_status(GetBackendStatusRequest {}).await.expect_err("redis stopped");
     assert_eq!(err.code(), tonic::Code::Unavailable);
@@ -82,6 +85,7 @@ async fn rpcs_are_counted_by_method_and_code() {
         r#"coord_leaderboard_submits_total{operator="best",outcome="changed"} 1"#,
         r#"coord_leaderboard_reads_total{op="count"} 1"#,
         r#"coord_leaderboard_board_entries_bucket{le="10"} 1"#,
+        r#"coord_pubsub_publishes_total{mode="ephemeral",outcome="published"} 1"#,
         "coord_redis_pool_connections ",
         "coord_redis_up ",
     ] {

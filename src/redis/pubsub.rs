@@ -1,5 +1,8 @@
-//! The pub/sub reader: one dedicated Redis connection per coord instance,
-//! subscribed to coord's event channel, fanning messages out in-process.
+//! The event reader of one Redis node: a dedicated connection subscribed to
+//! coord's event channel, fanning messages out in-process. Used for each
+//! Redlock node; the main Redis's one connection is the pub/sub hub
+//! (`crate::pubsub::hub`), which carries the same events through the same
+//! [`Handler`].
 //!
 //! Pooled connections cannot carry subscriptions, and one subscription per
 //! waiter does not scale (Redisson's most-reported error), so every
