@@ -248,6 +248,7 @@ impl PubSub {
         }
         let mut channels = HashMap::new();
         let mut order = Vec::new();
+        let mut resume = Vec::new();
         let mut redis_channels = Vec::new();
         for (i, (name, since)) in to.channels.iter().enumerate() {
             let channel = Self::channel(&format!("channels[{i}].channel"), name)?;
@@ -268,8 +269,10 @@ impl PubSub {
                 meta: base.sub("meta"),
                 hist: base.sub("hist"),
                 position: since.clone().unwrap_or_default(),
-                known: since.is_some(),
             };
+            if since.is_some() {
+                resume.push(name.clone());
+            }
             channels.insert(name.clone(), state);
             order.push(name.clone());
         }
@@ -294,32 +297,22 @@ impl PubSub {
         };
         metrics::gauge!("coord_pubsub_subscribers").increment(1.0);
 
-        // Positions: resume where asked, else continue from the top.
-        let mut recoveries = Vec::new();
+        // Channels that gave a position are recovered below; the other
+        // recoverable ones continue from their top.
+        let mut listed = Vec::with_capacity(order.len());
         for name in &order {
             let Some(state) = subscription.channels.get_mut(name) else { continue };
-            if state.mode == Mode::Recoverable && !state.known {
+            let mut position = None;
+            if state.mode == Mode::Recoverable && !resume.contains(name) {
                 let (epoch, top, _) = self.history(&state.meta, &state.hist, 0, 0).await?;
                 state.position = Position { offset: top, epoch };
-                state.known = true;
-            } else if state.mode == Mode::Recoverable {
-                recoveries.push(name.clone());
+                position = Some(state.position.clone());
             }
+            listed.push((name.clone(), state.mode, position));
         }
-        let listed = order
-            .iter()
-            .filter_map(|n| {
-                let s = subscription.channels.get(n)?;
-                Some((
-                    n.clone(),
-                    s.mode,
-                    (s.mode == Mode::Recoverable && recoveries.iter().all(|r| r != n)).then(|| s.position.clone()),
-                ))
-            })
-            .collect();
         subscription.pending.push_back(Event::Subscribed { channels: listed, patterns: to.patterns.clone() });
-        for name in recoveries {
-            subscription.recover(&name, true).await?;
+        for name in &resume {
+            subscription.recover(name, true).await?;
         }
         Ok(subscription)
     }
@@ -333,8 +326,6 @@ struct ChannelState {
     hist: String,
     /// The last offset delivered (or the subscription's start) and its epoch.
     position: Position,
-    /// False until the position was read (recoverable channels).
-    known: bool,
 }
 
 /// One subscriber's stream.
