@@ -1,9 +1,11 @@
-//! The `coord` binary: `coord serve` runs the server.
+//! The `coord` binary: `coord serve` runs the server; the other
+//! subcommands are clients of a running coord.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use coord::{
+    cli::{self, ClientArgs},
     config::{Config, ServeArgs},
     redis::embedded,
     server::{self, Backend},
@@ -20,20 +22,57 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    client: ClientArgs,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Run the server (with no Redis configured: on a private embedded redis-server).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// Locks: acquire, run a command under a lock, describe, list, release
+    #[command(subcommand)]
+    Lock(cli::lock::LockCommand),
+    /// Rate limits and concurrency slots
+    #[command(subcommand)]
+    Limit(cli::limit::LimitCommand),
+    /// Leaderboards
+    #[command(subcommand)]
+    Board(cli::board::BoardCommand),
+    /// Publish a message (MESSAGE, or standard input when `-` or absent)
+    Pub { channel: String, message: Option<String> },
+    /// Print messages of channels and patterns as they come
+    Sub {
+        channels: Vec<String>,
+        /// Glob pattern over channel names (repeatable)
+        #[arg(long = "pattern")]
+        patterns: Vec<String>,
+        /// Resume recoverable channels after OFFSET@EPOCH
+        #[arg(long)]
+        from: Option<String>,
+    },
+    /// Exit 0 only when coord reports SERVING (a Docker / Kubernetes probe)
+    Health {
+        /// A service name, e.g. coord.v1.LockService; empty: the whole server
+        #[arg(long, default_value = "")]
+        service: String,
+    },
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Serve(args) => serve(args).await,
-    }
+    let args = &cli.client;
+    let result = match cli.command {
+        Command::Serve(serve_args) => return serve(*serve_args).await,
+        Command::Lock(command) => cli::lock::run(args, command).await,
+        Command::Limit(command) => cli::limit::run(args, command).await,
+        Command::Board(command) => cli::board::run(args, command).await,
+        Command::Pub { channel, message } => cli::pubsub::publish(args, channel, message).await,
+        Command::Sub { channels, patterns, from } => cli::pubsub::subscribe(args, channels, patterns, from).await,
+        Command::Health { service } => cli::health(args, &service).await,
+    };
+    result.unwrap_or_else(|e| cli::fail(&e))
 }
 
 async fn serve(args: ServeArgs) -> ExitCode {

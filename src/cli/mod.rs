@@ -1,0 +1,180 @@
+//! `coord` client subcommands: a command-line client of a running coord,
+//! as etcdctl or redis-cli are for theirs. Every command builds a JSON
+//! value; `--output json` prints it as is, the default prints it as a
+//! table (a list of objects) or as `key: value` lines (one object).
+
+pub mod board;
+pub mod limit;
+pub mod lock;
+pub mod pubsub;
+
+use std::{process::ExitCode, time::Duration};
+
+use clap::{Args, ValueEnum};
+use serde_json::Value;
+use tonic::{Request, Status, metadata::MetadataValue, transport::Channel};
+
+use crate::context::NAMESPACE_HEADER;
+
+/// How to reach coord and how to print.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// coord's gRPC endpoint
+    #[arg(long, global = true, env = "COORD_ENDPOINT", default_value = "http://127.0.0.1:50051")]
+    pub endpoint: String,
+    /// Tenant namespace (the coord-namespace header)
+    #[arg(long, global = true, env = "COORD_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+    /// Output format
+    #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+    /// Deadline of each call
+    #[arg(long, global = true, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+/// Why a client command failed; printed to stderr.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{}: {}", code_name(.0.code()), .0.message())]
+    Status(#[from] Status),
+    #[error("cannot reach coord: {0}")]
+    Connect(#[from] tonic::transport::Error),
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn code_name(code: tonic::Code) -> String {
+    format!("{code:?}").chars().fold(String::new(), |mut s, c| {
+        if c.is_uppercase() && !s.is_empty() {
+            s.push('_');
+        }
+        s.push(c.to_ascii_uppercase());
+        s
+    })
+}
+
+impl ClientArgs {
+    pub async fn channel(&self) -> Result<Channel, CliError> {
+        Ok(Channel::from_shared(self.endpoint.clone())
+            .map_err(|e| CliError::Usage(format!("--endpoint: {e}")))?
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await?)
+    }
+
+    /// A request carrying the namespace and the deadline.
+    pub fn request<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        request.set_timeout(self.timeout);
+        if let Ok(ns) = MetadataValue::try_from(self.namespace.as_str()) {
+            request.metadata_mut().insert(NAMESPACE_HEADER, ns);
+        }
+        request
+    }
+
+    /// Prints a command's result.
+    pub fn print(&self, value: &Value) {
+        match self.output {
+            Output::Json => println!("{value}"),
+            Output::Table => print!("{}", table(value)),
+        }
+    }
+}
+
+/// Renders a value for people: a list of objects as aligned columns, an
+/// object as `key: value` lines (nested lists as tables below).
+pub fn table(value: &Value) -> String {
+    let cell = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    match value {
+        Value::Array(rows) if rows.iter().all(Value::is_object) && !rows.is_empty() => {
+            let mut columns: Vec<String> = Vec::new();
+            for row in rows.iter().filter_map(Value::as_object) {
+                for key in row.keys() {
+                    if !columns.contains(key) {
+                        columns.push(key.clone());
+                    }
+                }
+            }
+            let cells: Vec<Vec<String>> = rows
+                .iter()
+                .filter_map(Value::as_object)
+                .map(|row| columns.iter().map(|c| row.get(c).map(cell).unwrap_or_default()).collect())
+                .collect();
+            let widths: Vec<usize> = columns
+                .iter()
+                .enumerate()
+                .map(|(i, c)| cells.iter().map(|r| r[i].chars().count()).max().unwrap_or(0).max(c.len()))
+                .collect();
+            let line = |items: Vec<String>| {
+                let padded: Vec<String> = items.iter().zip(&widths).map(|(s, w)| format!("{s:<w$}")).collect();
+                format!("{}\n", padded.join("  ").trim_end())
+            };
+            let mut out = line(columns.iter().map(|c| c.to_uppercase()).collect());
+            for row in cells {
+                out.push_str(&line(row));
+            }
+            out
+        }
+        Value::Array(rows) if rows.is_empty() => "(none)\n".to_owned(),
+        Value::Object(map) => {
+            let mut out = String::new();
+            let mut nested = String::new();
+            for (k, v) in map {
+                match v {
+                    Value::Array(_) => nested.push_str(&format!("\n{k}:\n{}", table(v))),
+                    Value::Object(_) => nested.push_str(&format!("\n{k}:\n{}", table(v))),
+                    _ => out.push_str(&format!("{k}: {}\n", cell(v))),
+                }
+            }
+            out + &nested
+        }
+        other => format!("{}\n", cell(other)),
+    }
+}
+
+/// Prints an error the same way for every command.
+pub fn fail(e: &CliError) -> ExitCode {
+    eprintln!("coord: {e}");
+    match e {
+        CliError::Usage(_) => ExitCode::from(2),
+        _ => ExitCode::from(1),
+    }
+}
+
+/// `coord health`: exit 0 only when SERVING.
+pub async fn health(args: &ClientArgs, service: &str) -> Result<ExitCode, CliError> {
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+    let mut client = HealthClient::new(args.channel().await?);
+    let reply = client.check(args.request(HealthCheckRequest { service: service.to_owned() })).await?.into_inner();
+    let status = ServingStatus::try_from(reply.status).unwrap_or(ServingStatus::Unknown);
+    args.print(&serde_json::json!({ "service": service, "status": status.as_str_name() }));
+    Ok(if status == ServingStatus::Serving { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn tables_align_columns_and_objects_print_as_lines() {
+        let rows = json!([{"rank": 1, "member": "ada"}, {"rank": 10, "member": "bo", "score": 5}]);
+        assert_eq!(table(&rows), "RANK  MEMBER  SCORE\n1     ada\n10    bo      5\n");
+        assert_eq!(table(&json!({"status": "SERVING", "ttl_ms": 5})), "status: SERVING\nttl_ms: 5\n");
+        assert_eq!(code_name(tonic::Code::InvalidArgument), "INVALID_ARGUMENT");
+    }
+}

@@ -1,0 +1,122 @@
+//! The `coord` client subcommands against a live coord: `lock run` releases
+//! after the command and propagates its exit code, kills the command when
+//! the lock is force-released, `--output json` parses, and `health` exit
+//! codes work as a probe.
+
+mod support;
+
+use std::{
+    process::{Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use coord::pb::{DescribeRequest, ForceReleaseRequest};
+use support::{Coord, process::coord_command, redis::RedisServer, serving};
+
+fn cli(coord: &Coord, args: &[&str]) -> Command {
+    let mut cmd = coord_command();
+    cmd.arg("--endpoint").arg(format!("http://{}", coord.addr)).args(args);
+    cmd
+}
+
+async fn run(mut cmd: Command) -> Output {
+    tokio::task::spawn_blocking(move || cmd.output().expect("run coord")).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_run_releases_after_the_command_and_propagates_its_exit_code() {
+    let redis = RedisServer::start();
+    let coord = serving(&redis.url()).await;
+    let out =
+        run(cli(&coord, &["lock", "run", "nightly", "--ttl", "2s", "--", "sh", "-c", "echo working; exit 7"])).await;
+    assert_eq!(out.status.code(), Some(7), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "working\n", "stdout belongs to the command");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("fencing token"), "{out:?}");
+    let lock = coord.locks().describe(DescribeRequest { name: "nightly".into() }).await.unwrap().into_inner().lock;
+    assert!(!lock.unwrap().held, "released when the command ended");
+    let ok = run(cli(&coord, &["lock", "run", "nightly", "--", "true"])).await;
+    assert_eq!(ok.status.code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_run_kills_the_command_when_the_lock_is_force_released() {
+    let redis = RedisServer::start();
+    let coord = serving(&redis.url()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pid");
+    let script = format!("echo $$ > {}; exec sleep 60", pidfile.display());
+    let child = cli(&coord, &["lock", "run", "cron", "--ttl", "2s", "--", "sh", "-c", &script])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let pid = loop {
+        if let Ok(text) = std::fs::read_to_string(&pidfile)
+            && let Ok(pid) = text.trim().parse::<u32>()
+        {
+            break pid;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "the command never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let released = coord.locks().force_release(ForceReleaseRequest { name: "cron".into() }).await.unwrap();
+    assert!(released.into_inner().released);
+    let status = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
+    assert_eq!(status.status.code(), Some(75), "lock lost: {status:?}");
+    assert!(String::from_utf8_lossy(&status.stderr).contains("FORCE_RELEASED"), "{status:?}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert!(!support::process::alive(pid), "the command was killed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_json_parses_and_errors_exit_non_zero() {
+    let redis = RedisServer::start();
+    let coord = serving(&redis.url()).await;
+    let json = |out: &Output| -> serde_json::Value {
+        assert!(out.status.success(), "{out:?}");
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+    };
+    let v = json(&run(cli(&coord, &["--output", "json", "board", "create", "arena", "--period", "daily"])).await);
+    assert_eq!(v["created"], true);
+    for (m, s) in [("ada", "30"), ("bo", "-20"), ("cy", "10")] {
+        run(cli(&coord, &["board", "submit", "arena", m, s])).await;
+    }
+    let v = json(&run(cli(&coord, &["--output", "json", "board", "top", "arena", "--limit", "2"])).await);
+    assert_eq!(v["entries"][0]["member"], "ada");
+    assert_eq!(v["entries"][1]["score"], 10);
+    assert_eq!(v["count"], 3);
+    let v = json(&run(cli(&coord, &["--output", "json", "board", "top", "arena", "--period", "daily"])).await);
+    assert_eq!(v["entries"][2]["score"], -20);
+    let v = json(&run(cli(&coord, &["--output", "json", "limit", "check", "u", "--limit", "fixed:1/1m"])).await);
+    assert_eq!(v["allowed"], true);
+    let denied = run(cli(&coord, &["--output", "json", "limit", "check", "u", "--limit", "fixed:1/1m"])).await;
+    assert_eq!(denied.status.code(), Some(1), "a denial exits 1");
+    let v = json(&run(cli(&coord, &["--output", "json", "pub", "news", "hello"])).await);
+    assert_eq!(v["mode"], "CHANNEL_MODE_EPHEMERAL");
+
+    let table = run(cli(&coord, &["board", "top", "arena"])).await;
+    assert!(String::from_utf8_lossy(&table.stdout).starts_with("RANK  MEMBER"), "{table:?}");
+    let bad = run(cli(&coord, &["board", "top", "missing"])).await;
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("NOT_FOUND"), "{bad:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_exits_zero_only_when_serving() {
+    let redis = RedisServer::start();
+    let coord = serving(&redis.url()).await;
+    assert_eq!(run(cli(&coord, &["health"])).await.status.code(), Some(0));
+    assert_eq!(run(cli(&coord, &["health", "--service", "coord.v1.LockService"])).await.status.code(), Some(0));
+    redis.kill();
+    coord
+        .wait_health("", tonic_health::pb::health_check_response::ServingStatus::NotServing, Duration::from_secs(10))
+        .await;
+    let down = run(cli(&coord, &["health"])).await;
+    assert_eq!(down.status.code(), Some(1), "{down:?}");
+    assert!(String::from_utf8_lossy(&down.stdout).contains("NOT_SERVING"));
+    let mut nowhere = coord_command();
+    nowhere.args(["--endpoint", "http://127.0.0.1:1", "health"]);
+    let out = run(nowhere).await;
+    assert_eq!(out.status.code(), Some(1), "unreachable: {out:?}");
+}
