@@ -10,12 +10,13 @@
 //! - [`metrics`]: Prometheus endpoint and the per-RPC tower layer.
 //! - [`redis`]: pools, script registry, key builder, embedded redis-server.
 //! - one module per service: [`admin`], [`lock`], [`ratelimit`], [`leaderboard`], [`pubsub`].
-//! - [`cli`]: the `coord` client subcommands.
+//! - [`cli`], [`bench`]: the `coord` client subcommands and the bench tool.
 //! - [`pb`]: generated protobuf code only.
 
 #![deny(unsafe_code)]
 
 pub mod admin;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod context;

@@ -51,6 +51,8 @@ enum Command {
         #[arg(long)]
         from: Option<String>,
     },
+    /// Load a running coord and report throughput and latency (optionally vs redis-benchmark)
+    Bench(Box<coord::bench::BenchArgs>),
     /// Exit 0 only when coord reports SERVING (a Docker / Kubernetes probe)
     Health {
         /// A service name, e.g. coord.v1.LockService; empty: the whole server
@@ -71,6 +73,7 @@ async fn main() -> ExitCode {
         Command::Pub { channel, message } => cli::pubsub::publish(args, channel, message).await,
         Command::Sub { channels, patterns, from } => cli::pubsub::subscribe(args, channels, patterns, from).await,
         Command::Health { service } => cli::health(args, &service).await,
+        Command::Bench(bench) => coord::bench::run(args, *bench).await,
     };
     result.unwrap_or_else(|e| cli::fail(&e))
 }

@@ -52,7 +52,7 @@ pub enum Algorithm {
 
 impl Algorithm {
     /// Short word for keys (changing a limit's algorithm starts fresh state).
-    fn code(&self) -> &'static str {
+    pub fn code(&self) -> &'static str {
         match self {
             Algorithm::TokenBucket { .. } => "tb",
             Algorithm::Gcra { .. } => "gcra",
@@ -74,7 +74,7 @@ impl Algorithm {
     }
 
     /// The script's (algorithm, a, b).
-    fn script_args(&self) -> (&'static str, u64, u64) {
+    pub fn script_args(&self) -> (&'static str, u64, u64) {
         // ⌈period / n⌉ µs per unit: rounding up never exceeds the rate.
         let interval = |period_ms: i64, n: u64| (period_ms as u64 * 1000).div_ceil(n);
         match *self {

@@ -1,0 +1,405 @@
+//! `coord bench SCENARIO`: load against a running coord, measured with
+//! hdrhistogram, and optionally against Redis itself in the same run
+//! (`--vs-redis`: redis-benchmark, EVALSHA of the same script, the same
+//! concurrency), reported as both figures and their ratio.
+
+mod scenarios;
+
+use std::{
+    collections::BTreeMap,
+    io::IsTerminal as _,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use clap::{Args, ValueEnum};
+use hdrhistogram::Histogram;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+use tonic::transport::Channel;
+
+use crate::cli::{CliError, ClientArgs};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// Acquire + release of distinct lock names (one request = one cycle)
+    Lock,
+    /// Acquire (waiting) + release of one lock name by every worker
+    LockContended,
+    /// Latency from a release to the next waiter holding the lock
+    LockHandoff,
+    /// --leases leases with a lock each, renewed on KeepAlive streams
+    Keepalive,
+    /// Rate-limit checks with the --algorithm
+    Ratelimit,
+    /// Leaderboard submits returning the rank, on a --board-size board
+    BoardSubmit,
+    /// Leaderboard top-100 pages
+    BoardTop,
+    /// Leaderboard around-me (±5) windows
+    BoardAround,
+    /// One channel, --subscribers streams, publishes at --rate per second
+    Pubsub,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Algo {
+    Fixed,
+    Slide,
+    Log,
+    Bucket,
+    Gcra,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    #[arg(value_enum)]
+    pub scenario: Scenario,
+    /// Concurrent callers
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// gRPC connections the callers share
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+    /// How long to measure (after the warm-up)
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Stop after this many requests instead
+    #[arg(long)]
+    pub requests: Option<u64>,
+    /// Load before measuring
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub warmup: Duration,
+    /// Print one JSON object
+    #[arg(long)]
+    pub json: bool,
+    /// Also run redis-benchmark on the same script (needs --redis-url)
+    #[arg(long)]
+    pub vs_redis: bool,
+    /// The Redis coord uses: for --vs-redis and fast leaderboard preloads
+    #[arg(long, env = "COORD_BENCH_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Key prefix of that coord (redis.key_prefix)
+    #[arg(long, default_value = "coord")]
+    pub key_prefix: String,
+    /// Rate-limit algorithm
+    #[arg(long, value_enum, default_value_t = Algo::Fixed)]
+    pub algorithm: Algo,
+    /// Leaderboard members preloaded
+    #[arg(long, default_value_t = 100_000)]
+    pub board_size: u64,
+    /// Keepalive: leases held
+    #[arg(long, default_value_t = 1000)]
+    pub leases: usize,
+    /// Keepalive: lease TTL (renewed every third of it)
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    pub lease_ttl: Duration,
+    /// Pub/sub: subscribers of the channel
+    #[arg(long, default_value_t = 1000)]
+    pub subscribers: usize,
+    /// Pub/sub: publishes per second
+    #[arg(long, default_value_t = 10)]
+    pub rate: u64,
+    /// coord's process id, to report its CPU and RSS from /proc
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+}
+
+/// What a scenario measured.
+#[derive(Debug)]
+pub struct Report {
+    pub scenario: Scenario,
+    /// What one request is.
+    pub unit: &'static str,
+    pub requests: u64,
+    pub seconds: f64,
+    /// Latency in µs.
+    pub latency: Histogram<u64>,
+    pub errors: BTreeMap<String, u64>,
+    /// Extra figures (server CPU, RSS, …).
+    pub notes: BTreeMap<&'static str, Value>,
+    pub redis: Option<RedisFigures>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RedisFigures {
+    pub command: String,
+    pub throughput: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+impl Report {
+    pub fn throughput(&self) -> f64 {
+        if self.seconds > 0.0 { self.requests as f64 / self.seconds } else { 0.0 }
+    }
+
+    pub fn to_json(&self) -> Value {
+        let ms = |q: f64| self.latency.value_at_quantile(q) as f64 / 1000.0;
+        let mut v = json!({
+            "scenario": self.scenario.to_possible_value().map(|v| v.get_name().to_owned()).unwrap_or_default(),
+            "unit": self.unit,
+            "requests": self.requests,
+            "seconds": self.seconds,
+            "throughput": self.throughput(),
+            "latency_ms": { "p50": ms(0.5), "p90": ms(0.9), "p99": ms(0.99), "p99_9": ms(0.999),
+                            "max": self.latency.max() as f64 / 1000.0 },
+            "errors": self.errors,
+        });
+        for (k, n) in &self.notes {
+            v[*k] = n.clone();
+        }
+        if let Some(r) = &self.redis {
+            v["redis_benchmark"] = json!({ "command": r.command, "throughput": r.throughput, "p50_ms": r.p50_ms,
+                                           "p99_ms": r.p99_ms });
+            v["ratio"] = json!(if r.throughput > 0.0 { self.throughput() / r.throughput } else { 0.0 });
+        }
+        v
+    }
+
+    pub fn to_text(&self) -> String {
+        let v = self.to_json();
+        let l = &v["latency_ms"];
+        let mut out = format!(
+            "{}: {:.0} {}/s over {:.1} s ({} requests)\nlatency ms: p50 {} p90 {} p99 {} p99.9 {} max {}\n",
+            v["scenario"].as_str().unwrap_or(""),
+            self.throughput(),
+            self.unit,
+            self.seconds,
+            self.requests,
+            l["p50"],
+            l["p90"],
+            l["p99"],
+            l["p99_9"],
+            l["max"]
+        );
+        let errors: u64 = self.errors.values().sum();
+        out.push_str(&format!(
+            "errors: {errors} {}\n",
+            if errors > 0 { json!(self.errors).to_string() } else { String::new() }
+        ));
+        for (k, n) in &self.notes {
+            out.push_str(&format!("{k}: {n}\n"));
+        }
+        if let Some(r) = &self.redis {
+            out.push_str(&format!(
+                "redis-benchmark: {:.0}/s p50 {:.2} ms p99 {:.2} ms  ({})\nratio coord / redis: {:.2}\n",
+                r.throughput,
+                r.p50_ms,
+                r.p99_ms,
+                r.command,
+                v["ratio"].as_f64().unwrap_or(0.0)
+            ));
+        }
+        out
+    }
+}
+
+/// One measured operation's outcome: Ok, or the gRPC code name.
+pub type Outcome = Result<(), String>;
+
+/// Runs `op(worker, iteration)` from `concurrency` workers: a warm-up, then
+/// the measurement until the duration or the request budget is spent.
+pub async fn drive<F, Fut>(args: &BenchArgs, unit: &'static str, op: F) -> Report
+where
+    F: Fn(usize, u64) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Outcome> + Send,
+{
+    let issued = Arc::new(AtomicU64::new(0));
+    let budget = args.requests.unwrap_or(u64::MAX);
+    let warm_until = Instant::now() + args.warmup;
+    let measure_until = warm_until + args.duration;
+    let progress = spawn_progress(issued.clone(), warm_until, args.duration, args.json);
+    let mut workers = Vec::with_capacity(args.concurrency);
+    for w in 0..args.concurrency {
+        let (op, issued) = (op.clone(), issued.clone());
+        workers.push(tokio::spawn(async move {
+            let mut latency = Histogram::<u64>::new(3).expect("3 significant digits is valid");
+            let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+            let mut i = 0u64;
+            while Instant::now() < warm_until {
+                let _ = op(w, i).await;
+                i += 1;
+            }
+            while Instant::now() < measure_until && issued.fetch_add(1, Ordering::Relaxed) < budget {
+                let started = Instant::now();
+                let outcome = op(w, i).await;
+                let _ = latency.record(started.elapsed().as_micros() as u64);
+                if let Err(code) = outcome {
+                    *errors.entry(code).or_default() += 1;
+                }
+                i += 1;
+            }
+            (latency, errors, Instant::now())
+        }));
+    }
+    let mut latency = Histogram::<u64>::new(3).expect("valid");
+    let mut errors = BTreeMap::new();
+    let mut ended = warm_until;
+    for w in workers {
+        if let Ok((h, e, end)) = w.await {
+            let _ = latency.add(h);
+            for (k, n) in e {
+                *errors.entry(k).or_default() += n;
+            }
+            ended = ended.max(end);
+        }
+    }
+    progress.abort();
+    let seconds = ended.saturating_duration_since(warm_until).as_secs_f64();
+    Report {
+        scenario: args.scenario,
+        unit,
+        requests: latency.len(),
+        seconds,
+        latency,
+        errors,
+        notes: BTreeMap::new(),
+        redis: None,
+    }
+}
+
+/// A progress line on a terminal (stderr), once a second.
+fn spawn_progress(
+    issued: Arc<AtomicU64>,
+    start: Instant,
+    duration: Duration,
+    quiet: bool,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if quiet || !std::io::stderr().is_terminal() {
+            return;
+        }
+        tokio::time::sleep_until(start).await;
+        let mut last = 0;
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let now = issued.load(Ordering::Relaxed);
+            let done = start.elapsed().as_secs_f64() / duration.as_secs_f64();
+            let bar = "#".repeat((done.min(1.0) * 30.0) as usize);
+            eprint!("\r[{bar:<30}] {:>8} req/s ", now - last);
+            last = now;
+        }
+    })
+}
+
+/// The gRPC code name of a failed call.
+pub fn code(status: tonic::Status) -> String {
+    format!("{:?}", status.code())
+}
+
+/// `coord bench`.
+pub async fn run(client: &ClientArgs, args: BenchArgs) -> Result<std::process::ExitCode, CliError> {
+    if args.concurrency == 0 || args.connections == 0 {
+        return Err(CliError::Usage("--concurrency and --connections must be at least 1".into()));
+    }
+    if args.vs_redis && args.redis_url.is_none() {
+        return Err(CliError::Usage("--vs-redis needs --redis-url (the Redis coord uses)".into()));
+    }
+    let mut channels = Vec::with_capacity(args.connections);
+    for _ in 0..args.connections {
+        channels.push(client.channel().await?);
+    }
+    let pool = Pool { channels, namespace: client.namespace.clone() };
+    let cpu_before = args.server_pid.and_then(proc_cpu_ticks);
+    let wall = Instant::now();
+    let mut report = scenarios::run(&args, &pool).await?;
+    if let (Some(pid), Some(before)) = (args.server_pid, cpu_before) {
+        if let Some(after) = proc_cpu_ticks(pid) {
+            let cpu = (after - before) as f64 / 100.0 / wall.elapsed().as_secs_f64();
+            report.notes.insert("server_cpu_cores", json!((cpu * 100.0).round() / 100.0));
+        }
+        if let Some(rss) = proc_rss_kib(pid) {
+            report.notes.insert("server_rss_mib", json!(rss / 1024));
+        }
+    }
+    if args.json {
+        println!("{}", report.to_json());
+    } else {
+        if std::io::stderr().is_terminal() {
+            eprintln!();
+        }
+        print!("{}", report.to_text());
+    }
+    Ok(if report.errors.is_empty() { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::from(1) })
+}
+
+/// Connections the workers share, and the namespace to send.
+#[derive(Clone)]
+pub struct Pool {
+    channels: Vec<Channel>,
+    namespace: String,
+}
+
+impl Pool {
+    pub fn channel(&self, worker: usize) -> Channel {
+        self.channels[worker % self.channels.len()].clone()
+    }
+
+    pub fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Ok(ns) = tonic::metadata::MetadataValue::try_from(self.namespace.as_str()) {
+            request.metadata_mut().insert(crate::context::NAMESPACE_HEADER, ns);
+        }
+        request
+    }
+}
+
+fn proc_cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which ends with ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+fn proc_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Runs redis-benchmark with EVALSHA `sha` and `words` (keys count, keys,
+/// args) at `concurrency`, `requests` times; `__rand_int__` in the words is
+/// replaced by redis-benchmark with numbers below `range`.
+pub fn redis_benchmark(
+    redis_url: &str,
+    concurrency: usize,
+    requests: u64,
+    range: u64,
+    sha: &str,
+    words: &[String],
+) -> Result<RedisFigures, CliError> {
+    let url = url::Url::parse(redis_url).map_err(|e| CliError::Usage(format!("--redis-url: {e}")))?;
+    let host = url.host_str().unwrap_or("127.0.0.1").to_owned();
+    let port = url.port().unwrap_or(6379).to_string();
+    let mut cmd = std::process::Command::new("redis-benchmark");
+    cmd.args(["-h", &host, "-p", &port, "-c", &concurrency.to_string(), "-n", &requests.to_string()]);
+    cmd.args(["-r", &range.max(1).to_string()]);
+    if !url.password().unwrap_or("").is_empty() {
+        cmd.args(["-a", url.password().unwrap_or("")]);
+    }
+    cmd.arg("EVALSHA").arg(sha).args(words);
+    let out = cmd.output().map_err(|e| CliError::Usage(format!("redis-benchmark: {e} (install redis-tools)")))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let summary = text.rsplit("Summary:").next().unwrap_or("");
+    let throughput: f64 = summary
+        .split("throughput summary:")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| {
+            CliError::Usage(format!("redis-benchmark printed no summary: {}", String::from_utf8_lossy(&out.stderr)))
+        })?;
+    // "avg min p50 p95 p99 max" in ms on the summary's last line.
+    let cols: Vec<f64> =
+        summary.lines().last().unwrap_or("").split_whitespace().filter_map(|s| s.parse().ok()).collect();
+    Ok(RedisFigures {
+        command: format!("redis-benchmark -c {concurrency} -n {requests} EVALSHA {sha} {}", words.join(" ")),
+        throughput,
+        p50_ms: cols.get(2).copied().unwrap_or(0.0),
+        p99_ms: cols.get(4).copied().unwrap_or(0.0),
+    })
+}

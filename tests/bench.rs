@@ -1,0 +1,53 @@
+//! `coord bench`: every scenario runs briefly against a live coord and
+//! reports non-zero throughput with zero errors; `--vs-redis` runs
+//! redis-benchmark on the same script and reports the ratio.
+
+mod support;
+
+use support::{Coord, process::coord_command, redis::RedisServer, serving};
+
+async fn bench(coord: &Coord, args: &[&str]) -> serde_json::Value {
+    let mut cmd = coord_command();
+    cmd.arg("--endpoint").arg(format!("http://{}", coord.addr)).arg("bench");
+    cmd.args(["--duration", "1s", "--warmup", "100ms", "--json", "--concurrency", "4", "--connections", "2"])
+        .args(args);
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("run coord bench")).await.unwrap();
+    assert!(out.status.success(), "{args:?}: {out:?}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON report");
+    assert!(report["throughput"].as_f64().unwrap() > 0.0, "{args:?}: {report}");
+    assert_eq!(report["errors"], serde_json::json!({}), "{args:?}: {report}");
+    report
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_scenario_reports_throughput_without_errors() {
+    let redis = RedisServer::start();
+    let coord = serving(&redis.url()).await;
+    for scenario in ["lock", "lock-contended", "lock-handoff", "ratelimit"] {
+        let report = bench(&coord, &[scenario]).await;
+        assert_eq!(report["scenario"], scenario);
+        assert!(report["latency_ms"]["p99"].as_f64().unwrap() > 0.0);
+    }
+    bench(&coord, &["ratelimit", "--algorithm", "gcra"]).await;
+    bench(&coord, &["keepalive", "--leases", "20", "--lease-ttl", "600ms"]).await;
+    for scenario in ["board-submit", "board-top", "board-around"] {
+        bench(&coord, &[scenario, "--board-size", "300"]).await;
+    }
+    let report = bench(&coord, &["pubsub", "--subscribers", "20", "--rate", "20"]).await;
+    assert!(report["publishes"].as_u64().unwrap() >= 10, "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vs_redis_runs_redis_benchmark_on_the_same_script() {
+    let redis = RedisServer::start();
+    let coord = serving(&redis.url()).await;
+    for args in [["ratelimit", "--vs-redis"], ["board-around", "--vs-redis"]] {
+        let mut full = args.to_vec();
+        let url = redis.url();
+        full.extend(["--redis-url", &url, "--board-size", "2000"]);
+        let report = bench(&coord, &full).await;
+        assert!(report["redis_benchmark"]["throughput"].as_f64().unwrap() > 0.0, "{report}");
+        assert!(report["ratio"].as_f64().unwrap() > 0.0, "{report}");
+        assert!(report["redis_benchmark"]["command"].as_str().unwrap().contains("EVALSHA"));
+    }
+}
