@@ -139,25 +139,36 @@ async fn handoff(args: &BenchArgs, pool: &Pool) -> Report {
 /// on `--concurrency` KeepAlive streams; latency is one renewal's round trip.
 async fn keepalive(args: &BenchArgs, pool: &Pool) -> Result<Report, CliError> {
     let ttl_ms = args.lease_ttl.as_millis() as i64;
-    let mut leases = Vec::with_capacity(args.leases);
-    let mut c = LockServiceClient::new(pool.channel(0));
-    for i in 0..args.leases {
-        let lease = c.grant(pool.request(GrantRequest { ttl_ms, owner: "bench".into() })).await?.into_inner().lease_id;
-        let req = AcquireRequest { name: format!("bench-ka-{i}"), lease_id: lease.clone(), ..Default::default() };
-        c.acquire(pool.request(req)).await?;
-        leases.push(lease);
-    }
-    let streams = args.concurrency.clamp(1, leases.len().max(1));
+    let streams = args.concurrency.clamp(1, args.leases.max(1));
+    // Each stream grants its own leases, then renews them; granting them all
+    // first would let the first ones expire before renewals start.
+    let setup = |s: usize| {
+        let pool = pool.clone();
+        let count = (args.leases + streams - 1 - s) / streams;
+        async move {
+            let mut c = LockServiceClient::new(pool.channel(s));
+            let mut mine = Vec::with_capacity(count);
+            for i in 0..count {
+                let lease =
+                    c.grant(pool.request(GrantRequest { ttl_ms, owner: "bench".into() })).await?.into_inner().lease_id;
+                let name = format!("bench-ka-{s}-{i}");
+                c.acquire(pool.request(AcquireRequest { name, lease_id: lease.clone(), ..Default::default() })).await?;
+                mine.push(lease);
+            }
+            Ok::<_, tonic::Status>(mine)
+        }
+    };
     let interval = Duration::from_millis((ttl_ms / 3).max(1) as u64);
     let start = Instant::now() + args.warmup;
     let deadline = start + args.duration;
     let mut tasks = Vec::new();
     for s in 0..streams {
-        let mine: Vec<String> = leases.iter().skip(s).step_by(streams).cloned().collect();
         let pool = pool.clone();
+        let setup = setup(s);
         tasks.push(tokio::spawn(async move {
             let mut latency = Histogram::<u64>::new(3).expect("valid");
             let mut errors = 0u64;
+            let Ok(mine) = setup.await else { return (latency, 1) };
             let (tx, rx) = mpsc::channel(mine.len().max(1));
             let mut c = LockServiceClient::new(pool.channel(s));
             let Ok(reply) = c.keep_alive(ReceiverStream::new(rx)).await else { return (latency, 1) };
@@ -485,18 +496,21 @@ async fn pubsub(args: &BenchArgs, pool: &Pool) -> Result<Report, CliError> {
             let mut stream = reply.into_inner();
             let _ = stream.next().await; // Subscribed
             let _ = ready_tx.send(true);
-            loop {
-                let next = tokio::time::timeout_at(deadline, stream.next()).await;
-                let Ok(Some(Ok(event))) = next else { break };
-                if let Some(pb::subscribe_response::Event::Message(m)) = event.event {
-                    if m.payload.as_ref() == b"end" {
-                        break;
-                    }
-                    if let Some(sent) = std::str::from_utf8(&m.payload).ok().and_then(|t| t.parse::<u64>().ok()) {
-                        let _ = latency.record(now_us().saturating_sub(sent));
+            // One deadline for the whole stream: a timer per message would
+            // cost more than the message at 10k subscribers.
+            let _ = tokio::time::timeout_at(deadline, async {
+                while let Some(Ok(event)) = stream.next().await {
+                    if let Some(pb::subscribe_response::Event::Message(m)) = event.event {
+                        if m.payload.as_ref() == b"end" {
+                            break;
+                        }
+                        if let Some(sent) = std::str::from_utf8(&m.payload).ok().and_then(|t| t.parse::<u64>().ok()) {
+                            let _ = latency.record(now_us().saturating_sub(sent));
+                        }
                     }
                 }
-            }
+            })
+            .await;
             latency
         }));
     }
