@@ -296,6 +296,15 @@ pub async fn run(client: &ClientArgs, args: BenchArgs) -> Result<std::process::E
     if args.concurrency == 0 || args.connections == 0 {
         return Err(CliError::Usage("--concurrency and --connections must be at least 1".into()));
     }
+    let one_script = matches!(
+        args.scenario,
+        Scenario::Ratelimit | Scenario::BoardSubmit | Scenario::BoardTop | Scenario::BoardAround
+    );
+    if args.vs_redis && !one_script {
+        // A lock cycle is two scripts, keepalive a stream, pub/sub a fan-out:
+        // redis-benchmark has no single command to compare them with.
+        return Err(CliError::Usage("--vs-redis applies to ratelimit and board-* (one script per request)".into()));
+    }
     if args.vs_redis && args.redis_url.is_none() {
         return Err(CliError::Usage("--vs-redis needs --redis-url (the Redis coord uses)".into()));
     }
