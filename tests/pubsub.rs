@@ -6,32 +6,13 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use coord::pb::{
-    ChannelMode, PublishBatchRequest, PublishRequest, PublishResponse, SubscribeRequest, subscribe_response::Event,
-};
+use coord::pb::{ChannelMode, PublishBatchRequest, PublishRequest, SubscribeRequest, subscribe_response::Event};
 use support::{
     redis::{RedisCluster, RedisServer},
     serving_with,
-    subscriber::{Client, Sub, channel},
+    subscriber::{Sub, channel, config, publish},
 };
 use tonic::Code;
-
-fn config(url: &str) -> coord::config::Config {
-    let mut config = support::config(url);
-    config.pubsub.recoverable_prefixes = vec!["r.".into()];
-    config
-}
-
-async fn publish(c: &mut Client, channel: &str, payload: &str) -> PublishResponse {
-    c.publish(PublishRequest {
-        channel: channel.into(),
-        payload: payload.as_bytes().to_vec().into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap_or_else(|e| panic!("publish to {channel}: {e}"))
-    .into_inner()
-}
 
 #[tokio::test]
 async fn ephemeral_messages_reach_every_subscriber_in_order_with_headers() {

@@ -14,29 +14,12 @@ use std::{
     time::Duration,
 };
 
-use coord::pb::{PublishRequest, PublishResponse, subscribe_response::Event};
+use coord::pb::{PublishRequest, subscribe_response::Event};
 use support::{
     redis::RedisServer,
     serving_with,
-    subscriber::{Client, Sub, channel},
+    subscriber::{Sub, channel, config, publish},
 };
-
-fn config(url: &str) -> coord::config::Config {
-    let mut config = support::config(url);
-    config.pubsub.recoverable_prefixes = vec!["r.".into()];
-    config
-}
-
-async fn publish(c: &mut Client, channel: &str, payload: &str) -> PublishResponse {
-    c.publish(PublishRequest {
-        channel: channel.into(),
-        payload: payload.as_bytes().to_vec().into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap_or_else(|e| panic!("publish to {channel}: {e}"))
-    .into_inner()
-}
 
 #[tokio::test]
 async fn the_recovery_table() {

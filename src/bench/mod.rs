@@ -133,6 +133,27 @@ pub struct RedisFigures {
 }
 
 impl Report {
+    /// `latency` measured over `seconds`, no errors yet.
+    pub fn new(scenario: Scenario, unit: &'static str, latency: Histogram<u64>, seconds: f64) -> Report {
+        Report {
+            scenario,
+            unit,
+            requests: latency.len(),
+            seconds,
+            latency,
+            errors: BTreeMap::new(),
+            notes: BTreeMap::new(),
+            redis: None,
+        }
+    }
+
+    /// Counts `n` errors of `kind` (nothing when 0).
+    pub fn error(&mut self, kind: &str, n: u64) {
+        if n > 0 {
+            *self.errors.entry(kind.to_owned()).or_default() += n;
+        }
+    }
+
     pub fn throughput(&self) -> f64 {
         if self.seconds > 0.0 { self.requests as f64 / self.seconds } else { 0.0 }
     }
@@ -249,17 +270,23 @@ where
         }
     }
     progress.abort();
-    let seconds = ended.saturating_duration_since(warm_until).as_secs_f64();
-    Report {
-        scenario: args.scenario,
-        unit,
-        requests: latency.len(),
-        seconds,
-        latency,
-        errors,
-        notes: BTreeMap::new(),
-        redis: None,
+    let mut report =
+        Report::new(args.scenario, unit, latency, ended.saturating_duration_since(warm_until).as_secs_f64());
+    report.errors = errors;
+    report
+}
+
+/// Merges the (latency, error count) of worker tasks.
+pub async fn gather(tasks: Vec<tokio::task::JoinHandle<(Histogram<u64>, u64)>>) -> (Histogram<u64>, u64) {
+    let mut latency = Histogram::<u64>::new(3).expect("3 significant digits is valid");
+    let mut errors = 0;
+    for task in tasks {
+        if let Ok((h, e)) = task.await {
+            let _ = latency.add(h);
+            errors += e;
+        }
     }
+    (latency, errors)
 }
 
 /// A progress line on a terminal (stderr), once a second.

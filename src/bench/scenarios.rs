@@ -15,7 +15,7 @@ use serde_json::json;
 use tokio::{sync::mpsc, time::Instant};
 use tokio_stream::{StreamExt as _, wrappers::ReceiverStream};
 
-use super::{Algo, BenchArgs, Pool, Report, Scenario, code, drive, redis_benchmark};
+use super::{Algo, BenchArgs, Pool, Report, Scenario, code, drive, gather, redis_benchmark};
 use crate::{
     cli::CliError,
     leaderboard::codec,
@@ -110,27 +110,9 @@ async fn handoff(args: &BenchArgs, pool: &Pool) -> Report {
             (latency, errors)
         }));
     }
-    let mut latency = Histogram::<u64>::new(3).expect("valid");
-    let mut errors = 0;
-    for w in workers {
-        if let Ok((h, e)) = w.await {
-            let _ = latency.add(h);
-            errors += e;
-        }
-    }
-    let mut report = Report {
-        scenario: args.scenario,
-        unit: "handoffs",
-        requests: latency.len(),
-        seconds: args.duration.as_secs_f64(),
-        latency,
-        errors: Default::default(),
-        notes: Default::default(),
-        redis: None,
-    };
-    if errors > 0 {
-        report.errors.insert("Failed".into(), errors);
-    }
+    let (latency, errors) = gather(workers).await;
+    let mut report = Report::new(args.scenario, "handoffs", latency, args.duration.as_secs_f64());
+    report.error("Failed", errors);
     report.notes.insert("waiters", json!(args.concurrency.saturating_sub(1)));
     report
 }
@@ -198,27 +180,9 @@ async fn keepalive(args: &BenchArgs, pool: &Pool) -> Result<Report, CliError> {
             (latency, errors)
         }));
     }
-    let mut latency = Histogram::<u64>::new(3).expect("valid");
-    let mut errors = 0;
-    for t in tasks {
-        if let Ok((h, e)) = t.await {
-            let _ = latency.add(h);
-            errors += e;
-        }
-    }
-    let mut report = Report {
-        scenario: args.scenario,
-        unit: "renewals",
-        requests: latency.len(),
-        seconds: args.duration.as_secs_f64(),
-        latency,
-        errors: Default::default(),
-        notes: Default::default(),
-        redis: None,
-    };
-    if errors > 0 {
-        report.errors.insert("LeaseLostOrStreamFailed".into(), errors);
-    }
+    let (latency, errors) = gather(tasks).await;
+    let mut report = Report::new(args.scenario, "renewals", latency, args.duration.as_secs_f64());
+    report.error("LeaseLostOrStreamFailed", errors);
     report.notes.insert("leases", json!(args.leases));
     report.notes.insert("streams", json!(streams));
     Ok(report)
@@ -491,7 +455,7 @@ async fn pubsub(args: &BenchArgs, pool: &Pool) -> Result<Report, CliError> {
             };
             let Ok(reply) = c.subscribe(pool.request(req)).await else {
                 let _ = ready_tx.send(false);
-                return latency;
+                return (latency, 1);
             };
             let mut stream = reply.into_inner();
             let _ = stream.next().await; // Subscribed
@@ -511,7 +475,7 @@ async fn pubsub(args: &BenchArgs, pool: &Pool) -> Result<Report, CliError> {
                 }
             })
             .await;
-            latency
+            (latency, 0)
         }));
     }
     drop(ready_tx);
@@ -540,33 +504,12 @@ async fn pubsub(args: &BenchArgs, pool: &Pool) -> Result<Report, CliError> {
     }
     let end = PublishRequest { channel: "bench".into(), payload: b"end".to_vec().into(), ..Default::default() };
     c.publish(pool.request(end)).await?;
-    let mut latency = Histogram::<u64>::new(3).expect("valid");
-    for s in subscribers {
-        if let Ok(h) = s.await {
-            let _ = latency.add(h);
-        }
-    }
-    let seconds = start.elapsed().as_secs_f64();
-    let mut report = Report {
-        scenario: args.scenario,
-        unit: "deliveries",
-        requests: latency.len(),
-        seconds,
-        latency,
-        errors: Default::default(),
-        notes: Default::default(),
-        redis: None,
-    };
+    let (latency, _) = gather(subscribers).await;
+    let mut report = Report::new(args.scenario, "deliveries", latency, start.elapsed().as_secs_f64());
     let expected = publishes * (args.subscribers - failed) as u64;
-    if report.requests < expected {
-        report.errors.insert("NotDelivered".into(), expected - report.requests);
-    }
-    if errors > 0 {
-        report.errors.insert("PublishFailed".into(), errors);
-    }
-    if failed > 0 {
-        report.errors.insert("SubscribeFailed".into(), failed as u64);
-    }
+    report.error("NotDelivered", expected.saturating_sub(report.requests));
+    report.error("PublishFailed", errors);
+    report.error("SubscribeFailed", failed as u64);
     report.notes.insert("subscribers", json!(args.subscribers));
     report.notes.insert("publishes", json!(publishes));
     Ok(report)

@@ -151,8 +151,8 @@ struct Retry {
 }
 
 /// A script's answer: done, or retry with fresh settings or Redis's time.
-enum Attempt<T> {
-    Done(T),
+enum Attempt {
+    Done,
     Stale,
     Period(i64),
 }
@@ -308,12 +308,12 @@ impl Leaderboards {
         Retry { fresh: false, now: self.now_ms(), tries: 0 }
     }
 
-    /// Some(value) when `attempt` is done; None to go again with fresh
-    /// settings or Redis's time.
-    fn settle<T>(&self, retry: &mut Retry, name: &Name, attempt: Attempt<T>) -> Result<Option<T>> {
+    /// True when `attempt` is done; false to go again with fresh settings
+    /// or Redis's time.
+    fn settle(&self, retry: &mut Retry, name: &Name, attempt: Attempt) -> Result<bool> {
         retry.tries += 1;
         match attempt {
-            Attempt::Done(value) => return Ok(Some(value)),
+            Attempt::Done => return Ok(true),
             Attempt::Stale => retry.fresh = true,
             Attempt::Period(redis_now) => {
                 let local = retry.now - self.clock_offset_ms.load(Ordering::Relaxed);
@@ -327,7 +327,7 @@ impl Leaderboards {
                 name.as_str()
             )));
         }
-        Ok(None)
+        Ok(false)
     }
 
     /// The instance a read selects.
@@ -397,9 +397,9 @@ impl Leaderboards {
             let attempt = match string(at(&items, 0)?)?.as_str() {
                 "stale" => Attempt::Stale,
                 "period" => Attempt::Period(int(at(&items, 1)?)?),
-                _ => Attempt::Done(()),
+                _ => Attempt::Done,
             };
-            if self.settle(&mut retry, name, attempt)?.is_some() {
+            if self.settle(&mut retry, name, attempt)? {
                 return Ok((board, instances, items));
             }
         }
@@ -433,8 +433,8 @@ impl Leaderboards {
                 })
                 .await?;
             let items = into_array(reply)?;
-            let attempt = if string(at(&items, 0)?)? == "stale" { Attempt::Stale } else { Attempt::Done(()) };
-            if self.settle(&mut retry, name, attempt)?.is_some() {
+            let attempt = if string(at(&items, 0)?)? == "stale" { Attempt::Stale } else { Attempt::Done };
+            if self.settle(&mut retry, name, attempt)? {
                 return Ok((board, instance, items));
             }
         }

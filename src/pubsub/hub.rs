@@ -6,9 +6,9 @@
 //! and routes each message to the bounded queue of every subscriber of its
 //! channel or pattern. Routing never waits: a subscriber whose queue is full
 //! (messages or bytes) is cut off and removed, so a slow subscriber can
-//! never slow the others or the reader. When the connection drops, every
-//! subscriber is told (`Input::Lost`), the task reconnects with backoff,
-//! subscribes everything again and tells them (`Input::Restored`).
+//! never slow the others or the reader. When the connection drops, the task
+//! reconnects with backoff, subscribes everything again and tells every
+//! subscriber (`Input::Restored`): messages may have been missed meanwhile.
 
 use std::{
     collections::HashMap,
@@ -33,9 +33,8 @@ use crate::{
 #[derive(Debug, Clone)]
 pub enum Input {
     Message(Arc<Delivery>),
-    /// The Redis subscription dropped: messages may be missed from here.
-    Lost,
-    /// It is back.
+    /// The Redis subscription dropped and is back: messages published in
+    /// between may have been missed.
     Restored,
 }
 
@@ -231,7 +230,6 @@ impl Task {
                         return;
                     }
                     self.connected.store(false, Ordering::Relaxed);
-                    self.broadcast(Input::Lost);
                     tracing::warn!("pub/sub connection lost; reconnecting");
                 }
                 Ok(Err(e)) => tracing::debug!(error = %e, "pub/sub connect failed"),

@@ -396,7 +396,6 @@ impl Subscription {
                     self.sub.queued_bytes.fetch_sub(d.size, Ordering::Relaxed);
                     self.accept(d).await
                 }
-                Some(Input::Lost) => Ok(()),
                 Some(Input::Restored) => self.restored().await,
             };
             if let Err(e) = result {

@@ -1,15 +1,29 @@
-//! A PubSubService subscriber for tests: the stream with timeouts and
-//! helpers that skip heartbeats.
+//! PubSubService test helpers: a configuration with recoverable `r.`
+//! channels, publishing, and a subscriber stream with timeouts and helpers
+//! that skip heartbeats.
 
 use std::time::Duration;
 
 use coord::pb::{
-    ChannelSubscription, Message, Recovery, StreamPosition, SubscribeRequest, Subscribed,
-    pub_sub_service_client::PubSubServiceClient, subscribe_response::Event,
+    ChannelSubscription, Message, PublishRequest, PublishResponse, Recovery, StreamPosition, SubscribeRequest,
+    Subscribed, pub_sub_service_client::PubSubServiceClient, subscribe_response::Event,
 };
 use tonic::{Status, Streaming, transport::Channel};
 
 pub type Client = PubSubServiceClient<Channel>;
+
+/// A test configuration in which channels starting with `r.` are recoverable.
+pub fn config(url: &str) -> coord::config::Config {
+    let mut config = super::config(url);
+    config.pubsub.recoverable_prefixes = vec!["r.".into()];
+    config
+}
+
+pub async fn publish(c: &mut Client, channel: &str, payload: &str) -> PublishResponse {
+    let req =
+        PublishRequest { channel: channel.into(), payload: payload.as_bytes().to_vec().into(), ..Default::default() };
+    c.publish(req).await.unwrap_or_else(|e| panic!("publish to {channel}: {e}")).into_inner()
+}
 
 pub fn channel(name: &str, since: Option<(u64, &str)>) -> ChannelSubscription {
     ChannelSubscription {
