@@ -2,24 +2,26 @@
 #   make run   installs redis-server if missing, builds, and starts coord on its
 #              embedded Redis (gRPC :50051, metrics :9090). Set COORD_REDIS_URL to
 #              use an existing Redis instead (then nothing is installed).
-#   make test  installs redis-server/redis-cli and buf if missing, then runs every
-#              check: formatting, clippy, the whole test suite, buf lint.
+#   make test  installs what it needs if missing (redis-server/redis-cli, buf,
+#              the Python and Node gRPC clients, grpcurl), then runs every
+#              check: formatting, clippy, the Rust test suite, buf lint and
+#              breaking-change check, and the interop suite (tests/interop/).
 
 CARGO ?= cargo
 BUF := .venv/bin/buf
 
-.PHONY: run test deps-run deps-test fmt-check clippy cargo-test proto-lint
+.PHONY: run test deps-run deps-test fmt-check clippy cargo-test proto-lint proto-breaking interop
 
 run: deps-run
 	$(CARGO) run --release --locked -- serve
 
-test: deps-test fmt-check clippy cargo-test proto-lint
+test: deps-test fmt-check clippy cargo-test proto-lint proto-breaking interop
 
 deps-run:
 	@if [ -z "$$COORD_REDIS_URL" ]; then ./scripts/install-deps.sh redis; fi
 
 deps-test:
-	./scripts/install-deps.sh redis buf
+	./scripts/install-deps.sh redis buf interop
 
 fmt-check:
 	$(CARGO) fmt --check
@@ -32,3 +34,12 @@ cargo-test:
 
 proto-lint:
 	$(BUF) lint
+
+proto-breaking:
+	BUF=$(BUF) ./scripts/proto-breaking.sh
+
+# Python (grpcio) and Node (@grpc/grpc-js) clients and grpcurl against a
+# live coord (the debug binary) on a real redis-server.
+interop:
+	$(CARGO) build --locked --bin coord
+	.venv/bin/python -m pytest tests/interop -q

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what `make run` / `make test` need and are missing, and says how
 # to install it by hand when it may not (not root, no passwordless sudo).
-#   redis  redis-server + redis-cli (Debian packages redis-server redis-tools)
-#   buf    buf 1.75.0 from PyPI (buf-bin) into .venv/
+#   redis    redis-server + redis-cli (Debian packages redis-server redis-tools)
+#   buf      buf 1.75.0 from PyPI (buf-bin) into .venv/
+#   interop  grpcio, grpcio-tools, pytest and grpcurl (PyPI) into .venv/, and
+#            @grpc/grpc-js + @grpc/proto-loader (npm) into tests/interop/
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +24,10 @@ apt_install() {
   fi
 }
 
+venv() {
+  [ -x .venv/bin/python ] || python3 -m venv .venv || { apt_install python3-venv && python3 -m venv .venv; }
+}
+
 for what in "$@"; do
   case "$what" in
     redis)
@@ -32,8 +38,22 @@ for what in "$@"; do
     buf)
       if [ ! -x .venv/bin/buf ]; then
         echo "installing buf 1.75.0 (PyPI buf-bin) into .venv" >&2
-        python3 -m venv .venv || { apt_install python3-venv && python3 -m venv .venv; }
+        venv
         .venv/bin/pip install -q --disable-pip-version-check buf-bin==1.75.0
+      fi
+      ;;
+    interop)
+      if [ ! -x .venv/bin/grpcurl ] || ! .venv/bin/python -c 'import grpc_tools, grpc_health, pytest' 2>/dev/null; then
+        echo "installing grpcio, grpcio-tools, pytest and grpcurl (PyPI) into .venv" >&2
+        venv
+        .venv/bin/pip install -q --disable-pip-version-check -r tests/interop/requirements.txt
+      fi
+      if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+        apt_install nodejs npm
+      fi
+      if [ ! -d tests/interop/node_modules/@grpc/grpc-js ] || [ ! -d tests/interop/node_modules/@grpc/proto-loader ]; then
+        echo "installing @grpc/grpc-js and @grpc/proto-loader (npm) into tests/interop" >&2
+        (cd tests/interop && npm ci --no-audit --no-fund --loglevel=error)
       fi
       ;;
     *) echo "unknown dependency: $what" >&2; exit 2 ;;

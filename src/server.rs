@@ -68,9 +68,15 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
 }
 
-/// Every coord service's fully-qualified name, for health.
-pub const SERVICES: &[&str] =
-    &["coord.v1.AdminService", "coord.v1.LeaderboardService", "coord.v1.LockService", "coord.v1.RateLimitService"];
+/// Every coord service's fully-qualified name, for health. Taken from the
+/// generated servers so that a new service cannot be left out by a typo.
+pub const SERVICES: &[&str] = &[
+    pb::admin_service_server::SERVICE_NAME,
+    pb::leaderboard_service_server::SERVICE_NAME,
+    pb::lock_service_server::SERVICE_NAME,
+    pb::pub_sub_service_server::SERVICE_NAME,
+    pb::rate_limit_service_server::SERVICE_NAME,
+];
 
 /// Runs coord on `listener` until `signal` resolves, then drains within
 /// the configured grace period.
