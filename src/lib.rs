@@ -10,6 +10,7 @@
 //! - [`metrics`]: Prometheus endpoint and the per-RPC tower layer.
 //! - [`redis`]: pools, script registry, key builder, embedded redis-server.
 //! - one module per service: [`admin`], [`lock`], [`ratelimit`], [`leaderboard`], [`pubsub`].
+//! - [`client`]: the Rust client library: `LockClient` and its lease-keeping `LockGuard`.
 //! - [`cli`], [`bench`]: the `coord` client subcommands and the bench tool.
 //! - [`pb`]: generated protobuf code only.
 
@@ -18,6 +19,7 @@
 pub mod admin;
 pub mod bench;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod context;
 pub mod error;

@@ -4,14 +4,15 @@ use std::{process::ExitCode, time::Duration};
 
 use clap::Subcommand;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
-use tokio_stream::{StreamExt as _, wrappers::ReceiverStream};
 use tonic::transport::Channel;
 
 use super::{CliError, ClientArgs};
-use crate::pb::{
-    AcquireRequest, AcquireStatus, DescribeRequest, ForceReleaseRequest, KeepAliveRequest, ListRequest, LockInfo,
-    LockLostReason, PageRequest, ReleaseRequest, keep_alive_response::Event, lock_service_client::LockServiceClient,
+use crate::{
+    client::{ClientError, LockClient, LockOptions},
+    pb::{
+        DescribeRequest, ForceReleaseRequest, ListRequest, LockInfo, PageRequest, ReleaseRequest,
+        lock_service_client::LockServiceClient,
+    },
 };
 
 type Client = LockServiceClient<Channel>;
@@ -63,11 +64,12 @@ pub enum LockCommand {
 pub const LOST_EXIT: u8 = 75;
 
 pub async fn run(args: &ClientArgs, command: LockCommand) -> Result<ExitCode, CliError> {
-    let mut c = Client::new(args.channel().await?);
+    let channel = args.channel().await?;
+    let mut c = Client::new(channel.clone());
     let value = match command {
-        LockCommand::Acquire { name, ttl, wait } => return hold(args, &mut c, &name, ttl, wait, None).await,
+        LockCommand::Acquire { name, ttl, wait } => return hold(args, channel, &name, ttl, wait, None).await,
         LockCommand::Run { name, ttl, wait, command } => {
-            return hold(args, &mut c, &name, ttl, wait, Some(command)).await;
+            return hold(args, channel, &name, ttl, wait, Some(command)).await;
         }
         LockCommand::Describe { name } => {
             let lock = c.describe(args.request(DescribeRequest { name })).await?.into_inner().lock;
@@ -108,75 +110,44 @@ fn info(l: LockInfo) -> Value {
     })
 }
 
-/// Acquires, keeps the lease alive, and either waits for Ctrl-C or runs
-/// `command`; releases at the end.
+/// Acquires with a [`LockClient`], whose guard keeps the lease alive, and
+/// either waits for Ctrl-C or runs `command`; releases at the end.
 async fn hold(
     args: &ClientArgs,
-    c: &mut Client,
+    channel: Channel,
     name: &str,
     ttl: Duration,
     wait: Duration,
     command: Option<Vec<String>>,
 ) -> Result<ExitCode, CliError> {
+    let client = LockClient::new(channel).with_namespace(&args.namespace).map_err(cli_error)?;
     let owner = format!("coord-cli@{}", hostname());
-    let mut request = args.request(AcquireRequest {
-        name: name.to_owned(),
-        ttl_ms: ttl.as_millis() as i64,
-        wait_ms: wait.as_millis() as i64,
-        owner,
-        ..Default::default()
-    });
-    request.set_timeout(args.timeout + wait);
-    let got = c.acquire(request).await?.into_inner();
-    if got.status() != AcquireStatus::Acquired {
-        eprintln!("coord: lock {name:?} not acquired (held by {:?} for {} ms more)", got.holder_owner, got.ttl_ms);
-        return Ok(ExitCode::from(1));
-    }
-    let lease = got.lease_id.clone();
-    let acquired = json!({ "name": name, "fencing_token": got.fencing_token, "ttl_ms": got.ttl_ms, "lease_id": lease });
-    match (&command, args.output) {
-        // Under `run`, stdout belongs to the command: report on stderr.
-        (Some(_), _) => eprintln!("coord: holding {name:?} with fencing token {}", got.fencing_token),
-        (None, _) => args.print(&acquired),
-    }
-
-    // The keepalive stream: renew every third of the TTL.
-    let (tx, rx) = mpsc::channel(4);
-    let mut events = c.keep_alive(ReceiverStream::new(rx)).await?.into_inner();
-    let interval = Duration::from_millis(got.ttl_ms.max(300) as u64 / 3);
-    let renew = {
-        let lease = lease.clone();
-        tokio::spawn(async move {
-            loop {
-                if tx.send(KeepAliveRequest { lease_id: lease.clone() }).await.is_err() {
-                    return;
-                }
-                tokio::time::sleep(interval).await;
-            }
-        })
-    };
-    let lost = async {
-        while let Some(event) = events.next().await {
-            match event.map(|e| e.event) {
-                Ok(Some(Event::LockLost(l))) => {
-                    return format!(
-                        "lock lost: {}",
-                        LockLostReason::try_from(l.reason).unwrap_or_default().as_str_name()
-                    );
-                }
-                Ok(Some(Event::Renewed(r))) if r.ttl_ms <= 0 => return "lease expired".to_owned(),
-                Ok(_) => {}
-                Err(status) => return format!("keepalive failed: {}", status.message()),
-            }
+    let options = LockOptions { ttl, wait, owner, timeout: args.timeout, ..Default::default() };
+    let guard = match client.lock(name, options).await {
+        Ok(guard) => guard,
+        Err(ClientError::NotAcquired { holder_owner, holder_ttl, .. }) => {
+            eprintln!(
+                "coord: lock {name:?} not acquired (held by {holder_owner:?} for {} ms more)",
+                holder_ttl.as_millis()
+            );
+            return Ok(ExitCode::from(1));
         }
-        "keepalive stream ended".to_owned()
+        Err(e) => return Err(cli_error(e)),
     };
+    let token = guard.fencing_token();
+    match &command {
+        // Under `run`, stdout belongs to the command: report on stderr.
+        Some(_) => eprintln!("coord: holding {name:?} with fencing token {token}"),
+        None => args.print(&json!({
+            "name": name, "fencing_token": token, "ttl_ms": guard.ttl().as_millis() as u64, "lease_id": guard.lease_id(),
+        })),
+    }
 
     let code = match command {
         None => {
             tokio::select! {
-                reason = lost => {
-                    eprintln!("coord: {reason}");
+                lost = guard.lost() => {
+                    eprintln!("coord: lock lost: {lost}");
                     ExitCode::from(LOST_EXIT)
                 }
                 _ = tokio::signal::ctrl_c() => ExitCode::SUCCESS,
@@ -189,18 +160,26 @@ async fn hold(
                     let status = status?;
                     ExitCode::from(status.code().map(|c| c as u8).unwrap_or(1))
                 }
-                reason = lost => {
-                    eprintln!("coord: {reason}; killing the command");
+                lost = guard.lost() => {
+                    eprintln!("coord: lock lost: {lost}; killing the command");
                     let _ = child.kill().await;
                     ExitCode::from(LOST_EXIT)
                 }
             }
         }
     };
-    renew.abort();
     // Best effort: a lost lock answers NOT_HELD or HELD_BY_OTHER.
-    let _ = c.release(args.request(ReleaseRequest { name: name.to_owned(), lease_id: lease })).await;
+    let _ = guard.release().await;
     Ok(code)
+}
+
+fn cli_error(e: ClientError) -> CliError {
+    match e {
+        ClientError::Status(status) => CliError::Status(status),
+        ClientError::Connect(e) => CliError::Connect(e),
+        ClientError::InvalidArgument(message) => CliError::Usage(message),
+        other @ ClientError::NotAcquired { .. } => CliError::Usage(other.to_string()),
+    }
 }
 
 fn hostname() -> String {

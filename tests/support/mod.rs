@@ -80,6 +80,35 @@ impl Coord {
         Coord { addr, channel, stop: Some(stop), task: Some(task) }
     }
 
+    /// Starts coord on `addr`, e.g. where a coord that was shut down
+    /// listened (a restart in place), retrying the bind briefly while the
+    /// old socket goes away; waits until it reports SERVING.
+    pub async fn serving_at(config: Config, addr: SocketAddr) -> Coord {
+        let mut tries = 0;
+        let listener = loop {
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(listener) => break listener,
+                Err(_) if tries < 50 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("bind coord listener on {addr}: {e}"),
+            }
+        };
+        let backend = Backend::connect(&config, false).expect("backend config");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            server::serve(&config, backend, listener, async move {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        let channel = Channel::from_shared(format!("http://{addr}")).expect("uri").connect_lazy();
+        let coord = Coord { addr, channel, stop: Some(stop), task: Some(task) };
+        coord.wait_health("", ServingStatus::Serving, Duration::from_secs(10)).await;
+        coord
+    }
+
     /// A handle for a coord running elsewhere (another process): clients
     /// only, nothing to shut down.
     pub fn client_only(uri: &str) -> Coord {

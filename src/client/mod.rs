@@ -1,0 +1,407 @@
+//! A Rust client for coord's locks: [`LockClient::lock`] returns a
+//! [`LockGuard`] that keeps the lock's lease alive in the background,
+//! carries the fencing token, tells when the lock is lost, and releases it
+//! when dropped.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//!
+//! use coord::client::{LockClient, LockOptions};
+//!
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = LockClient::connect("http://127.0.0.1:50051").await?.with_namespace("billing")?;
+//! let options = LockOptions { ttl: Duration::from_secs(10), wait: Duration::from_secs(5), ..Default::default() };
+//! let guard = client.lock("nightly-report", options).await?;
+//! // Pass the token to the resource you protect, so that it can refuse a
+//! // stale holder's writes.
+//! let token = guard.fencing_token();
+//! tokio::select! {
+//!     lost = guard.lost() => eprintln!("lock lost ({lost}): stop working"),
+//!     _ = do_the_work(token) => {}
+//! }
+//! guard.release().await?;
+//! # Ok(())
+//! # }
+//! # async fn do_the_work(_token: u64) {}
+//! ```
+//!
+//! A lock is a lease, not mutual exclusion: a holder that stalls past its
+//! TTL loses the lock and may learn of it late. Check [`LockGuard::is_lost`]
+//! or race [`LockGuard::lost`] against your work, and fence writes with the
+//! token.
+
+mod keepalive;
+
+use std::{fmt, time::Duration};
+
+use tokio::{
+    sync::{oneshot, watch},
+    time::Instant,
+};
+use tonic::{
+    Request, Status,
+    metadata::AsciiMetadataValue,
+    transport::{Channel, Endpoint},
+};
+
+use crate::{
+    context::NAMESPACE_HEADER,
+    pb::{AcquireRequest, AcquireStatus, LockLostReason, ReleaseRequest, ReleaseStatus, lock_service_client},
+};
+
+/// Why a client call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Someone else held the lock for the whole wait.
+    #[error("lock {name:?} not acquired: held by {holder_owner:?} for {holder_ttl:?} more")]
+    NotAcquired {
+        name: String,
+        /// The holder's owner label.
+        holder_owner: String,
+        /// The holder's remaining TTL when the wait ran out.
+        holder_ttl: Duration,
+    },
+    /// coord answered with an error (or could not be reached for a call).
+    #[error("coord answered {:?}: {}", .0.code(), .0.message())]
+    Status(#[from] Status),
+    /// [`LockClient::connect`] could not connect.
+    #[error("cannot connect to coord: {0}")]
+    Connect(#[from] tonic::transport::Error),
+    /// An argument was refused before anything was sent.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+}
+
+/// A client of coord's `LockService`. Cheap to clone: clones share the
+/// channel.
+#[derive(Debug, Clone)]
+pub struct LockClient {
+    inner: lock_service_client::LockServiceClient<Channel>,
+    namespace: Option<AsciiMetadataValue>,
+}
+
+impl LockClient {
+    /// A client on an existing channel (set TLS, timeouts and such on the
+    /// channel).
+    pub fn new(channel: Channel) -> Self {
+        LockClient { inner: lock_service_client::LockServiceClient::new(channel), namespace: None }
+    }
+
+    /// Connects to `endpoint`, e.g. `"http://127.0.0.1:50051"`.
+    pub async fn connect<D>(endpoint: D) -> Result<Self, ClientError>
+    where
+        D: TryInto<Endpoint>,
+        D::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let endpoint = Endpoint::new(endpoint)?;
+        Ok(LockClient::new(endpoint.connect().await?))
+    }
+
+    /// Sends every call in namespace `ns` (the `coord-namespace` header);
+    /// without it coord uses `default`. coord validates the name; here it
+    /// only has to be printable ASCII.
+    pub fn with_namespace(mut self, ns: &str) -> Result<Self, ClientError> {
+        let invalid = || ClientError::InvalidArgument(format!("namespace {ns:?}: must be printable ASCII"));
+        if ns.is_empty() || !ns.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(invalid());
+        }
+        self.namespace = Some(AsciiMetadataValue::try_from(ns).map_err(|_| invalid())?);
+        Ok(self)
+    }
+
+    /// The generated client, for calls this module does not wrap. It does
+    /// not add the namespace header: use [`LockClient::request`].
+    pub fn raw(&self) -> lock_service_client::LockServiceClient<Channel> {
+        self.inner.clone()
+    }
+
+    /// A request carrying this client's namespace.
+    pub fn request<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        if let Some(ns) = &self.namespace {
+            request.metadata_mut().insert(NAMESPACE_HEADER, ns.clone());
+        }
+        request
+    }
+
+    /// Acquires lock `name` under a private lease of `options.ttl`,
+    /// waiting up to `options.wait`, and returns a guard that keeps it.
+    ///
+    /// Not getting the lock in time is [`ClientError::NotAcquired`]. A call
+    /// that fails with `UNAVAILABLE` or `DEADLINE_EXCEEDED` is retried up to
+    /// `options.retries` times with the same request id, so a grant whose
+    /// answer was lost is returned by the retry rather than granted twice.
+    pub async fn lock(&self, name: &str, options: LockOptions) -> Result<LockGuard, ClientError> {
+        let ttl_ms = i64::try_from(options.ttl.as_millis()).unwrap_or(i64::MAX);
+        if ttl_ms <= 0 {
+            return Err(ClientError::InvalidArgument(format!("ttl {:?}: must be at least 1 ms", options.ttl)));
+        }
+        let request_id = options.request_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let started = Instant::now();
+        let mut attempt = 0;
+        let mut backoff = Duration::from_millis(100);
+        let (reply, sent, waited) = loop {
+            // A retry waits only for what is left of the wait.
+            let wait = options.wait.saturating_sub(started.elapsed());
+            let mut request = self.request(AcquireRequest {
+                name: name.to_owned(),
+                ttl_ms,
+                wait_ms: i64::try_from(wait.as_millis()).unwrap_or(i64::MAX),
+                owner: options.owner.clone(),
+                request_id: request_id.clone(),
+                ..Default::default()
+            });
+            request.set_timeout(options.timeout.saturating_add(wait));
+            let sent = Instant::now();
+            match self.inner.clone().acquire(request).await {
+                Ok(reply) => break (reply.into_inner(), sent, !wait.is_zero()),
+                Err(status) if attempt < options.retries && retryable(&status) => {
+                    tracing::debug!(lock = name, error = %status.message(), "acquire failed; retrying");
+                    attempt += 1;
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                }
+                Err(status) => return Err(status.into()),
+            }
+        };
+        if reply.status() != AcquireStatus::Acquired {
+            return Err(ClientError::NotAcquired {
+                name: name.to_owned(),
+                holder_owner: reply.holder_owner,
+                holder_ttl: millis(reply.ttl_ms),
+            });
+        }
+        let received = Instant::now();
+        let ttl = millis(reply.ttl_ms);
+        // The lock holds for at least its TTL from the grant. The grant came
+        // after the request was sent; when coord had to wait for the lock,
+        // it answered right after granting, so the answer's arrival is the
+        // estimate. The first renewal, sent at once, replaces it.
+        let granted_at = if waited { received } else { sent };
+        let (state_tx, state) = watch::channel(State::Held);
+        let (stop, stop_rx) = oneshot::channel();
+        let keeper = keepalive::Keeper {
+            client: self.clone(),
+            name: name.to_owned(),
+            lease_id: reply.lease_id.clone(),
+            fencing_token: reply.fencing_token,
+            ttl,
+            confirmed_until: granted_at + ttl,
+            timeout: options.timeout,
+            trouble: None,
+        };
+        tokio::spawn(keeper.run(state_tx, stop_rx));
+        Ok(LockGuard {
+            client: self.clone(),
+            name: name.to_owned(),
+            lease_id: reply.lease_id,
+            fencing_token: reply.fencing_token,
+            ttl,
+            timeout: options.timeout,
+            state,
+            stop: Some(stop),
+        })
+    }
+
+    /// One Release call.
+    async fn release_call(
+        &self,
+        name: &str,
+        lease_id: &str,
+        timeout: Duration,
+    ) -> Result<crate::pb::ReleaseResponse, Status> {
+        let mut request = self.request(ReleaseRequest { name: name.to_owned(), lease_id: lease_id.to_owned() });
+        request.set_timeout(timeout);
+        Ok(self.inner.clone().release(request).await?.into_inner())
+    }
+}
+
+/// Worth retrying with the same request id: the call may not have reached
+/// coord, or its answer may have been lost.
+fn retryable(status: &Status) -> bool {
+    matches!(status.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded)
+}
+
+fn millis(ms: i64) -> Duration {
+    Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+/// How to acquire a lock. Build with struct update syntax:
+/// `LockOptions { wait: Duration::from_secs(5), ..Default::default() }`.
+#[derive(Debug, Clone)]
+pub struct LockOptions {
+    /// The lease TTL, clamped by coord to its bounds (default 1 s … 1 h);
+    /// renewed every third of it. Default 10 s.
+    pub ttl: Duration,
+    /// How long to wait for the lock; zero (the default) tries once.
+    pub wait: Duration,
+    /// Free text shown in Describe, e.g. `"billing-7f9c"`. Default empty.
+    pub owner: String,
+    /// Identifies this logical request so that retries are safe (see
+    /// `AcquireRequest.request_id`); a fresh UUID when `None`.
+    pub request_id: Option<String>,
+    /// Deadline of each call, on top of `wait` for Acquire. Default 10 s.
+    pub timeout: Duration,
+    /// Retries of an Acquire that failed `UNAVAILABLE` or
+    /// `DEADLINE_EXCEEDED`. Default 2.
+    pub retries: u32,
+}
+
+impl Default for LockOptions {
+    fn default() -> Self {
+        LockOptions {
+            ttl: Duration::from_secs(10),
+            wait: Duration::ZERO,
+            owner: String::new(),
+            request_id: None,
+            timeout: Duration::from_secs(10),
+            retries: 2,
+        }
+    }
+}
+
+/// How a lock was lost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lost {
+    /// Why: pushed by coord (`FORCE_RELEASED`, `LEASE_REVOKED`, …) or
+    /// concluded here, `BACKEND_UNAVAILABLE` when coord could not confirm a
+    /// renewal for a whole TTL, `EXPIRED` when the lease ran out.
+    pub reason: LockLostReason,
+    /// The fencing token of the lost grant.
+    pub fencing_token: u64,
+    /// Details for people (may be empty).
+    pub detail: String,
+}
+
+impl fmt::Display for Lost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.reason.as_str_name().trim_start_matches("LOCK_LOST_REASON_"))?;
+        if !self.detail.is_empty() {
+            write!(f, " ({})", self.detail)?;
+        }
+        Ok(())
+    }
+}
+
+/// What the keepalive task reports to the guard.
+#[derive(Debug, Clone)]
+enum State {
+    Held,
+    Lost(Lost),
+    /// The guard stopped the task (released or dropped).
+    Stopped,
+}
+
+/// What the guard asks of the keepalive task when it goes.
+#[derive(Debug)]
+enum Stop {
+    /// Dropped: release the lock on the way out.
+    Release,
+    /// Released explicitly: the guard does it.
+    Quiet,
+}
+
+/// A held lock, kept alive on a KeepAlive stream by a background task
+/// until the guard is released or dropped.
+///
+/// Dropping the guard stops renewing and releases the lock in the
+/// background (best effort: without a running tokio runtime the lease
+/// simply runs out its TTL). [`LockGuard::release`] does it now and
+/// reports the outcome.
+#[derive(Debug)]
+pub struct LockGuard {
+    client: LockClient,
+    name: String,
+    lease_id: String,
+    fencing_token: u64,
+    ttl: Duration,
+    timeout: Duration,
+    state: watch::Receiver<State>,
+    stop: Option<oneshot::Sender<Stop>>,
+}
+
+impl LockGuard {
+    /// The lock's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The private lease holding the lock.
+    pub fn lease_id(&self) -> &str {
+        &self.lease_id
+    }
+
+    /// The grant's fencing token: strictly increasing per lock name across
+    /// grants. Pass it to the resource you protect.
+    pub fn fencing_token(&self) -> u64 {
+        self.fencing_token
+    }
+
+    /// The TTL coord granted (after clamping).
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// True once the lock is known to be lost.
+    pub fn is_lost(&self) -> bool {
+        matches!(*self.state.borrow(), State::Lost(_))
+    }
+
+    /// Resolves when the lock is lost (at once if it already was); never
+    /// while it is held. Can be called any number of times; the future does
+    /// not borrow the guard.
+    pub fn lost(&self) -> impl Future<Output = Lost> + Send + 'static {
+        let mut state = self.state.clone();
+        let fencing_token = self.fencing_token;
+        async move {
+            let lost = match state.wait_for(|s| !matches!(s, State::Held)).await {
+                Ok(s) => match &*s {
+                    State::Lost(lost) => Some(lost.clone()),
+                    // Released or dropped: not lost.
+                    State::Held | State::Stopped => None,
+                },
+                // The task ended while the lock was held (its runtime shut
+                // down): nothing renews it any more.
+                Err(_) => Some(Lost {
+                    reason: LockLostReason::Unspecified,
+                    fencing_token,
+                    detail: "the keepalive task ended".to_owned(),
+                }),
+            };
+            match lost {
+                Some(lost) => lost,
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    /// Stops renewing and releases the lock. After a loss this answers
+    /// `NOT_HELD` (or `HELD_BY_OTHER`), which is harmless.
+    pub async fn release(mut self) -> Result<ReleaseStatus, ClientError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(Stop::Quiet);
+        }
+        let reply = self.client.release_call(&self.name, &self.lease_id, self.timeout).await?;
+        Ok(reply.status())
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        let Some(stop) = self.stop.take() else { return };
+        // The keepalive task releases the lock once it stops renewing, so a
+        // late renewal cannot race the release.
+        if stop.send(Stop::Release).is_ok() {
+            return;
+        }
+        // The task is gone (its runtime shut down): release from here if
+        // this thread runs a tokio runtime; else the lease runs out its TTL.
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let (client, name, lease, timeout) =
+                (self.client.clone(), self.name.clone(), self.lease_id.clone(), self.timeout);
+            handle.spawn(async move {
+                let _ = client.release_call(&name, &lease, timeout).await;
+            });
+        }
+    }
+}
