@@ -1,5 +1,6 @@
 //! The `coord` client subcommands against a live coord: `lock run` releases
-//! after the command and propagates its exit code, kills the command when
+//! after the command and propagates its exit code, refuses to run it while
+//! another holder has the lock, kills the command when
 //! the lock is force-released, `--output json` parses, and `health` exit
 //! codes work as a probe.
 
@@ -10,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use coord::pb::{DescribeRequest, ForceReleaseRequest};
+use coord::pb::{AcquireRequest, AcquireStatus, DescribeRequest, ForceReleaseRequest};
 use support::{Coord, process::coord_command, redis::RedisServer, serving};
 
 fn cli(coord: &Coord, args: &[&str]) -> Command {
@@ -36,6 +37,24 @@ async fn lock_run_releases_after_the_command_and_propagates_its_exit_code() {
     assert!(!lock.unwrap().held, "released when the command ended");
     let ok = run(cli(&coord, &["lock", "run", "nightly", "--", "true"])).await;
     assert_eq!(ok.status.code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_run_exits_1_without_running_the_command_when_the_lock_is_held() {
+    let redis = RedisServer::start();
+    let coord = serving(&redis.url()).await;
+    let held =
+        AcquireRequest { name: "busy".into(), ttl_ms: 30_000, owner: "someone-else".into(), ..Default::default() };
+    let got = coord.locks().acquire(held).await.unwrap().into_inner();
+    assert_eq!(got.status(), AcquireStatus::Acquired);
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("ran");
+    let touch = format!("touch {}", marker.display());
+    let out = run(cli(&coord, &["lock", "run", "busy", "--wait", "200ms", "--", "sh", "-c", &touch])).await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not acquired") && stderr.contains("someone-else"), "{stderr}");
+    assert!(!marker.exists(), "the command must not run without the lock");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
