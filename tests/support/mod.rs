@@ -67,6 +67,11 @@ impl Coord {
 
     pub async fn start_with(config: Config) -> Coord {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind coord listener");
+        Coord::serve_on(config, listener)
+    }
+
+    /// Runs coord on `listener` in this process.
+    fn serve_on(config: Config, listener: tokio::net::TcpListener) -> Coord {
         let addr = listener.local_addr().expect("local addr");
         let backend = Backend::connect(&config, false).expect("backend config");
         let (stop, stopped) = oneshot::channel::<()>();
@@ -95,16 +100,7 @@ impl Coord {
                 Err(e) => panic!("bind coord listener on {addr}: {e}"),
             }
         };
-        let backend = Backend::connect(&config, false).expect("backend config");
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            server::serve(&config, backend, listener, async move {
-                let _ = stopped.await;
-            })
-            .await
-        });
-        let channel = Channel::from_shared(format!("http://{addr}")).expect("uri").connect_lazy();
-        let coord = Coord { addr, channel, stop: Some(stop), task: Some(task) };
+        let coord = Coord::serve_on(config, listener);
         coord.wait_health("", ServingStatus::Serving, Duration::from_secs(10)).await;
         coord
     }
