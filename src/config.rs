@@ -162,11 +162,30 @@ impl RedisConfig {
                 .map(|p| std::fs::read(p).map_err(|e| ConfigError::new(setting, format!("{}: {e}", p.display()))))
                 .transpose()
         };
+        // Checked here rather than at the first connect, where a file with
+        // no certificate in it would only show up as a failed handshake.
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+        let certificates = |setting: &str, pem: &[u8]| -> Result<(), ConfigError> {
+            match CertificateDer::pem_slice_iter(pem).collect::<Result<Vec<_>, _>>() {
+                Ok(certs) if !certs.is_empty() => Ok(()),
+                Ok(_) => Err(ConfigError::new(setting, "no PEM certificate in the file")),
+                Err(e) => Err(ConfigError::new(setting, format!("not a PEM certificate: {e}"))),
+            }
+        };
+        let tls_ca = read("redis.tls_ca_file", &self.tls_ca_file)?;
+        if let Some(pem) = &tls_ca {
+            certificates("redis.tls_ca_file", pem)?;
+        }
         let tls_client = match (
             read("redis.tls_cert_file", &self.tls_cert_file)?,
             read("redis.tls_key_file", &self.tls_key_file)?,
         ) {
-            (Some(cert), Some(key)) => Some((cert, key)),
+            (Some(cert), Some(key)) => {
+                certificates("redis.tls_cert_file", &cert)?;
+                PrivateKeyDer::from_pem_slice(&key)
+                    .map_err(|e| ConfigError::new("redis.tls_key_file", format!("not a PEM private key: {e}")))?;
+                Some((cert, key))
+            }
             _ => None,
         };
         Ok(ConnectOptions {
@@ -175,7 +194,7 @@ impl RedisConfig {
             command_timeout: self.command_timeout,
             username: self.username.clone(),
             password: self.password.clone(),
-            tls_ca: read("redis.tls_ca_file", &self.tls_ca_file)?,
+            tls_ca,
             tls_client,
         })
     }
@@ -325,7 +344,13 @@ impl Default for LockConfig {
 
 const REDACTED: &str = "<redacted>";
 
-fn redact_url(raw: &str) -> String {
+/// True when binding both addresses must fail: one port (not 0, which
+/// picks a free one) on overlapping addresses.
+fn same_port(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() != 0 && a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
+pub(crate) fn redact_url(raw: &str) -> String {
     match url::Url::parse(raw) {
         Ok(mut url) if url.password().is_some() => {
             let _ = url.set_password(Some(REDACTED));
@@ -358,6 +383,11 @@ pub struct ServeArgs {
     /// Print the effective configuration (secrets redacted) and exit.
     #[arg(long)]
     pub print_config: bool,
+    /// Validate the configuration as `serve` would (settings, Redis URLs,
+    /// TLS files, the rate-limit policy file), print a one-line summary and
+    /// exit, without starting Redis, binding ports or connecting anywhere.
+    #[arg(long)]
+    pub check_config: bool,
     /// gRPC listen address [default: 0.0.0.0:50051]
     #[arg(long, env = "COORD_LISTEN")]
     pub listen: Option<SocketAddr>,
@@ -624,6 +654,12 @@ impl Config {
                 "replica acknowledgement is for a single primary, not a cluster",
             ));
         }
+        if self.metrics.enabled && same_port(self.metrics.listen, self.server.listen) {
+            return Err(ConfigError::new(
+                "metrics.listen",
+                format!("{} clashes with server.listen {}", self.metrics.listen, self.server.listen),
+            ));
+        }
         if !(1..=1024).contains(&self.redis.pool_size) {
             return Err(ConfigError::new(
                 "redis.pool_size",
@@ -703,6 +739,19 @@ mod tests {
         let err = config.validate().unwrap_err();
         assert_eq!(err.setting, "redis.url");
         assert!(err.reason.contains("http"), "{err}");
+    }
+
+    #[test]
+    fn metrics_and_grpc_cannot_share_a_port() {
+        let mut config = Config::default();
+        config.metrics.listen = "127.0.0.1:50051".parse().unwrap();
+        assert_eq!(config.validate().unwrap_err().setting, "metrics.listen");
+        config.metrics.enabled = false;
+        config.validate().unwrap();
+        config.metrics.enabled = true;
+        config.metrics.listen = "127.0.0.1:0".parse().unwrap();
+        config.server.listen = "127.0.0.1:0".parse().unwrap();
+        config.validate().unwrap();
     }
 
     #[test]

@@ -86,8 +86,19 @@ async fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if args.check_config {
+        match server::check(&config) {
+            Ok(summary) => println!("coord: {summary}"),
+            Err(e) => {
+                eprintln!("coord: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     if args.print_config {
         print!("{}", config.to_redacted_toml());
+    }
+    if args.check_config || args.print_config {
         return ExitCode::SUCCESS;
     }
     telemetry::init(&config.log);

@@ -25,7 +25,7 @@ use crate::{
     leaderboard, lock,
     metrics::{self, RpcLayer},
     pb, pubsub, ratelimit,
-    redis::{KeyBuilder, Redis, scripts},
+    redis::{KeyBuilder, Redis, Topology, scripts},
 };
 
 /// The backend every service shares.
@@ -78,6 +78,93 @@ pub const SERVICES: &[&str] = &[
     pb::rate_limit_service_server::SERVICE_NAME,
 ];
 
+/// A health entry that is SERVING while the process serves gRPC, whatever
+/// Redis does, and stays so while draining: for a liveness probe, which
+/// must not restart every pod during a Redis outage (readiness uses `""`).
+pub const LIVENESS: &str = "liveness";
+
+/// What `coord serve --check-config` does: everything `serve` derives from
+/// the configuration before it touches the network (TLS files read and
+/// parsed, Redis and Redlock URLs turned into clients, the rate-limit policy
+/// file parsed), without connecting, binding or starting Redis. Returns a
+/// one-line summary.
+pub fn check(config: &Config) -> Result<String, ServeError> {
+    let mut redis = if config.redis.embedded() {
+        let binary = &config.redis.embedded_binary;
+        if !executable_exists(binary) {
+            return Err(ServeError::Config(format!(
+                "invalid setting redis.embedded_binary: {} not found (no redis.url or redis.cluster set, so coord \
+                 would start its embedded Redis)",
+                binary.display()
+            )));
+        }
+        format!("embedded {} (not started)", binary.display())
+    } else {
+        let backend = Backend::connect(config, false)?;
+        let tls = config.redis.tls_ca_file.is_some() || config.redis.tls_cert_file.is_some();
+        let (what, urls) = match backend.redis.topology() {
+            Topology::Single => ("single node", vec![config.redis.url.clone()]),
+            Topology::Cluster => ("cluster", config.redis.cluster.clone()),
+        };
+        let urls: Vec<String> = urls.iter().map(|u| crate::config::redact_url(u)).collect();
+        format!("{what} {}{}", urls.join(","), if tls { " (TLS files ok)" } else { "" })
+    };
+    if !config.lock.redlock.nodes.is_empty() {
+        let keys = KeyBuilder::new(&config.redis.key_prefix).map_err(|e| ServeError::Config(e.to_string()))?;
+        let channel = lock::Locks::channel_for(&keys);
+        lock::Redlock::connect(&config.lock.redlock, &redlock_options(config)?, &keys, &channel, config.lock.max_ttl)
+            .map_err(redlock_error)?;
+        redis.push_str(&format!("; locks on Redlock ({} nodes)", config.lock.redlock.nodes.len()));
+    }
+    let rl = &config.ratelimit;
+    let policies = match &rl.policy_file {
+        Some(path) => {
+            // As PolicyStore::load reads it at start-up.
+            let n = std::fs::read_to_string(path)
+                .map_err(|e| format!("{}: {e}", path.display()))
+                .and_then(|text| ratelimit::policy::Policies::parse(&text, rl.default_timeout))
+                .map_err(|e| ServeError::Config(format!("invalid setting ratelimit.policy_file: {e}")))?
+                .len();
+            format!("{n} rate-limit policies from {}", path.display())
+        }
+        None => "no rate-limit policy file".to_owned(),
+    };
+    let metrics = match config.metrics.enabled {
+        true => config.metrics.listen.to_string(),
+        false => "off".to_owned(),
+    };
+    Ok(format!(
+        "configuration ok: gRPC {}, metrics {metrics}, redis {redis}, {policies}, health services \"\" {LIVENESS} {}",
+        config.server.listen,
+        SERVICES.join(" ")
+    ))
+}
+
+/// Whether `binary` would be found the way the embedded mode runs it: a
+/// path as given, a bare name on PATH.
+fn executable_exists(binary: &std::path::Path) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    let runnable = |p: &std::path::Path| p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    if binary.components().count() > 1 {
+        return runnable(binary);
+    }
+    std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| runnable(&dir.join(binary))))
+}
+
+/// A node's URL is checked as `redis.url` would be; say which setting it is.
+fn redlock_error(e: crate::error::Error) -> ServeError {
+    ServeError::Config(format!("invalid setting lock.redlock.nodes: {e}"))
+}
+
+/// Redlock nodes share the TLS material (so with TLS files set their URLs
+/// must be rediss:// too) but not the main Redis's
+/// credentials: those come from each node's URL.
+fn redlock_options(config: &Config) -> Result<crate::redis::ConnectOptions, ServeError> {
+    let mut opts = config.redis.connect_options().map_err(|e| ServeError::Config(e.to_string()))?;
+    (opts.username, opts.password) = (None, None);
+    Ok(opts)
+}
+
 /// Runs coord on `listener` until `signal` resolves, then drains within
 /// the configured grace period.
 pub async fn serve(
@@ -121,12 +208,15 @@ pub async fn serve(
     let (redlock, lock_quorum) = match config.lock.redlock.nodes.is_empty() {
         true => (None, None),
         false => {
-            let mut opts = config.redis.connect_options().map_err(|e| ServeError::Config(e.to_string()))?;
-            // Node credentials come from their URLs, not the main Redis's.
-            (opts.username, opts.password) = (None, None);
             let redlock = Arc::new(
-                lock::Redlock::connect(&config.lock.redlock, &opts, &backend.keys, &channel, config.lock.max_ttl)
-                    .map_err(|e| ServeError::Config(e.to_string()))?,
+                lock::Redlock::connect(
+                    &config.lock.redlock,
+                    &redlock_options(config)?,
+                    &backend.keys,
+                    &channel,
+                    config.lock.max_ttl,
+                )
+                .map_err(redlock_error)?,
             );
             for client in redlock.pubsub_clients() {
                 let flag = Arc::new(AtomicBool::new(false));
@@ -162,6 +252,8 @@ pub async fn serve(
 
     let (reporter, health_service) = tonic_health::server::health_reporter();
     set_all(&reporter, ServingStatus::NotServing).await;
+    // Never set NOT_SERVING: it ends with the process (see LIVENESS).
+    reporter.set_service_status(LIVENESS, ServingStatus::Serving).await;
     tokio::spawn(health_loop(
         backend.clone(),
         subscribed,

@@ -98,3 +98,109 @@ fn redlock_needs_at_least_three_nodes_and_no_replica_wait() {
     let text = print_config(&[], &[("COORD_LOCK_REDLOCK_NODES", "redis://u:pw1@a:1,redis://b:1,redis://c:1")]);
     assert!(text.contains("redis://b:1") && !text.contains("pw1"), "{text}");
 }
+
+/// `coord serve --check-config …`: exit code, stdout, stderr.
+fn check_config(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let mut full = vec!["serve", "--check-config"];
+    full.extend_from_slice(args);
+    let out = coord_output(&full, env);
+    (out.status.code(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+}
+
+const POLICIES: &str = r#"
+[policies.api]
+limits = [{ name = "per-second", fixed_window = { limit = 10, window_ms = 1000 } }]
+[policies.login]
+limits = [{ name = "burst", gcra = { rate = 5, period_ms = 60000, burst = 5 } }]
+"#;
+
+#[test]
+fn check_config_accepts_a_good_configuration_without_binding_or_connecting() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    std::fs::write(path("policies.toml"), POLICIES).unwrap();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca = rcgen::CertificateParams::new(vec!["redis".to_owned()]).unwrap().self_signed(&ca_key).unwrap();
+    std::fs::write(path("ca.pem"), ca.pem()).unwrap();
+    // Both ports are taken: binding either would fail the check.
+    let grpc = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let config = format!(
+        "[server]\nlisten = \"{}\"\nshutdown_grace = \"20s\"\n[metrics]\nlisten = \"{}\"\n\
+         [redis]\nurl = \"rediss://redis.invalid:6380\"\ntls_ca_file = \"{}\"\n\
+         [ratelimit]\npolicy_file = \"{}\"\n",
+        grpc.local_addr().unwrap(),
+        metrics.local_addr().unwrap(),
+        path("ca.pem"),
+        path("policies.toml"),
+    );
+    std::fs::write(path("coord.toml"), config).unwrap();
+    let started = std::time::Instant::now();
+    // The host does not resolve and the password comes from the
+    // environment: neither matters without a connection.
+    let (code, stdout, stderr) =
+        check_config(&["--config", &path("coord.toml")], &[("COORD_REDIS_PASSWORD", "s3cret-pass")]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "took {:?}", started.elapsed());
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(stdout.starts_with("coord: configuration ok"), "{stdout}");
+    assert!(stdout.contains("rediss://redis.invalid:6380 (TLS files ok)"), "{stdout}");
+    assert!(stdout.contains("2 rate-limit policies"), "{stdout}");
+    assert!(stdout.contains("liveness") && stdout.contains("coord.v1.LockService"), "{stdout}");
+    assert!(!stdout.contains("s3cret-pass"), "{stdout}");
+
+    // With --print-config it also prints the effective configuration.
+    let (code, stdout, _) = check_config(&["--config", &path("coord.toml"), "--print-config"], &[]);
+    assert_eq!(code, Some(0));
+    assert!(stdout.contains("configuration ok") && stdout.contains("shutdown_grace = \"20s\""), "{stdout}");
+
+    // Redlock nodes and a cluster are parsed too.
+    let (code, stdout, stderr) = check_config(
+        &["--redis-cluster", "redis://a:7000,redis://b:7000", "--redlock-nodes", "redis://x:1,redis://y:1,redis://z:1"],
+        &[],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("cluster redis://a:7000,redis://b:7000; locks on Redlock (3 nodes)"), "{stdout}");
+}
+
+#[test]
+fn check_config_failures_name_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let fails = |args: &[&str], setting: &str| {
+        let (code, stdout, stderr) = check_config(args, &[]);
+        assert_eq!(code, Some(2), "{args:?} passed: {stdout}");
+        assert!(stderr.contains(setting), "{args:?}: expected {setting} in {stderr}");
+        stderr
+    };
+    let url = "--redis-url=redis://127.0.0.1:1";
+
+    // The file denies unknown keys, also misplaced ones, and bad values.
+    std::fs::write(path("typo.toml"), "[redis]\npool_sise = 3\n").unwrap();
+    fails(&["--config", &path("typo.toml")], "pool_sise");
+    std::fs::write(path("misplaced.toml"), "[server]\npool_size = 3\n").unwrap();
+    fails(&["--config", &path("misplaced.toml")], "pool_size");
+    std::fs::write(path("value.toml"), "[server]\nshutdown_grace = \"soon\"\n").unwrap();
+    fails(&["--config", &path("value.toml")], "shutdown_grace");
+    std::fs::write(path("type.toml"), "[redis]\npool_size = \"four\"\n").unwrap();
+    fails(&["--config", &path("type.toml")], "pool_size");
+    fails(&[url, "--shutdown-grace", "11m"], "server.shutdown_grace");
+    fails(&["--redis-url", "redis://[::1"], "redis.url");
+    fails(&[url, "--metrics-addr", "0.0.0.0:50051"], "metrics.listen");
+
+    // What serve reads from other files.
+    std::fs::write(
+        path("policies.toml"),
+        "[policies.api]\nlimits = [{ name = \"s\", fixed_window = { limit = 0, window_ms = 1000 } }]\n",
+    )
+    .unwrap();
+    let err = fails(&[url, "--ratelimit-policy-file", &path("policies.toml")], "ratelimit.policy_file");
+    assert!(err.contains("policies.api.limits[0].fixed_window.limit"), "{err}");
+    fails(&[url, "--ratelimit-policy-file", &path("missing.toml")], "ratelimit.policy_file");
+    std::fs::write(path("ca.pem"), "not a certificate\n").unwrap();
+    fails(&["--redis-url", "rediss://r:6380", "--redis-tls-ca-file", &path("ca.pem")], "redis.tls_ca_file");
+    fails(&["--redis-url", "rediss://r:6380", "--redis-tls-ca-file", &path("missing.pem")], "redis.tls_ca_file");
+
+    // No Redis configured means the embedded mode, which needs its binary.
+    fails(&["--redis-server", &path("no-redis-server")], "redis.embedded_binary");
+}

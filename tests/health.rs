@@ -5,7 +5,10 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use coord::{pb::GetBackendStatusRequest, server::SERVICES};
+use coord::{
+    pb::GetBackendStatusRequest,
+    server::{LIVENESS, SERVICES},
+};
 use support::{Coord, redis::RedisServer};
 use tonic_health::pb::health_check_response::ServingStatus;
 
@@ -38,6 +41,23 @@ async fn health_flips_with_redis_stop_kill_and_return() {
     eprintln!("restart detected in {took:?}");
     // The pool replaced its dead connections: real calls work again.
     coord.admin().get_backend_status(GetBackendStatusRequest {}).await.expect("status after restart");
+    coord.shutdown().await;
+}
+
+/// The Kubernetes liveness probe asks for `liveness`: a Redis outage must
+/// take pods out of service (readiness), not restart them all.
+#[tokio::test]
+async fn liveness_stays_serving_while_redis_is_down() {
+    let redis = RedisServer::start();
+    let coord = Coord::start(&redis.url()).await;
+    coord.wait_health(LIVENESS, ServingStatus::Serving, GENEROUS).await;
+    coord.wait_health("", ServingStatus::Serving, GENEROUS).await;
+    redis.kill();
+    coord.wait_health("", ServingStatus::NotServing, GENEROUS).await;
+    assert_eq!(coord.health_status(LIVENESS).await, Some(ServingStatus::Serving));
+    redis.restart();
+    coord.wait_health("", ServingStatus::Serving, GENEROUS).await;
+    assert_eq!(coord.health_status(LIVENESS).await, Some(ServingStatus::Serving));
     coord.shutdown().await;
 }
 
