@@ -3,9 +3,10 @@
 #              embedded Redis (gRPC :50051, metrics :9090). Set COORD_REDIS_URL to
 #              use an existing Redis instead (then nothing is installed).
 #   make test  installs what it needs if missing (redis-server/redis-cli, buf,
-#              the Python and Node gRPC clients, grpcurl), then runs every
-#              check: formatting, clippy, the Rust test suite, buf lint and
-#              breaking-change check, and the interop suite (tests/interop/).
+#              the Python and Node gRPC clients, grpcurl, hadolint, Helm's SDK,
+#              kubernetes-validate), then runs every check: formatting, clippy,
+#              the Rust test suite, buf lint and breaking-change check, the
+#              interop suite (tests/interop/) and the deploy checks.
 
 CARGO ?= cargo
 BUF := .venv/bin/buf
