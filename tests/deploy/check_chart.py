@@ -54,7 +54,7 @@ DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 RELEASE, NAMESPACE = "coord", "platform"
 # The chart's floor (Chart.yaml kubeVersion) and a current release.
-KUBE_VERSIONS = ["1.30.0", "1.33.0"]
+KUBE_VERSIONS = ["1.30.0", "1.37.0"]
 REQUIRED_SCENARIOS = {"redlock", "cluster", "everything"}
 
 # What a Secret referenced by the chart holds, for replaying the pod.
