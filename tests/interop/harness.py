@@ -95,13 +95,13 @@ class Coord:
         self.port = free_port()
         self.addr = f"127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("COORD_")}
-        self.log = log
-        self.proc = subprocess.Popen(
-            [str(COORD_BIN), "serve", "--redis-url", redis_url, "--listen", self.addr,
-             "--metrics-enabled", "false", "--log-format", "json",
-             "--pubsub-recoverable-prefixes", "durable."],
-            env=env, stdout=subprocess.DEVNULL, stderr=open(log, "w"),
-        )
+        with open(log, "w") as log_file:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(
+                [str(COORD_BIN), "serve", "--redis-url", redis_url, "--listen", self.addr,
+                 "--metrics-enabled", "false", "--log-format", "json",
+                 "--pubsub-recoverable-prefixes", "durable."],
+                env=env, stdout=subprocess.DEVNULL, stderr=log_file,
+            )
         self.channel = grpc.insecure_channel(self.addr)
         health = health_pb2_grpc.HealthStub(self.channel)
 
