@@ -613,6 +613,12 @@ impl Config {
             between("lock.redlock.node_timeout", t, Duration::from_millis(1), Duration::from_secs(10))?;
         }
         between("lock.redlock.retry_delay", redlock.retry_delay, Duration::ZERO, Duration::from_secs(10))?;
+        if redlock.retry_count > 100 {
+            return Err(ConfigError::new(
+                "lock.redlock.retry_count",
+                format!("must be at most 100, got {}", redlock.retry_count),
+            ));
+        }
         between(
             "ratelimit.reload_interval",
             self.ratelimit.reload_interval,

@@ -1,6 +1,6 @@
-//! In-process fan-out of lock events from the pub/sub reader: wake-ups for
-//! waiters (a lock was released) and grant ends for KeepAlive streams (a
-//! lock of their lease was force-released or revoked).
+//! In-process fan-out of lock events from the pub/sub reader: every grant
+//! end (released, force-released, revoked) wakes the lock's waiters and
+//! reaches the KeepAlive streams of its lease.
 
 use std::{
     collections::HashMap,
@@ -10,26 +10,30 @@ use std::{
 use serde::Deserialize;
 use tokio::sync::{Notify, mpsc};
 
-use super::LostReason;
+use super::{LostReason, store::EndState};
 use crate::redis::pubsub::Handler;
 
-/// A grant of `lease` ended by someone else (lock_end.lua's event).
+/// A grant of `lease` ended (the event of release.lua and lock_end.lua).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct GrantEnded {
+    /// The lock's key, whose waiters wake.
+    #[serde(default)]
+    pub key: String,
     pub ns: String,
     pub lease: String,
     pub name: String,
-    pub state: String,
+    pub state: EndState,
     #[serde(deserialize_with = "token")]
     pub token: u64,
 }
 
 impl GrantEnded {
-    pub fn reason(&self) -> LostReason {
-        match self.state.as_str() {
-            "forced" => LostReason::ForceReleased,
-            "revoked" => LostReason::LeaseRevoked,
-            _ => LostReason::Expired,
+    /// What the holder lost, or None when it released the lock itself.
+    pub fn lost(&self) -> Option<LostReason> {
+        match self.state {
+            EndState::Released => None,
+            EndState::Forced => Some(LostReason::ForceReleased),
+            EndState::Revoked => Some(LostReason::LeaseRevoked),
         }
     }
 }
@@ -51,7 +55,7 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// The Notify for `key`'s waiters; released locks wake all of them.
+    /// The Notify for `key`'s local waiters (see `released`).
     pub fn waiter(&self, key: &str) -> Arc<Notify> {
         let Ok(mut map) = self.waiters.lock() else { return Arc::new(Notify::new()) };
         if let Some(notify) = map.get(key).and_then(Weak::upgrade) {
@@ -113,17 +117,13 @@ impl Hub {
 
 impl Handler for Hub {
     fn on_message(&self, payload: &[u8]) {
-        match payload {
-            [b'r', b'|', key @ ..] => {
-                if let Ok(key) = std::str::from_utf8(key) {
-                    self.released(key);
-                }
+        let Some(json) = payload.strip_prefix(b"e|") else { return };
+        match serde_json::from_slice::<GrantEnded>(json) {
+            Ok(event) => {
+                self.released(&event.key);
+                self.ended(event);
             }
-            [b'e', b'|', json @ ..] => match serde_json::from_slice::<GrantEnded>(json) {
-                Ok(event) => self.ended(event),
-                Err(e) => tracing::warn!(error = %e, "malformed lock event"),
-            },
-            _ => {}
+            Err(e) => tracing::warn!(error = %e, "malformed lock event"),
         }
     }
 

@@ -3,7 +3,7 @@
 
 use std::{pin::Pin, sync::Arc, time::Duration};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_stream::{Stream, StreamExt as _, wrappers::ReceiverStream};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
@@ -57,19 +57,24 @@ impl LockService for Service {
     async fn keep_alive(&self, request: Request<Streaming<pb::KeepAliveRequest>>) -> Reply<Self::KeepAliveStream> {
         let ctx = RequestContext::from_request(&request)?;
         let mut inbound = request.into_inner();
-        let (req_tx, req_rx) = mpsc::channel::<String>(64);
-        let (out_tx, out_rx) = mpsc::channel::<StreamEvent>(64);
+        let (req_tx, req_rx) = mpsc::channel::<Result<String, Error>>(64);
+        let (out_tx, out_rx) = mpsc::channel::<Result<StreamEvent, Error>>(64);
         // The reader ends when the client closes its side or the connection
-        // breaks; either way the stream loop then ends, revoking nothing.
+        // breaks; either way the stream loop then ends, revoking nothing. A
+        // message that does not decode ends the stream with INVALID_ARGUMENT.
         tokio::spawn(async move {
-            while let Some(Ok(message)) = inbound.next().await {
-                if req_tx.send(message.lease_id).await.is_err() {
+            while let Some(message) = inbound.next().await {
+                let request = message
+                    .map(|m| m.lease_id)
+                    .map_err(|status| Error::invalid("KeepAliveRequest", status.message().to_owned()));
+                let failed = request.is_err();
+                if req_tx.send(request).await.is_err() || failed {
                     break;
                 }
             }
         });
         tokio::spawn(keepalive::run(self.locks.clone(), ctx.namespace, req_rx, out_tx, self.shutdown.clone()));
-        let stream = ReceiverStream::new(out_rx).map(|event| Ok(to_pb(event)));
+        let stream = ReceiverStream::new(out_rx).map(|event| event.map(to_pb).map_err(Status::from));
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -94,14 +99,24 @@ impl LockService for Service {
             request_id: req.request_id,
         };
         // The acquire runs in its own task so that a caller going away
-        // cancels it cleanly (the token) instead of dropping it mid-grant.
+        // cancels it cleanly (the token) instead of dropping it mid-grant,
+        // and a grant the caller can no longer receive is taken back.
         let cancel = CancellationToken::new();
         let _cancel_on_drop = cancel.clone().drop_guard();
         let locks = self.locks.clone();
-        let task = tokio::spawn(async move { locks.acquire(&ctx.namespace, params, deadline, cancel).await });
-        let outcome = task.await.map_err(|e| Status::internal(format!("acquire task failed: {e}")))??;
+        let (reply_tx, reply_rx) = oneshot::channel();
+        tokio::spawn(async move {
+            let ns = ctx.namespace;
+            let name = params.name.clone();
+            let result = locks.acquire(&ns, params, deadline, cancel).await;
+            if let Err(Ok(granted)) = reply_tx.send(result) {
+                // The handler is gone: nobody will hear of this grant.
+                locks.undo(&ns, &name, &granted).await;
+            }
+        });
+        let outcome = reply_rx.await.map_err(|_| Error::Internal("acquire task ended without an answer".into()))??;
         Ok(Response::new(match outcome {
-            AcquireOutcome::Acquired { lease, token, hold_count, ttl_ms, validity_ms } => pb::AcquireResponse {
+            AcquireOutcome::Acquired { lease, token, hold_count, ttl_ms, validity_ms, .. } => pb::AcquireResponse {
                 status: pb::AcquireStatus::Acquired.into(),
                 fencing_token: token,
                 hold_count,

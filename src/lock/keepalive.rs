@@ -10,7 +10,9 @@
 //!   counts from when the last successful renewal was *sent*, which is no
 //!   later than when Redis extended the TTL, so the event never comes late.
 //!
-//! Ending the stream revokes nothing.
+//! Ending the stream revokes nothing. The stream ends with an error, never
+//! silently, when the server shuts down (UNAVAILABLE: reconnect elsewhere)
+//! or a request cannot be decoded (INVALID_ARGUMENT).
 
 use std::{
     collections::{HashMap, HashSet},
@@ -26,7 +28,10 @@ use tokio::{sync::mpsc, time::Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::{LeaseId, Locks, LostReason, events::GrantEnded, store::LockState};
-use crate::{error::Result, redis::Namespace};
+use crate::{
+    error::{Error, Result},
+    redis::Namespace,
+};
 
 /// What the stream sends to the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,7 +47,8 @@ struct Tracked {
     id: LeaseId,
     /// Locks seen held, with their tokens.
     locks: HashMap<String, u64>,
-    /// Losses already reported, so pub/sub echoes are not reported twice.
+    /// Grants already ended (lost and reported, or released), so pub/sub
+    /// echoes and late renewals neither report nor track them again.
     reported: HashSet<(String, u64)>,
     /// When the locks must be presumed lost without a successful renewal.
     expires: Instant,
@@ -58,12 +64,13 @@ struct Renewed {
     result: Result<super::store::Renewal>,
 }
 
-/// Runs one stream until the client ends it or the server shuts down.
+/// Runs one stream until the client ends it, a request is bad (sent as the
+/// stream's final error), or the server shuts down (likewise).
 pub async fn run(
     locks: Arc<Locks>,
     ns: Namespace,
-    mut requests: mpsc::Receiver<String>,
-    out: mpsc::Sender<StreamEvent>,
+    mut requests: mpsc::Receiver<Result<String>>,
+    out: mpsc::Sender<Result<StreamEvent>>,
     shutdown: CancellationToken,
 ) {
     let stream = STREAM_IDS.fetch_add(1, Ordering::Relaxed);
@@ -92,9 +99,19 @@ pub async fn run(
         };
         let mut events = Vec::new();
         tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = shutdown.cancelled() => {
+                let _ = out.send(Err(Error::ShuttingDown)).await;
+                break;
+            }
             request = requests.recv() => {
-                let Some(text) = request else { break };
+                let text = match request {
+                    None => break,
+                    Some(Ok(text)) => text,
+                    Some(Err(e)) => {
+                        let _ = out.send(Err(e)).await;
+                        break;
+                    }
+                };
                 let Ok(id) = LeaseId::parse(&text) else {
                     // Not a lease coord issued: it cannot be alive.
                     events.push(StreamEvent::Renewed { lease: text, ttl_ms: 0 });
@@ -134,6 +151,9 @@ pub async fn run(
                             // listed in the lease's index (follow-ups).
                             let ours = tracked.locks.contains_key(name) || !done.reply;
                             match state {
+                                // A grant that ended since this renewal was
+                                // sent (e.g. released) is not tracked again.
+                                LockState::Held if tracked.reported.contains(&(name.clone(), *token)) => {}
                                 LockState::Held if !gone => {
                                     tracked.locks.insert(name.clone(), *token);
                                 }
@@ -184,10 +204,21 @@ pub async fn run(
                 }
             }
             Some(ended) = ended_rx.recv() => {
-                if let Some(tracked) = leases.get_mut(&ended.lease) {
+                if let Some(tracked) = leases.get_mut(&ended.lease)
+                    // An end of an earlier grant says nothing of a later one.
+                    && tracked.locks.get(&ended.name).is_none_or(|t| *t <= ended.token)
+                {
                     tracked.locks.remove(&ended.name);
-                    if let Some(event) = lost(tracked, ended.name.clone(), ended.reason(), ended.token) {
-                        events.push(event);
+                    match ended.lost() {
+                        // Released by its holder: nothing was lost.
+                        None => {
+                            tracked.reported.insert((ended.name.clone(), ended.token));
+                        }
+                        Some(reason) => {
+                            if let Some(event) = lost(tracked, ended.name.clone(), reason, ended.token) {
+                                events.push(event);
+                            }
+                        }
                     }
                 }
             }
@@ -224,9 +255,9 @@ fn lost(tracked: &mut Tracked, name: String, reason: LostReason, token: u64) -> 
     Some(StreamEvent::Lost { name, lease: tracked.id.as_str().to_owned(), reason, token })
 }
 
-async fn send_all(out: &mpsc::Sender<StreamEvent>, events: Vec<StreamEvent>) -> Result<(), ()> {
+async fn send_all(out: &mpsc::Sender<Result<StreamEvent>>, events: Vec<StreamEvent>) -> Result<(), ()> {
     for event in events {
-        out.send(event).await.map_err(|_| ())?;
+        out.send(Ok(event)).await.map_err(|_| ())?;
     }
     Ok(())
 }

@@ -157,8 +157,9 @@ pub struct AcquireParams {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AcquireOutcome {
-    /// `validity_ms`: Redlock mode only (else 0).
-    Acquired { lease: String, token: u64, hold_count: u32, ttl_ms: i64, validity_ms: i64 },
+    /// `validity_ms`: Redlock mode only (else 0). `attempt`: the try that
+    /// holds it, for [`Locks::undo`] when the caller never hears of it.
+    Acquired { lease: String, token: u64, hold_count: u32, ttl_ms: i64, validity_ms: i64, attempt: String },
     /// `nodes`: Redlock mode only.
     NotAcquired { holder_owner: String, holder_ttl_ms: i64, nodes: Vec<NodeResult> },
 }
@@ -217,10 +218,10 @@ macro_rules! delegate {
 
 delegate! {
     grant(ns: &Namespace, ttl_ms: u64, owner: &str) -> LeaseId;
-    lease_ttl(ns: &Namespace, lease: &str) -> Option<i64>;
+    lease_info(ns: &Namespace, lease: &str) -> Option<(i64, String)>;
     attach(ns: &Namespace, lease: &str, name: &Name) -> Option<i64>;
     detach(ns: &Namespace, lease: &str, names: &[&str]) -> ();
-    release(ns: &Namespace, name: &Name, lease: &str) -> ReleaseReply;
+    release(ns: &Namespace, name: &Name, lease: &str, undo: Option<&str>) -> ReleaseReply;
     end(ns: &Namespace, name: &Name, lease: Option<&str>, state: EndState) -> Option<Ended>;
     revoke(ns: &Namespace, lease: &str) -> Vec<String>;
     renew(ns: &Namespace, lease: &LeaseId, names: &[String]) -> Renewal;
@@ -306,7 +307,7 @@ impl Locks {
         for name in names {
             let Ok(lock) = Name::parse("name", &name) else { continue };
             if let Some(ended) = self.store.end(ns, &lock, Some(lease.as_str()), EndState::Revoked).await? {
-                self.local_end(ns, &lock, &ended.lease, "revoked", ended.token);
+                self.local_end(ns, &lock, &ended.lease, EndState::Revoked, ended.token);
                 released.push(name);
             }
         }
@@ -337,6 +338,9 @@ impl Locks {
         let name = &params.name;
 
         // The lease and the TTL the lock gets: never more than the lease's.
+        // A lock under a shared lease shows the lease's owner unless the
+        // request names one.
+        let mut owner = params.owner.clone();
         let (lease, mut ttl_ms) = match &params.holder {
             Holder::Ttl(ttl) => {
                 let ttl = self.clamp_ttl("ttl_ms", *ttl)?;
@@ -352,11 +356,18 @@ impl Locks {
                 // 0: re-enter only, keeping the lock's TTL.
                 (lease.clone(), 0)
             }
-            Holder::Lease(lease @ LeaseId::Shared(id)) => match self.store.lease_ttl(ns, id).await? {
-                Some(ttl) => (lease.clone(), ttl as u64),
+            Holder::Lease(lease @ LeaseId::Shared(id)) => match self.store.lease_info(ns, id).await? {
+                Some((ttl, lease_owner)) => {
+                    if owner.is_empty() {
+                        owner = lease_owner;
+                    }
+                    (lease.clone(), ttl as u64)
+                }
                 None => return Err(Error::NotFound(format!("lease_id {id}"))),
             },
         };
+        // Every try of this call carries its id, so none takes a second hold.
+        let call = if params.request_id.is_empty() { LeaseId::random_hex() } else { params.request_id.clone() };
 
         let until = {
             let wait_end = started + params.wait;
@@ -365,6 +376,7 @@ impl Locks {
         let key = self.keys.lock_key(ns, name);
         let notify = self.hub.waiter(key.as_str());
         let mut waiter: Option<String> = None;
+        let mut tries: u64 = 0;
         let result = loop {
             // Enabled before the attempt, so a release between the attempt
             // and the wait still wakes us.
@@ -372,12 +384,18 @@ impl Locks {
             tokio::pin!(notified);
             notified.as_mut().enable();
 
+            let attempt = LeaseId::random_hex();
+            // Room for Redlock's rounds within one try (retry_count ≤ 100).
+            let seq = tries * 1000;
+            tries += 1;
             let t = Try {
                 lease: lease.as_str(),
                 ttl_ms,
-                owner: &params.owner,
+                owner: &owner,
                 waiter: waiter.as_deref(),
-                request_id: &params.request_id,
+                call: &call,
+                attempt: &attempt,
+                seq,
             };
             let attempt = self.store.acquire(ns, name, t, self.settings.replicas).await;
             let (owner, holder_ttl, nodes) = match attempt {
@@ -397,23 +415,24 @@ impl Locks {
                         .collect();
                     break Err(Error::Unavailable(format!("no majority of Redlock nodes: {}", detail.join(", "))));
                 }
-                Ok(Attempt::Acquired { token, count, ttl_ms, lease: holder, validity_ms }) => {
-                    if holder != lease.as_str() {
-                        // A replayed request: its grant, as first answered.
-                        break Ok(AcquireOutcome::Acquired {
-                            lease: holder,
-                            token,
-                            hold_count: count,
-                            ttl_ms,
-                            validity_ms,
-                        });
-                    }
+                Ok(Attempt::WrongNode { run_id, .. }) => {
+                    break Err(Error::Internal(format!("identity check on a single Redis ({run_id})")));
+                }
+                Ok(Attempt::Acquired { token, count, ttl_ms, lease: holder, validity_ms, attempt }) => {
+                    let granted = AcquireOutcome::Acquired {
+                        lease: holder,
+                        token,
+                        hold_count: count,
+                        ttl_ms,
+                        validity_ms,
+                        attempt,
+                    };
                     // A waiter whose call was cancelled gives the lock back.
                     if cancel.is_cancelled() {
-                        let _ = self.release(ns, name, &lease).await;
+                        self.undo(ns, name, &granted).await;
                         break Err(Error::DeadlineExceeded(started.elapsed()));
                     }
-                    break self.attached(ns, name, &lease, token, count, ttl_ms, validity_ms).await;
+                    break self.attached(ns, name, &lease, granted).await;
                 }
                 Ok(Attempt::Held { owner, ttl_ms, nodes }) => (owner, ttl_ms, nodes),
             };
@@ -442,8 +461,8 @@ impl Locks {
             // The lease was likely renewed while we waited: grant with its
             // current TTL, and fail if it ran out.
             if let LeaseId::Shared(id) = &lease {
-                match self.store.lease_ttl(ns, id).await {
-                    Ok(Some(ttl)) => ttl_ms = ttl as u64,
+                match self.store.lease_info(ns, id).await {
+                    Ok(Some((ttl, _))) => ttl_ms = ttl as u64,
                     Ok(None) => break Err(Error::NotFound(format!("lease_id {id}"))),
                     Err(e) => break Err(e),
                 }
@@ -468,41 +487,57 @@ impl Locks {
 
     /// After a grant under a shared lease: record it in the lease's index,
     /// checking the lease still lives (it may have expired while we waited).
-    #[allow(clippy::too_many_arguments)]
+    /// A replayed request's grant (another lease) was recorded the first time.
     async fn attached(
         &self,
         ns: &Namespace,
         name: &Name,
         lease: &LeaseId,
-        token: u64,
-        count: u32,
-        ttl_ms: i64,
-        validity_ms: i64,
+        granted: AcquireOutcome,
     ) -> Result<AcquireOutcome> {
-        if let LeaseId::Shared(id) = lease {
-            match self.store.attach(ns, id, name).await {
-                Ok(Some(_)) => {}
-                Ok(None) => {
-                    let _ = self.store.end(ns, name, Some(id), EndState::Revoked).await;
-                    return Err(Error::NotFound(format!("lease_id {id}")));
-                }
-                Err(e) => {
-                    // Unrecorded locks would not be renewed: give it back.
-                    let _ = self.release(ns, name, lease).await;
-                    return Err(e);
-                }
+        let LeaseId::Shared(id) = lease else { return Ok(granted) };
+        if !matches!(&granted, AcquireOutcome::Acquired { lease: holder, .. } if holder == id) {
+            return Ok(granted);
+        }
+        match self.store.attach(ns, id, name).await {
+            Ok(Some(_)) => Ok(granted),
+            Ok(None) => {
+                let _ = self.store.end(ns, name, Some(id), EndState::Revoked).await;
+                Err(Error::NotFound(format!("lease_id {id}")))
+            }
+            Err(e) => {
+                // Unrecorded locks would not be renewed: give it back.
+                self.undo(ns, name, &granted).await;
+                Err(e)
             }
         }
-        Ok(AcquireOutcome::Acquired { lease: lease.as_str().to_owned(), token, hold_count: count, ttl_ms, validity_ms })
+    }
+
+    /// Takes back a grant whose caller never heard of it (it cancelled, or
+    /// its deadline passed): exactly the hold that call's try took, never a
+    /// later grant or another call's hold. Best effort.
+    pub async fn undo(&self, ns: &Namespace, name: &Name, granted: &AcquireOutcome) {
+        let AcquireOutcome::Acquired { lease, attempt, .. } = granted else { return };
+        match self.store.release(ns, name, lease, Some(attempt)).await {
+            Ok(ReleaseReply::Released { remaining: 0, token, .. }) => {
+                self.local_end(ns, name, lease, EndState::Released, token);
+                metrics::counter!("coord_lock_grants_undone_total").increment(1);
+            }
+            Ok(ReleaseReply::Released { .. }) => metrics::counter!("coord_lock_grants_undone_total").increment(1),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, lock = name.as_str(), "could not undo a grant nobody heard of; it ends with its TTL")
+            }
+        }
     }
 
     pub async fn release(&self, ns: &Namespace, name: &Name, lease: &LeaseId) -> Result<ReleaseOutcome> {
-        let key = self.keys.lock_key(ns, name);
-        Ok(match self.store.release(ns, name, lease.as_str()).await? {
-            ReleaseReply::Released { remaining, held_ms } => {
+        Ok(match self.store.release(ns, name, lease.as_str(), None).await? {
+            ReleaseReply::Released { remaining, held_ms, token, .. } => {
                 if remaining == 0 {
-                    // Same-instance waiters need not wait for the pub/sub echo.
-                    self.hub.released(key.as_str());
+                    // Same-instance waiters and streams need not wait for
+                    // the pub/sub echo.
+                    self.local_end(ns, name, lease.as_str(), EndState::Released, token);
                     metrics::histogram!("coord_lock_hold_seconds").record(held_ms.max(0) as f64 / 1000.0);
                     if let LeaseId::Shared(id) = lease {
                         // Best effort: a stale index entry reads as "released".
@@ -537,7 +572,7 @@ impl Locks {
     pub async fn force_release(&self, ns: &Namespace, name: &Name) -> Result<Option<(String, String)>> {
         let ended = self.store.end(ns, name, None, EndState::Forced).await?;
         Ok(ended.map(|e| {
-            self.local_end(ns, name, &e.lease, "forced", e.token);
+            self.local_end(ns, name, &e.lease, EndState::Forced, e.token);
             if e.lease.starts_with('l') {
                 let (store, ns, lease, name) = (self.store.clone(), ns.clone(), e.lease.clone(), name.clone());
                 tokio::spawn(async move {
@@ -550,13 +585,15 @@ impl Locks {
 
     /// Tells this instance's waiters and streams at once; other instances
     /// hear it through pub/sub (duplicates are ignored by the streams).
-    fn local_end(&self, ns: &Namespace, name: &Name, lease: &str, state: &str, token: u64) {
-        self.hub.released(self.keys.lock_key(ns, name).as_str());
+    fn local_end(&self, ns: &Namespace, name: &Name, lease: &str, state: EndState, token: u64) {
+        let key = self.keys.lock_key(ns, name).as_str().to_owned();
+        self.hub.released(&key);
         self.hub.ended(events::GrantEnded {
+            key,
             ns: ns.as_str().to_owned(),
             lease: lease.to_owned(),
             name: name.as_str().to_owned(),
-            state: state.to_owned(),
+            state,
             token,
         });
     }

@@ -17,9 +17,19 @@
 //!   released, which holds while node clocks advance at about the same rate
 //!   (drift within the allowance) and no node loses the lock early — hence
 //!   the delayed restart below.
-//! - **Delayed restart.** A node that comes back with a new `run_id` lost its
-//!   keys; it does not vote until `lock.max_ttl` has passed, so it cannot
-//!   help grant a lock that a majority still holds.
+//! - **Delayed restart.** A node that lost its keys (restarted) must not
+//!   help grant a lock that a majority still holds. Every acquire carries the
+//!   node identity (`run_id`) coord confirmed, and the script refuses to
+//!   vote from any other (so no vote races a background check); a node seen
+//!   with a new `run_id` votes again only `lock.max_ttl` after its restart.
+//!   A node coord meets for the first time (coord itself restarted) votes at
+//!   once only if it carries coord's marker for its current `run_id`, has
+//!   been up for `lock.max_ttl`, or no node of the deployment carries a
+//!   marker yet (a fresh deployment); otherwise it waits out the rest of
+//!   `lock.max_ttl` since its start.
+//! - **Exact undo.** Each try has its own id, recorded on the holds it took;
+//!   undoing a failed try, and repairing a release on nodes that missed it,
+//!   remove exactly that try's (that grant's) hold and never a later one.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -49,18 +59,37 @@ struct Node {
     label: String,
     store: Store,
     redis: Redis,
-    /// Not voting until then (restarted empty).
-    quarantined_until: Mutex<Option<Instant>>,
-    run_id: Mutex<Option<String>>,
+    identity: Mutex<Identity>,
     up: AtomicBool,
 }
 
+#[derive(Debug, Default)]
+struct Identity {
+    /// The incarnation coord confirmed; votes count only from it.
+    run_id: Option<String>,
+    /// Not voting before then (restarted, or first seen young and unmarked).
+    quarantined_until: Option<Instant>,
+}
+
 impl Node {
-    fn votes(&self) -> bool {
-        match self.quarantined_until.lock() {
-            Ok(until) => until.is_none_or(|t| Instant::now() >= t),
-            Err(_) => true,
+    /// The run_id a vote must come from; None while the node may not vote
+    /// (never confirmed, or quarantined).
+    fn voter(&self) -> Option<String> {
+        let id = self.identity.lock().ok()?;
+        match id.quarantined_until {
+            Some(until) if Instant::now() < until => None,
+            _ => id.run_id.clone(),
         }
+    }
+
+    fn votes(&self) -> bool {
+        self.voter().is_some()
+    }
+
+    fn quarantine(&self, id: &mut Identity, until: Instant, why: &str) {
+        let left = until.saturating_duration_since(Instant::now());
+        tracing::warn!(node = %self.label, quarantine = ?left, "redlock node {why}; it will not vote until it has been up for the maximum TTL");
+        id.quarantined_until = Some(id.quarantined_until.map_or(until, |t| t.max(until)));
     }
 }
 
@@ -69,6 +98,8 @@ enum Reply<T> {
     Ok(T),
     Timeout,
     Err(String),
+    /// Not asked: the node may not vote.
+    Skipped,
 }
 
 pub struct Redlock {
@@ -76,6 +107,10 @@ pub struct Redlock {
     quorum: usize,
     settings: RedlockConfig,
     max_ttl: Duration,
+    /// coord's per-node marker key (documented owner: coord; no TTL).
+    marker: String,
+    /// Some node of this deployment carried or got coord's marker.
+    marked: AtomicBool,
 }
 
 impl Redlock {
@@ -98,8 +133,7 @@ impl Redlock {
                 label,
                 store: Store::new(redis.clone(), keys.clone(), channel.to_owned()),
                 redis,
-                quarantined_until: Mutex::new(None),
-                run_id: Mutex::new(None),
+                identity: Mutex::new(Identity::default()),
                 up: AtomicBool::new(false),
             });
         }
@@ -110,7 +144,8 @@ impl Redlock {
             );
         }
         let quorum = nodes.len() / 2 + 1;
-        Ok(Redlock { nodes, quorum, settings: config.clone(), max_ttl })
+        let marker = format!("{}:_:redlock-node", keys.prefix());
+        Ok(Redlock { nodes, quorum, settings: config.clone(), max_ttl, marker, marked: AtomicBool::new(false) })
     }
 
     /// Clients for one pub/sub reader per node (a release publishes on each).
@@ -122,9 +157,13 @@ impl Redlock {
         ttl / 100 + Duration::from_millis(2)
     }
 
-    /// Per-node bound: configured, else max(5 ms, 2 % of the TTL).
+    /// Per-node bound for an acquire: configured, else 10 % of the TTL
+    /// within [50 ms, 500 ms]. Generous, because a loaded but healthy node
+    /// must not fail calls; validity accounts for whatever time it took.
     fn node_timeout(&self, ttl_ms: u64) -> Duration {
-        self.settings.node_timeout.unwrap_or_else(|| Duration::from_millis(ttl_ms / 50).max(Duration::from_millis(5)))
+        self.settings.node_timeout.unwrap_or_else(|| {
+            Duration::from_millis(ttl_ms / 10).clamp(Duration::from_millis(50), Duration::from_millis(500))
+        })
     }
 
     /// Bound for calls not tied to one TTL (release, renew, reads).
@@ -138,9 +177,20 @@ impl Redlock {
         F: Fn(&'a Store) -> Fut,
         Fut: Future<Output = Result<T>> + 'a,
     {
+        self.each(timeout, |node| Some(call(&node.store))).await
+    }
+
+    /// Runs `call` on every node for which it returns a future (the others
+    /// are `Skipped`), in parallel, each bounded by `timeout`.
+    async fn each<'a, T, F, Fut>(&'a self, timeout: Duration, call: F) -> Vec<Reply<T>>
+    where
+        F: Fn(&'a Node) -> Option<Fut>,
+        Fut: Future<Output = Result<T>> + 'a,
+    {
         let calls = self.nodes.iter().map(|node| {
-            let fut = call(&node.store);
+            let fut = call(node);
             async move {
+                let Some(fut) = fut else { return Reply::Skipped };
                 let started = Instant::now();
                 let reply = match tokio::time::timeout(timeout, fut).await {
                     Ok(Ok(v)) => Reply::Ok(v),
@@ -150,7 +200,7 @@ impl Redlock {
                 let outcome = match &reply {
                     Reply::Ok(_) => "ok",
                     Reply::Timeout => "timeout",
-                    Reply::Err(_) => "error",
+                    Reply::Err(_) | Reply::Skipped => "error",
                 };
                 metrics::counter!("coord_redlock_node_calls_total", "node" => node.label.clone(), "outcome" => outcome)
                     .increment(1);
@@ -180,13 +230,35 @@ impl Redlock {
             .iter()
             .zip(&self.nodes)
             .map(|(r, n)| match (r, n.votes()) {
-                (_, false) => format!("{} quarantined", n.label),
+                (Reply::Skipped, _) | (_, false) => format!("{} quarantined", n.label),
                 (Reply::Ok(_), _) => format!("{} ok", n.label),
                 (Reply::Timeout, _) => format!("{} timeout", n.label),
                 (Reply::Err(e), _) => format!("{} error: {e}", n.label),
             })
             .collect();
         Error::Unavailable(format!("{what}: no majority of {} nodes ({})", self.nodes.len(), detail.join(", ")))
+    }
+
+    /// A node answered with another run_id than the one confirmed: it
+    /// restarted and lost its keys.
+    fn restarted(&self, node: &Node, run_id: &str, uptime_s: u64) {
+        let Ok(mut id) = node.identity.lock() else { return };
+        if id.run_id.as_deref() == Some(run_id) {
+            return;
+        }
+        let known = id.run_id.is_some();
+        id.run_id = Some(run_id.to_owned());
+        if known && self.settings.delayed_restart {
+            node.quarantine(&mut id, self.quarantine_end(uptime_s), "restarted (new run_id)");
+        }
+    }
+
+    /// When a node up for `uptime_s` has outlived every lock it may have
+    /// lost: `lock.max_ttl` after its start, plus the drift allowance and
+    /// the second INFO's uptime may be short by.
+    fn quarantine_end(&self, uptime_s: u64) -> Instant {
+        let left = self.max_ttl.saturating_sub(Duration::from_secs(uptime_s));
+        Instant::now() + left + Self::drift(self.max_ttl) + Duration::from_secs(1)
     }
 
     pub async fn grant(&self, ns: &Namespace, ttl_ms: u64, owner: &str) -> Result<LeaseId> {
@@ -199,44 +271,64 @@ impl Redlock {
         Err(self.no_quorum("grant", &replies))
     }
 
-    /// The lease's TTL if a majority still has it (the smallest of theirs).
-    pub async fn lease_ttl(&self, ns: &Namespace, lease: &str) -> Result<Option<i64>> {
-        let replies = self.all(self.op_timeout(), |s| s.lease_ttl(ns, lease)).await;
+    /// The lease's TTL (and owner) if a majority still has it.
+    pub async fn lease_info(&self, ns: &Namespace, lease: &str) -> Result<Option<(i64, String)>> {
+        let replies = self.all(self.op_timeout(), |s| s.lease_info(ns, lease)).await;
         let answered = self.answered(&replies);
         if answered.len() < self.quorum {
             return Err(self.no_quorum("lease", &replies));
         }
-        let mut live: Vec<i64> = answered.iter().filter_map(|t| **t).collect();
+        let live: Vec<&(i64, String)> = answered.iter().filter_map(|t| t.as_ref()).collect();
         if live.len() < self.quorum {
             return Ok(None);
         }
-        live.sort_unstable();
-        // The quorum-th largest: a majority has at least this much left.
-        Ok(Some(live[live.len() - self.quorum]))
+        let owner = live[0].1.clone();
+        // A majority has at least this much left.
+        Ok(Some((self.quorum_value(live.iter().map(|l| l.0).collect()), owner)))
+    }
+
+    /// The value a majority reaches: the quorum-th largest of `values`
+    /// (which has at least a quorum of entries).
+    fn quorum_value<T: Ord + Copy + Default>(&self, mut values: Vec<T>) -> T {
+        values.sort_unstable();
+        values.len().checked_sub(self.quorum).and_then(|i| values.get(i).copied()).unwrap_or_default()
     }
 
     pub async fn acquire(&self, ns: &Namespace, name: &Name, t: Try<'_>) -> Result<Attempt> {
         let timeout = if t.ttl_ms == 0 { self.op_timeout() } else { self.node_timeout(t.ttl_ms) };
         let mut nodes_seen = Vec::new();
-        for attempt in 0..=self.settings.retry_count {
-            if attempt > 0 {
-                // Split votes: back off a random part of retry_delay.
+        for round in 0..=self.settings.retry_count {
+            if round > 0 {
+                // Split votes or slow nodes: back off a random part of retry_delay.
                 let jitter = self.settings.retry_delay.mul_f64(rand_unit());
                 tokio::time::sleep(jitter).await;
             }
+            // Each round is a try of its own, so undoing it never touches
+            // what a later round of this call was granted.
+            let attempt = format!("{}.{round}", t.attempt);
+            let tr = Try { attempt: &attempt, seq: t.seq + u64::from(round), ..t };
             let started = Instant::now();
-            let replies = self.all(timeout, |s| s.acquire(ns, name, t, None)).await;
+            let replies = self
+                .each(timeout, |node| {
+                    let id = node.voter()?;
+                    Some(async move { node.store.acquire_on(ns, name, tr, None, &id).await })
+                })
+                .await;
             let mut votes = Vec::new();
             let mut held: Vec<(String, i64)> = Vec::new();
             let mut results = Vec::new();
             let mut gone = 0;
             for (reply, node) in replies.iter().zip(&self.nodes) {
                 let (vote, detail) = match reply {
-                    Reply::Ok(Attempt::Acquired { token, count, ttl_ms, lease, .. }) if node.votes() => {
+                    Reply::Ok(Attempt::Acquired { token, count, ttl_ms, lease, .. }) => {
                         votes.push((*token, *count, *ttl_ms, lease.clone()));
                         (Vote::Acquired, String::new())
                     }
-                    Reply::Ok(Attempt::Acquired { .. }) => (Vote::Quarantined, String::new()),
+                    Reply::Ok(Attempt::WrongNode { run_id, uptime_s }) => {
+                        self.restarted(node, run_id, *uptime_s);
+                        (Vote::Quarantined, format!("restarted as {run_id}"))
+                    }
+                    Reply::Skipped => (Vote::Quarantined, String::new()),
                     Reply::Ok(Attempt::Held { owner, ttl_ms, .. }) => {
                         held.push((owner.clone(), *ttl_ms));
                         (Vote::Held, String::new())
@@ -257,7 +349,7 @@ impl Redlock {
                 let ttl = Duration::from_millis(votes.iter().map(|v| v.2.max(0) as u64).min().unwrap_or(0));
                 let token = votes.iter().map(|v| v.0).max().unwrap_or(0);
                 let holder = votes[0].3.clone();
-                let count = votes.iter().map(|v| v.1).max().unwrap_or(1);
+                let count = self.quorum_value(votes.iter().map(|v| v.1).collect());
                 if Self::valid(ttl, started) > Duration::ZERO {
                     let raised = self.all(timeout, |s| s.raise_fence(ns, name, &holder, token)).await;
                     let validity = Self::valid(ttl, started);
@@ -268,13 +360,15 @@ impl Redlock {
                             ttl_ms: ttl.as_millis() as i64,
                             lease: holder,
                             validity_ms: validity.as_millis() as i64,
+                            attempt,
                         });
                     }
                 }
             }
-            // Not granted: undo wherever it may have been (also timed out).
-            if results.iter().any(|r| r.vote != Vote::Held) {
-                let _ = self.release(ns, name, t.lease).await;
+            // Not granted: undo this try wherever it may have been applied
+            // (also where it timed out and may still be applied).
+            if results.iter().any(|r| matches!(r.vote, Vote::Acquired | Vote::Timeout | Vote::Error)) {
+                let _ = self.release(ns, name, t.lease, Some(&attempt)).await;
             }
             if gone >= self.quorum {
                 return Ok(Attempt::LeaseGone);
@@ -284,9 +378,11 @@ impl Redlock {
                 return Ok(Attempt::Held { owner, ttl_ms: ttl, nodes: results });
             }
             let reachable = results.iter().filter(|r| matches!(r.vote, Vote::Acquired | Vote::Held)).count();
+            let slow = results.iter().any(|r| r.vote == Vote::Timeout);
             nodes_seen = results;
-            if reachable < self.quorum {
-                // Not a split vote: too few nodes answer; retrying will not help now.
+            if reachable < self.quorum && !slow {
+                // Not a split vote and nothing merely slow: too few nodes
+                // answer at all; retrying will not help now.
                 break;
             }
         }
@@ -313,20 +409,31 @@ impl Redlock {
         Ok(())
     }
 
-    pub async fn release(&self, ns: &Namespace, name: &Name, lease: &str) -> Result<ReleaseReply> {
-        let replies = self.all(self.op_timeout(), |s| s.release(ns, name, lease)).await;
-        self.repair(ns, name, lease, &replies);
+    /// Releases one hold (or, with `undo`, exactly one try's or grant's)
+    /// on every node, decided by majority. Nodes that did not answer get the
+    /// undo, or the grant that this release ended, repaired in the
+    /// background.
+    pub async fn release(&self, ns: &Namespace, name: &Name, lease: &str, undo: Option<&str>) -> Result<ReleaseReply> {
+        let replies = self.all(self.op_timeout(), |s| s.release(ns, name, lease, undo)).await;
         let answered = self.answered(&replies);
-        if answered.len() < self.quorum {
-            return Err(self.no_quorum("release", &replies));
-        }
-        let released: Vec<(u32, i64)> = answered
+        let released: Vec<(u32, i64, &str, u64)> = answered
             .iter()
             .filter_map(|r| match r {
-                ReleaseReply::Released { remaining, held_ms } => Some((*remaining, *held_ms)),
+                ReleaseReply::Released { remaining, held_ms, grant, token } => {
+                    Some((*remaining, *held_ms, grant.as_str(), *token))
+                }
                 _ => None,
             })
             .collect();
+        // A release that ended the grant must end it everywhere; one that
+        // only dropped a hold leaves nothing that outlives the final one.
+        let repair = undo.or_else(|| released.iter().find(|r| r.0 == 0 && !r.2.is_empty()).map(|r| r.2));
+        if let Some(id) = repair {
+            self.repair(ns, name, lease, id, &replies);
+        }
+        if answered.len() < self.quorum {
+            return Err(self.no_quorum("release", &replies));
+        }
         let by_other = answered.iter().filter(|r| matches!(r, ReleaseReply::HeldByOther)).count();
         Ok(if by_other >= self.quorum {
             ReleaseReply::HeldByOther
@@ -336,27 +443,33 @@ impl Redlock {
             ReleaseReply::Released {
                 remaining: released.iter().map(|r| r.0).max().unwrap_or(0),
                 held_ms: released.iter().map(|r| r.1).max().unwrap_or(0),
+                grant: repair.unwrap_or_default().to_owned(),
+                token: released.iter().map(|r| r.3).max().unwrap_or(0),
             }
         })
     }
 
-    /// Nodes that did not answer a release may still run an earlier
-    /// acquire of this lease when they come back (a paused process, a queued
-    /// command): keep releasing there until the node answers twice, so no
-    /// stale grant survives. Bounded by `lock.max_ttl`, after which any such
-    /// grant has expired anyway.
-    fn repair(&self, ns: &Namespace, name: &Name, lease: &str, replies: &[Reply<ReleaseReply>]) {
+    /// Nodes that did not answer may still run an earlier acquire of this
+    /// try when they come back (a paused process, a queued command): keep
+    /// undoing `id` there until the node has answered twice (100 ms apart,
+    /// so a command queued before the first answer ran by the second). The
+    /// undo matches only that try or grant, so it is safe to repeat and never
+    /// removes a later grant. Bounded by `lock.max_ttl`, after which any
+    /// such grant has expired anyway.
+    fn repair(&self, ns: &Namespace, name: &Name, lease: &str, id: &str, replies: &[Reply<ReleaseReply>]) {
         for (reply, node) in replies.iter().zip(&self.nodes) {
             if matches!(reply, Reply::Ok(_)) {
                 continue;
             }
-            let (store, ns, name, lease) = (node.store.clone(), ns.clone(), name.clone(), lease.to_owned());
+            let (store, ns, name, lease, id) =
+                (node.store.clone(), ns.clone(), name.clone(), lease.to_owned(), id.to_owned());
             let deadline = Instant::now() + self.max_ttl;
             tokio::spawn(async move {
                 let mut answered = 0;
                 while answered < 2 && Instant::now() < deadline {
                     tokio::time::sleep(Duration::from_millis(100)).await;
-                    let call = tokio::time::timeout(Duration::from_secs(1), store.release(&ns, &name, &lease));
+                    let call =
+                        tokio::time::timeout(Duration::from_secs(1), store.release(&ns, &name, &lease, Some(&id)));
                     if let Ok(Ok(_)) = call.await {
                         answered += 1;
                     }
@@ -507,38 +620,47 @@ impl Redlock {
         Ok((locks, next))
     }
 
-    /// Watches every node: reachability, and a changed `run_id` (restarted
-    /// empty) puts a node in quarantine for `lock.max_ttl`. Sets `quorum_up`
+    /// Watches every node: reachability and identity. A changed `run_id`
+    /// (restarted empty) quarantines a node for `lock.max_ttl` after its
+    /// start; a node met for the first time is confirmed by the rules in the
+    /// module docs, and voting nodes get coord's marker. Sets `quorum_up`
     /// while a majority of voting nodes is reachable.
     pub async fn monitor(self: Arc<Self>, interval: Duration, quorum_up: Arc<AtomicBool>, shutdown: CancellationToken) {
         let this = self.as_ref();
+        let bound = this.op_timeout().max(Duration::from_millis(250));
         loop {
             let checks = this.nodes.iter().map(|node| async move {
-                let info = tokio::time::timeout(
-                    this.op_timeout().max(Duration::from_millis(250)),
-                    node.redis.query::<String>(redis::cmd("INFO").arg("server")),
-                )
+                let reply = tokio::time::timeout(bound, async {
+                    let info: String = node.redis.query(redis::cmd("INFO").arg("server")).await?;
+                    let marker: Option<String> = node.redis.query(redis::cmd("GET").arg(&this.marker)).await?;
+                    Ok::<_, Error>((info, marker))
+                })
                 .await;
-                let run_id = match info {
-                    Ok(Ok(text)) => text.lines().find_map(|l| l.strip_prefix("run_id:")).map(|s| s.trim().to_owned()),
+                let seen = match reply {
+                    Ok(Ok((info, marker))) => info_field(&info, "run_id").map(str::to_owned).map(|id| {
+                        let uptime = info_field(&info, "uptime_in_seconds").and_then(|u| u.parse().ok()).unwrap_or(0);
+                        (id, uptime, marker)
+                    }),
                     _ => None,
                 };
-                node.up.store(run_id.is_some(), Ordering::Relaxed);
-                if let (Some(new), Ok(mut known)) = (run_id, node.run_id.lock()) {
-                    if known.as_ref().is_some_and(|old| *old != new) && this.settings.delayed_restart {
-                        tracing::warn!(node = %node.label, quarantine = ?this.max_ttl, "redlock node restarted empty; it will not vote until the maximum TTL has passed");
-                        if let Ok(mut until) = node.quarantined_until.lock() {
-                            *until = Some(Instant::now() + this.max_ttl);
-                        }
-                    }
-                    *known = Some(new);
+                node.up.store(seen.is_some(), Ordering::Relaxed);
+                seen
+            });
+            let seen = join_all(checks).await;
+            // Decided before this round writes any marker of its own.
+            let marked = this.marked.load(Ordering::Relaxed) || seen.iter().flatten().any(|(_, _, m)| m.is_some());
+            for (node, seen) in this.nodes.iter().zip(seen) {
+                if let Some((run_id, uptime, marker)) = seen {
+                    this.observe(node, &run_id, uptime, marker.as_deref(), marked).await;
                 }
                 metrics::gauge!("coord_redlock_node_up", "node" => node.label.clone())
                     .set(if node.up.load(Ordering::Relaxed) { 1.0 } else { 0.0 });
-                metrics::gauge!("coord_redlock_node_quarantined", "node" => node.label.clone())
-                    .set(if node.votes() { 0.0 } else { 1.0 });
-            });
-            join_all(checks).await;
+                metrics::gauge!("coord_redlock_node_quarantined", "node" => node.label.clone()).set(if node.votes() {
+                    0.0
+                } else {
+                    1.0
+                });
+            }
             let voters = this.nodes.iter().filter(|n| n.up.load(Ordering::Relaxed) && n.votes()).count();
             quorum_up.store(voters >= this.quorum, Ordering::Relaxed);
             tokio::select! {
@@ -547,6 +669,51 @@ impl Redlock {
             }
         }
     }
+
+    /// One sighting of `node` as `run_id`, up `uptime_s`, with coord's
+    /// marker (the run_id it was written for) if present; `marked`: some
+    /// node of the deployment carries a marker.
+    async fn observe(&self, node: &Node, run_id: &str, uptime_s: u64, marker: Option<&str>, marked: bool) {
+        {
+            let Ok(mut id) = node.identity.lock() else { return };
+            match id.run_id.as_deref() {
+                Some(known) if known == run_id => {}
+                Some(_) => {
+                    id.run_id = Some(run_id.to_owned());
+                    if self.settings.delayed_restart {
+                        node.quarantine(&mut id, self.quarantine_end(uptime_s), "restarted (new run_id)");
+                    }
+                }
+                None => {
+                    id.run_id = Some(run_id.to_owned());
+                    let trusted = !self.settings.delayed_restart
+                        || marker == Some(run_id)
+                        || Duration::from_secs(uptime_s) >= self.max_ttl
+                        || !marked;
+                    if !trusted {
+                        let why = match marker {
+                            Some(_) => "restarted since coord last confirmed it",
+                            None => "is unknown to coord and younger than the maximum TTL",
+                        };
+                        node.quarantine(&mut id, self.quarantine_end(uptime_s), why);
+                    }
+                }
+            }
+        }
+        // Mark voting nodes, so a coord that starts later knows this
+        // incarnation was confirmed.
+        if node.votes() && marker != Some(run_id) {
+            let set = redis::cmd("SET").arg(&self.marker).arg(run_id).clone();
+            if tokio::time::timeout(self.op_timeout(), node.redis.query::<()>(&set)).await.is_ok_and(|r| r.is_ok()) {
+                self.marked.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// A field of an INFO section.
+fn info_field<'a>(info: &'a str, field: &str) -> Option<&'a str> {
+    info.lines().find_map(|l| l.strip_prefix(field)?.strip_prefix(':')).map(str::trim)
 }
 
 fn vote_name(vote: Vote) -> &'static str {

@@ -15,9 +15,13 @@ use crate::{
 /// it expires because they never fall below Redis TIME (see acquire.lua).
 const FENCE_TTL_MS: u64 = 7 * 24 * 3600 * 1000;
 
-/// How a grant ended, as kept in the lock's tombstone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a grant ended, as kept in the lock's tombstone and published in its
+/// event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum EndState {
+    /// By its holder: not a loss.
+    Released,
     Forced,
     Revoked,
 }
@@ -25,6 +29,7 @@ pub enum EndState {
 impl EndState {
     fn as_str(self) -> &'static str {
         match self {
+            EndState::Released => "released",
             EndState::Forced => "forced",
             EndState::Revoked => "revoked",
         }
@@ -40,21 +45,30 @@ pub struct Try<'a> {
     pub owner: &'a str,
     /// Waiter id to deregister on success.
     pub waiter: Option<&'a str>,
-    pub request_id: &'a str,
+    /// The Acquire call (the client's request id, else one per call): its
+    /// tries never take a second hold.
+    pub call: &'a str,
+    /// This try (unique): an undo of it removes only what it left.
+    pub attempt: &'a str,
+    /// This try's place among the call's tries (increasing).
+    pub seq: u64,
 }
-
 /// One Acquire attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Attempt {
     /// `lease` holds it: the caller's, or for a replayed request id the
     /// lease of the original grant. `validity_ms` is 0 outside Redlock mode.
-    Acquired { token: u64, count: u32, ttl_ms: i64, lease: String, validity_ms: i64 },
+    /// `attempt`: the try that holds it, for an exact undo.
+    Acquired { token: u64, count: u32, ttl_ms: i64, lease: String, validity_ms: i64, attempt: String },
     /// `nodes`: Redlock mode only.
     Held { owner: String, ttl_ms: i64, nodes: Vec<NodeResult> },
     /// A private lease tried to re-enter a lock it no longer holds.
     LeaseGone,
     /// Redlock mode: no majority could be reached.
     NoQuorum { nodes: Vec<NodeResult> },
+    /// Redlock mode: the node is not the one coord confirmed (it restarted);
+    /// nothing was written.
+    WrongNode { run_id: String, uptime_s: u64 },
 }
 
 /// One Redlock node's answer to an acquire attempt.
@@ -75,9 +89,16 @@ pub enum Vote {
 }
 
 /// Release outcome.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReleaseReply {
-    Released { remaining: u32, held_ms: i64 },
+    /// `grant`: the id of the grant (the try that created it), which a
+    /// repair of this release on another node must match.
+    Released {
+        remaining: u32,
+        held_ms: i64,
+        grant: String,
+        token: u64,
+    },
     NotHeld,
     HeldByOther,
 }
@@ -183,11 +204,16 @@ impl Store {
         Ok(())
     }
 
-    /// Remaining TTL of a shared lease, None when it is gone.
-    pub async fn lease_ttl(&self, ns: &Namespace, lease: &str) -> Result<Option<i64>> {
+    /// Remaining TTL and owner of a shared lease, None when it is gone.
+    pub async fn lease_info(&self, ns: &Namespace, lease: &str) -> Result<Option<(i64, String)>> {
         let key = self.lease_key(ns, lease)?;
-        let ttl: i64 = self.redis.query(redis::cmd("PTTL").arg(key.as_str())).await?;
-        Ok((ttl > 0).then_some(ttl))
+        let (ttl, owner): (i64, String) = self
+            .redis
+            .invoke(&scripts::LEASE_INFO, |inv| {
+                inv.key(key.as_str());
+            })
+            .await?;
+        Ok((ttl > 0).then_some((ttl, owner)))
     }
 
     /// One attempt; with `replicas`, the grant must be acknowledged by that
@@ -198,6 +224,18 @@ impl Store {
         name: &Name,
         t: Try<'_>,
         replicas: Option<(u32, std::time::Duration)>,
+    ) -> Result<Attempt> {
+        self.acquire_on(ns, name, t, replicas, "").await
+    }
+
+    /// One attempt on a node that must be `node_id` (its run_id; '' = any).
+    pub async fn acquire_on(
+        &self,
+        ns: &Namespace,
+        name: &Name,
+        t: Try<'_>,
+        replicas: Option<(u32, std::time::Duration)>,
+        node_id: &str,
     ) -> Result<Attempt> {
         let key = self.lock_key(ns, name);
         let (fence, waiters) = (key.sub("fence"), key.sub("waiters"));
@@ -210,17 +248,20 @@ impl Store {
                 .arg(t.owner)
                 .arg(t.waiter.unwrap_or(""))
                 .arg(FENCE_TTL_MS)
-                .arg(t.request_id);
+                .arg(t.call)
+                .arg(t.attempt)
+                .arg(node_id)
+                .arg(t.seq);
         };
         let reply: Vec<redis::Value> = match replicas {
             None => self.redis.invoke(&scripts::ACQUIRE, prepare).await?,
             Some((want, timeout)) => {
                 let (reply, acked): (Vec<redis::Value>, i64) =
                     self.redis.invoke_and_wait(&scripts::ACQUIRE, prepare, want, timeout).await?;
-                let attempt = parse_attempt(reply)?;
+                let attempt = parse_attempt(reply, t.attempt)?;
                 if matches!(attempt, Attempt::Acquired { .. }) && acked < i64::from(want) {
                     // Not durable enough: a failover could hand the lock out again.
-                    let _ = self.release(ns, name, t.lease).await;
+                    let _ = self.release(ns, name, t.lease, Some(t.attempt)).await;
                     return Err(Error::Unavailable(format!(
                         "only {acked} of {want} replicas acknowledged the grant within {timeout:?}"
                     )));
@@ -228,7 +269,7 @@ impl Store {
                 return Ok(attempt);
             }
         };
-        parse_attempt(reply)
+        parse_attempt(reply, t.attempt)
     }
 
     /// Records a granted lock in its shared lease's index; None when the
@@ -255,19 +296,32 @@ impl Store {
         Ok(())
     }
 
-    pub async fn release(&self, ns: &Namespace, name: &Name, lease: &str) -> Result<ReleaseReply> {
+    /// Releases one hold of `lease`; with `undo`, exactly what that try (or
+    /// grant) left, and nothing if a later one holds the lock.
+    pub async fn release(&self, ns: &Namespace, name: &Name, lease: &str, undo: Option<&str>) -> Result<ReleaseReply> {
         let key = self.lock_key(ns, name);
-        let reply: Vec<i64> = self
+        let reply: Vec<redis::Value> = self
             .redis
             .invoke(&scripts::RELEASE, |inv| {
-                inv.key(key.as_str()).arg(lease).arg(&self.channel);
+                inv.key(key.as_str())
+                    .arg(lease)
+                    .arg(&self.channel)
+                    .arg(undo.unwrap_or(""))
+                    .arg(ns.as_str())
+                    .arg(name.as_str());
             })
             .await?;
-        Ok(match reply.as_slice() {
-            [1, remaining, held_ms] => ReleaseReply::Released { remaining: *remaining as u32, held_ms: *held_ms },
-            [2] => ReleaseReply::HeldByOther,
-            _ => ReleaseReply::NotHeld,
-        })
+        match reply.as_slice() {
+            [flag, remaining, held_ms, grant, token] if int(flag)? == 1 => Ok(ReleaseReply::Released {
+                remaining: u32::try_from(int(remaining)?).map_err(|_| bad_reply("release", &reply))?,
+                held_ms: int(held_ms)?,
+                grant: text(grant)?,
+                token: int(token)?.max(0) as u64,
+            }),
+            [flag] if int(flag)? == 2 => Ok(ReleaseReply::HeldByOther),
+            [flag] if int(flag)? == 0 => Ok(ReleaseReply::NotHeld),
+            _ => Err(bad_reply("release", &reply)),
+        }
     }
 
     /// Ends a grant (held by `lease`, or by anyone when None).
@@ -291,10 +345,11 @@ impl Store {
             })
             .await?;
         match reply.as_slice() {
-            [flag, lease, owner, token] if int(flag) == 1 => {
-                Ok(Some(Ended { lease: text(lease), owner: text(owner), token: int(token) as u64 }))
+            [flag, lease, owner, token] if int(flag)? == 1 => {
+                Ok(Some(Ended { lease: text(lease)?, owner: text(owner)?, token: int(token)?.max(0) as u64 }))
             }
-            _ => Ok(None),
+            [flag] if int(flag)? == 0 => Ok(None),
+            _ => Err(bad_reply("lock_end", &reply)),
         }
     }
 
@@ -419,20 +474,21 @@ impl Store {
                 inv.key(key.as_str()).key(&waiters);
             })
             .await?;
-        let field = |i: usize| reply.get(i).cloned().unwrap_or(redis::Value::Nil);
-        let held = text(&field(0)) == "held";
-        let waiters = int(&field(6)).max(0) as u32;
-        if !held {
+        let [state, lease, owner, token, count, ttl, waiters] = reply.as_slice() else {
+            return Err(bad_reply("describe", &reply));
+        };
+        let waiters = int(waiters)?.max(0) as u32;
+        if text(state)? != "held" {
             return Ok(LockInfo { name: name.as_str().to_owned(), waiters, ..LockInfo::default() });
         }
         Ok(LockInfo {
             name: name.as_str().to_owned(),
-            held,
-            lease: text(&field(1)),
-            owner: text(&field(2)),
-            token: int(&field(3)).max(0) as u64,
-            hold_count: int(&field(4)).max(0) as u32,
-            ttl_ms: int(&field(5)).max(0),
+            held: true,
+            lease: text(lease)?,
+            owner: text(owner)?,
+            token: int(token)?.max(0) as u64,
+            hold_count: int(count)?.max(0) as u32,
+            ttl_ms: int(ttl)?.max(0),
             waiters,
         })
     }
@@ -489,37 +545,40 @@ impl Store {
     }
 }
 
-fn parse_attempt(reply: Vec<redis::Value>) -> Result<Attempt> {
+fn parse_attempt(reply: Vec<redis::Value>, attempt: &str) -> Result<Attempt> {
     match reply.as_slice() {
-        [flag, token, count, ttl, lease] if int(flag) == 1 => Ok(Attempt::Acquired {
-            token: int(token).max(0) as u64,
-            count: int(count).max(0) as u32,
-            ttl_ms: int(ttl),
-            lease: text(lease),
+        [flag, token, count, ttl, lease] if int(flag)? == 1 => Ok(Attempt::Acquired {
+            token: int(token)?.max(0) as u64,
+            count: int(count)?.max(0) as u32,
+            ttl_ms: int(ttl)?,
+            lease: text(lease)?,
             validity_ms: 0,
+            attempt: attempt.to_owned(),
         }),
-        [flag, owner, ttl] if int(flag) == 0 => {
-            Ok(Attempt::Held { owner: text(owner), ttl_ms: int(ttl), nodes: Vec::new() })
+        [flag, owner, ttl] if int(flag)? == 0 => {
+            Ok(Attempt::Held { owner: text(owner)?, ttl_ms: int(ttl)?, nodes: Vec::new() })
         }
-        [flag] if int(flag) == -1 => Ok(Attempt::LeaseGone),
-        other => Err(Error::Internal(format!("unexpected acquire reply {other:?}"))),
+        [flag] if int(flag)? == -1 => Ok(Attempt::LeaseGone),
+        [flag, run_id, uptime] if int(flag)? == -2 => {
+            Ok(Attempt::WrongNode { run_id: text(run_id)?, uptime_s: int(uptime)?.max(0) as u64 })
+        }
+        _ => Err(bad_reply("acquire", &reply)),
     }
 }
 
-fn int(value: &redis::Value) -> i64 {
-    match value {
-        redis::Value::Int(i) => *i,
-        redis::Value::BulkString(b) => std::str::from_utf8(b).ok().and_then(|s| s.parse().ok()).unwrap_or(0),
-        redis::Value::SimpleString(s) => s.parse().unwrap_or(0),
-        _ => 0,
-    }
+fn bad_reply(script: &str, reply: &[redis::Value]) -> Error {
+    Error::Internal(format!("unexpected {script} reply {reply:?}"))
 }
 
-fn text(value: &redis::Value) -> String {
+/// An integer reply; anything else is a malformed reply, never a default.
+fn int(value: &redis::Value) -> Result<i64> {
+    redis::from_redis_value_ref(value).map_err(|e| Error::Internal(format!("malformed script reply: {e}")))
+}
+
+/// A text reply (false/nil, from a missing hash field, reads as "").
+fn text(value: &redis::Value) -> Result<String> {
     match value {
-        redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
-        redis::Value::SimpleString(s) => s.clone(),
-        redis::Value::Int(i) => i.to_string(),
-        _ => String::new(),
+        redis::Value::Nil => Ok(String::new()),
+        v => redis::from_redis_value_ref(v).map_err(|e| Error::Internal(format!("malformed script reply: {e}"))),
     }
 }

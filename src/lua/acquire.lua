@@ -1,7 +1,7 @@
 -- acquire: grants a lock to a lease, re-enters it, or reports the holder.
 --
--- KEYS[1]  lock hash {lease, state, count, token, owner, px, since,
---          prev_lease, prev_state, prev_token}; expires with the grant
+-- KEYS[1]  lock hash {lease, state, count, token, owner, px, since, req, att,
+--          gid, seq, prev_lease, prev_state, prev_token}; expires with the grant
 -- KEYS[2]  fence counter: last token issued; TTL ARGV[5], refreshed per grant
 -- KEYS[3]  waiters zset (member waiter id); only ZREM here
 -- ARGV[1]  lease id
@@ -10,23 +10,54 @@
 -- ARGV[3]  owner label
 -- ARGV[4]  waiter id to remove on success ('' = none)
 -- ARGV[5]  fence counter TTL in ms
--- ARGV[6]  request id ('' = none): a retry of a request that was granted
---          gets that grant back instead of a second hold
+-- ARGV[6]  call id (non-empty): the client's request id, else one per
+--          Acquire call. A try of a call whose hold is already here gets
+--          that hold back instead of a second one (retries are idempotent)
+-- ARGV[7]  try id (non-empty, unique per attempt): recorded as `att` on the
+--          hold this try took or took over, and as `gid` on a grant it
+--          created, so an undo of a failed try (release.lua with ARGV[3])
+--          removes exactly what that try left and never a later grant
+-- ARGV[8]  Redlock: the node identity (run_id) coord confirmed; '' = no
+--          check. A node that restarted (lost its keys) must not vote
+-- ARGV[9]  the try's sequence number within its call (increasing): a try
+--          takes a hold over only from an earlier try of its call (`seq`),
+--          so a stale try that reaches a node late changes nothing
 -- returns  {1, token, hold count, TTL ms, lease} acquired, re-entered or
 --          replayed (lease: the holder, which for a replay may differ from
 --          ARGV[1]: a retried private-lease Acquire gets its first lease);
 --          {0, holder owner, holder TTL ms} held by another (nothing written);
---          {-1} ARGV[2] is 0 and the lease does not hold the lock
--- O(log waiters)
+--          {-1} ARGV[2] is 0 and the lease does not hold the lock;
+--          {-2, run_id, uptime s} the node is not ARGV[8] (nothing written)
+-- O(log waiters); with ARGV[8], plus one INFO server
 --
 -- Fencing: token = max(last token + 1, Redis TIME in microseconds). It
 -- strictly increases while the counter lives, and after the counter is lost
 -- (restart without persistence, expiry) as long as Redis's clock has not
 -- gone back past the last token: a lock cannot be granted more than once
 -- per microsecond, so tokens never run ahead of the clock.
-local f = redis.call('HMGET', KEYS[1], 'lease', 'state', 'count', 'token', 'owner', 'req')
+if ARGV[8] ~= '' then
+  local info = redis.call('INFO', 'server')
+  local id = string.match(info, 'run_id:(%x+)') or ''
+  if id ~= ARGV[8] then
+    return { -2, id, tonumber(string.match(info, 'uptime_in_seconds:(%d+)')) or 0 }
+  end
+end
+
+local f = redis.call('HMGET', KEYS[1], 'lease', 'state', 'count', 'token', 'owner', 'req', 'att', 'gid', 'seq')
 if f[2] == 'held' then
-  if ARGV[6] ~= '' and f[6] == ARGV[6] then
+  if f[6] == ARGV[6] then
+    -- A retry of the call that holds it: take the hold over, so an undo of
+    -- the earlier try no longer matches it.
+    if tonumber(ARGV[9]) > (tonumber(f[9]) or -1) then
+      if f[7] == f[8] then
+        redis.call('HSET', KEYS[1], 'att', ARGV[7], 'gid', ARGV[7], 'seq', ARGV[9])
+      else
+        redis.call('HSET', KEYS[1], 'att', ARGV[7], 'seq', ARGV[9])
+      end
+    end
+    if ARGV[4] ~= '' then
+      redis.call('ZREM', KEYS[3], ARGV[4])
+    end
     return { 1, tonumber(f[4]), tonumber(f[3]), redis.call('PTTL', KEYS[1]), f[1] }
   end
   if f[1] ~= ARGV[1] then
@@ -38,7 +69,7 @@ if f[2] == 'held' then
     px = redis.call('HGET', KEYS[1], 'px')
   end
   local count = redis.call('HINCRBY', KEYS[1], 'count', 1)
-  redis.call('HSET', KEYS[1], 'req', ARGV[6])
+  redis.call('HSET', KEYS[1], 'req', ARGV[6], 'att', ARGV[7], 'seq', ARGV[9])
   redis.call('PEXPIRE', KEYS[1], px)
   if ARGV[4] ~= '' then
     redis.call('ZREM', KEYS[3], ARGV[4])
@@ -59,7 +90,8 @@ redis.call('SET', KEYS[2], token_text, 'PX', ARGV[5])
 -- Keep how the previous grant ended (a tombstone) for its holder's stream.
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'lease', ARGV[1], 'state', 'held', 'count', 1, 'token', token_text,
-  'owner', ARGV[3], 'px', ARGV[2], 'since', math.floor(now_us / 1000), 'req', ARGV[6])
+  'owner', ARGV[3], 'px', ARGV[2], 'since', math.floor(now_us / 1000), 'req', ARGV[6],
+  'att', ARGV[7], 'gid', ARGV[7], 'seq', ARGV[9])
 if f[1] then
   redis.call('HSET', KEYS[1], 'prev_lease', f[1], 'prev_state', f[2], 'prev_token', f[4])
 end

@@ -42,6 +42,7 @@ macro_rules! scripts {
 scripts! {
     PROBE => "probe.lua",
     LEASE_GRANT => "lease_grant.lua",
+    LEASE_INFO => "lease_info.lua",
     LEASE_ATTACH => "lease_attach.lua",
     LEASE_REVOKE => "lease_revoke.lua",
     RENEW => "renew.lua",
