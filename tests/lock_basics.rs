@@ -353,3 +353,39 @@ async fn a_forged_lease_renews_nothing() {
     // Nor can it release the lock.
     assert_eq!(release(&mut c, "mine", &forged).await.status, ReleaseStatus::HeldByOther as i32);
 }
+
+#[tokio::test]
+async fn a_lock_under_a_granted_lease_shows_the_lease_owner() {
+    let redis = RedisServer::start();
+    let coord = serving(&redis.url()).await;
+    let mut c = coord.locks();
+    let lease = c.grant(GrantRequest { ttl_ms: 30_000, owner: "billing-7f9c".into() }).await.unwrap().into_inner();
+    assert!(acquired(&acquire_lease(&mut c, "owned", &lease.lease_id).await));
+
+    let info = c.describe(DescribeRequest { name: "owned".into() }).await.unwrap().into_inner().lock.unwrap();
+    assert_eq!(info.owner, "billing-7f9c", "{info:?}");
+    let other = c
+        .acquire(AcquireRequest { name: "owned".into(), ttl_ms: 1_000, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(other.status, AcquireStatus::NotAcquired as i32);
+    assert_eq!(other.holder_owner, "billing-7f9c", "{other:?}");
+    let forced = c.force_release(coord::pb::ForceReleaseRequest { name: "owned".into() }).await.unwrap().into_inner();
+    assert_eq!(forced.owner, "billing-7f9c", "{forced:?}");
+
+    // An owner on the Acquire itself wins over the lease's.
+    let got = c
+        .acquire(AcquireRequest {
+            name: "named".into(),
+            lease_id: lease.lease_id.clone(),
+            owner: "job-1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(acquired(&got));
+    let info = c.describe(DescribeRequest { name: "named".into() }).await.unwrap().into_inner().lock.unwrap();
+    assert_eq!(info.owner, "job-1");
+}

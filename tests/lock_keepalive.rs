@@ -296,3 +296,82 @@ async fn keepalive_answers_zero_for_unknown_and_malformed_leases() {
         }
     }
 }
+
+/// The wire form of KeepAliveRequest with bytes instead of a string, to
+/// send what does not decode.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RawKeepAlive {
+    #[prost(bytes = "vec", tag = "1")]
+    lease_id: Vec<u8>,
+}
+
+#[tokio::test]
+async fn an_undecodable_message_ends_the_stream_with_invalid_argument() {
+    let redis = RedisServer::start();
+    let coord = serving(&redis.url()).await;
+    let mut c = coord.locks();
+    let got = c
+        .acquire(AcquireRequest { name: "bad".into(), ttl_ms: 5_000, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    let lease = got.lease_id.into_bytes();
+
+    let mut grpc = tonic::client::Grpc::new(coord.channel());
+    grpc.ready().await.unwrap();
+    let (tx, rx) = mpsc::channel(4);
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/coord.v1.LockService/KeepAlive");
+    let codec = tonic_prost::ProstCodec::<RawKeepAlive, KeepAliveResponse>::default();
+    let mut stream =
+        grpc.streaming(tonic::Request::new(ReceiverStream::new(rx)), path, codec).await.unwrap().into_inner();
+    tx.send(RawKeepAlive { lease_id: lease.clone() }).await.unwrap();
+    let first = stream.message().await.unwrap().unwrap();
+    assert!(matches!(first.event, Some(Event::Renewed(ref r)) if r.ttl_ms > 0), "{first:?}");
+    // Not UTF-8: the string field cannot decode.
+    tx.send(RawKeepAlive { lease_id: vec![0xff, 0xfe] }).await.unwrap();
+    tx.send(RawKeepAlive { lease_id: lease }).await.unwrap();
+    let end = loop {
+        match tokio::time::timeout(Duration::from_secs(5), stream.message()).await.expect("stream hung") {
+            Ok(Some(msg)) => assert!(matches!(msg.event, Some(Event::Renewed(_))), "{msg:?}"),
+            Ok(None) => panic!("the stream ended OK after a message that does not decode"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(end.code(), tonic::Code::InvalidArgument, "{end:?}");
+    assert!(end.message().contains("KeepAliveRequest"), "{end:?}");
+}
+
+/// A holder that releases its lock has lost nothing: its stream, on the
+/// instance of the release or another, pushes no LockLost afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_private_lock_is_not_reported_lost() {
+    let redis = RedisServer::start();
+    let a = serving(&redis.url()).await;
+    let b = serving(&redis.url()).await;
+    for (round, releaser) in [&a, &b].into_iter().enumerate() {
+        let mut c = a.locks();
+        let name = format!("done{round}");
+        let got = c
+            .acquire(AcquireRequest { name: name.clone(), ttl_ms: 1_000, ..Default::default() })
+            .await
+            .unwrap()
+            .into_inner();
+        let (tx, mut stream) = open_stream(&mut c).await;
+        tx.send(KeepAliveRequest { lease_id: got.lease_id.clone() }).await.unwrap();
+        let msg = stream.next().await.unwrap().unwrap();
+        assert!(matches!(msg.event, Some(Event::Renewed(_))), "{msg:?}");
+        let released = releaser
+            .locks()
+            .release(coord::pb::ReleaseRequest { name: name.clone(), lease_id: got.lease_id })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(released.status, coord::pb::ReleaseStatus::Released as i32);
+        // No more renewals: well past the TTL, nothing arrives.
+        match tokio::time::timeout(Duration::from_millis(2_500), stream.next()).await {
+            Err(_) => {}
+            Ok(event) => panic!("round {round}: {event:?} after the holder's own release"),
+        }
+        drop(tx);
+    }
+}

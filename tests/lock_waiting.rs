@@ -213,3 +213,69 @@ async fn mutual_exclusion_keeps_a_counter_exact() {
     }
     eprintln!("{} lock cycles in {:?}", TASKS * ROUNDS, started.elapsed());
 }
+
+/// A grant that lands after its caller gave up (the call's deadline passes
+/// while coord records the grant in the lease's index) is taken back, not
+/// kept for the lease's TTL. A proxy delays Redis by 40 ms each way, so the
+/// window between the grant and the reply is wide; the release of the
+/// holder is timed for the deadline to fall into it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_racing_a_cancelled_acquire_is_taken_back() {
+    use coord::pb::GrantRequest;
+    use support::proxy::DelayProxy;
+
+    let redis = RedisServer::start();
+    let proxy = DelayProxy::start(redis.port(), Duration::from_millis(40)).await;
+    let mut config = support::config(&proxy.url());
+    config.redis.command_timeout = Duration::from_secs(2);
+    config.redis.connect_timeout = Duration::from_secs(2);
+    let coord = serving_with(config).await;
+    let mut c = coord.locks();
+    let (mut raced, mut in_time) = (0, 0);
+    for round in 0..10u64 {
+        let name = format!("race{round}");
+        let held = c.acquire(req(&name, 30_000, 0)).await.unwrap().into_inner();
+        assert_eq!(held.status, AcquireStatus::Acquired as i32);
+        let lease =
+            c.grant(GrantRequest { ttl_ms: 30_000, owner: "waiter".into() }).await.unwrap().into_inner().lease_id;
+        let timeout = Duration::from_millis(1_500);
+        let started = Instant::now();
+        let waiter = {
+            let (mut wc, name, lease) = (coord.locks(), name.clone(), lease.clone());
+            tokio::spawn(async move {
+                let mut request = tonic::Request::new(AcquireRequest {
+                    name,
+                    lease_id: lease,
+                    wait_ms: 10_000,
+                    ..Default::default()
+                });
+                request.set_timeout(timeout);
+                wc.acquire(request).await
+            })
+        };
+        // After the release (1 RTT) the waiter reads its lease (1 RTT), is
+        // granted (1 RTT) and records the grant (1 RTT): the deadline
+        // should fall into that last one for offsets of about 250–330 ms.
+        let offset = Duration::from_millis(240 + 10 * round);
+        tokio::time::sleep_until((started + timeout - offset).into()).await;
+        c.release(ReleaseRequest { name: name.clone(), lease_id: held.lease_id }).await.unwrap();
+        let result = waiter.await.unwrap();
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let key = format!("coord:default:lock:{{{name}}}");
+        let (holder, state) = (redis.cli(&["HGET", &key, "lease"]), redis.cli(&["HGET", &key, "state"]));
+        match result {
+            Ok(got) if got.get_ref().status == AcquireStatus::Acquired as i32 => in_time += 1,
+            _ => {
+                assert!(
+                    !(holder == lease && state == "held"),
+                    "round {round}: the departed waiter still holds the lock"
+                );
+                if holder == lease {
+                    raced += 1; // granted, then taken back
+                }
+            }
+        }
+    }
+    eprintln!("{raced} grants raced a cancelled call and were taken back; {in_time} answered in time");
+    assert!(raced >= 1, "no round raced a grant with the deadline");
+}

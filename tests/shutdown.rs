@@ -54,3 +54,57 @@ async fn health_reports_not_serving_once_shutdown_starts() {
         assert_eq!(update.status, ServingStatus::NotServing as i32);
     }
 }
+
+/// A holder that took an OK end for a normal one would stop reconnecting
+/// and lose its lock in a rolling upgrade: every KeepAlive stream open at
+/// shutdown ends UNAVAILABLE, never OK.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_keepalive_stream_ends_unavailable_at_shutdown() {
+    use coord::pb::{AcquireRequest, KeepAliveRequest};
+    use tokio_stream::wrappers::ReceiverStream;
+
+    let redis = RedisServer::start();
+    for round in 0..3 {
+        let coord = Coord::start(&redis.url()).await;
+        coord.wait_health("", ServingStatus::Serving, Duration::from_secs(10)).await;
+        let mut ends = Vec::new();
+        for i in 0..40 {
+            let mut c = coord.locks();
+            let name = format!("r{round}-{i}");
+            let got =
+                c.acquire(AcquireRequest { name, ttl_ms: 10_000, ..Default::default() }).await.unwrap().into_inner();
+            let (tx, rx) = tokio::sync::mpsc::channel(4);
+            let mut stream = c.keep_alive(ReceiverStream::new(rx)).await.unwrap().into_inner();
+            ends.push(tokio::spawn(async move {
+                let renew = async {
+                    loop {
+                        if tx.send(KeepAliveRequest { lease_id: got.lease_id.clone() }).await.is_err() {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                };
+                let end = async {
+                    loop {
+                        match stream.message().await {
+                            Ok(Some(_)) => continue,
+                            Ok(None) => return None,
+                            Err(status) => return Some(status),
+                        }
+                    }
+                };
+                tokio::select! {
+                    _ = renew => None,
+                    end = end => end,
+                }
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        coord.shutdown().await;
+        for (i, end) in ends.into_iter().enumerate() {
+            let status = tokio::time::timeout(Duration::from_secs(5), end).await.expect("stream hung").unwrap();
+            let status = status.unwrap_or_else(|| panic!("round {round}: stream {i} ended OK"));
+            assert_eq!(status.code(), tonic::Code::Unavailable, "round {round}: stream {i}: {status:?}");
+        }
+    }
+}

@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use self::events::Hub;
 pub use self::redlock::Redlock;
-use self::store::{Attempt, EndState, Ended, ReleaseReply, Renewal, Store, Try};
+use self::store::{Attempt, EndState, Ended, Release, ReleaseReply, Renewal, Store, Try};
 pub use self::store::{NodeResult, Vote};
 use crate::{
     config::LockConfig,
@@ -221,7 +221,7 @@ delegate! {
     lease_info(ns: &Namespace, lease: &str) -> Option<(i64, String)>;
     attach(ns: &Namespace, lease: &str, name: &Name) -> Option<i64>;
     detach(ns: &Namespace, lease: &str, names: &[&str]) -> ();
-    release(ns: &Namespace, name: &Name, lease: &str, undo: Option<&str>) -> ReleaseReply;
+    release(ns: &Namespace, name: &Name, lease: &str, what: Release<'_>) -> ReleaseReply;
     end(ns: &Namespace, name: &Name, lease: Option<&str>, state: EndState) -> Option<Ended>;
     revoke(ns: &Namespace, lease: &str) -> Vec<String>;
     renew(ns: &Namespace, lease: &LeaseId, names: &[String]) -> Renewal;
@@ -518,7 +518,7 @@ impl Locks {
     /// later grant or another call's hold. Best effort.
     pub async fn undo(&self, ns: &Namespace, name: &Name, granted: &AcquireOutcome) {
         let AcquireOutcome::Acquired { lease, attempt, .. } = granted else { return };
-        match self.store.release(ns, name, lease, Some(attempt)).await {
+        match self.store.release(ns, name, lease, Release::Try(attempt)).await {
             Ok(ReleaseReply::Released { remaining: 0, token, .. }) => {
                 self.local_end(ns, name, lease, EndState::Released, token);
                 metrics::counter!("coord_lock_grants_undone_total").increment(1);
@@ -532,7 +532,7 @@ impl Locks {
     }
 
     pub async fn release(&self, ns: &Namespace, name: &Name, lease: &LeaseId) -> Result<ReleaseOutcome> {
-        Ok(match self.store.release(ns, name, lease.as_str(), None).await? {
+        Ok(match self.store.release(ns, name, lease.as_str(), Release::Hold).await? {
             ReleaseReply::Released { remaining, held_ms, token, .. } => {
                 if remaining == 0 {
                     // Same-instance waiters and streams need not wait for

@@ -46,7 +46,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     LeaseId, LockInfo,
-    store::{Attempt, EndState, Ended, LockState, NodeResult, ReleaseReply, Renewal, Store, Try, Vote},
+    store::{Attempt, EndState, Ended, LockState, NodeResult, Release, ReleaseReply, Renewal, Store, Try, Vote},
 };
 use crate::{
     config::RedlockConfig,
@@ -368,7 +368,7 @@ impl Redlock {
             // Not granted: undo this try wherever it may have been applied
             // (also where it timed out and may still be applied).
             if results.iter().any(|r| matches!(r.vote, Vote::Acquired | Vote::Timeout | Vote::Error)) {
-                let _ = self.release(ns, name, t.lease, Some(&attempt)).await;
+                let _ = self.release(ns, name, t.lease, Release::Try(&attempt)).await;
             }
             if gone >= self.quorum {
                 return Ok(Attempt::LeaseGone);
@@ -409,67 +409,85 @@ impl Redlock {
         Ok(())
     }
 
-    /// Releases one hold (or, with `undo`, exactly one try's or grant's)
-    /// on every node, decided by majority. Nodes that did not answer get the
-    /// undo, or the grant that this release ended, repaired in the
-    /// background.
-    pub async fn release(&self, ns: &Namespace, name: &Name, lease: &str, undo: Option<&str>) -> Result<ReleaseReply> {
-        let replies = self.all(self.op_timeout(), |s| s.release(ns, name, lease, undo)).await;
+    /// Releases on every node, decided by majority. Nodes that did not
+    /// answer get the undo of the try, or the end of the grant this release
+    /// ended, repaired in the background.
+    pub async fn release(&self, ns: &Namespace, name: &Name, lease: &str, what: Release<'_>) -> Result<ReleaseReply> {
+        let replies = self.all(self.op_timeout(), |s| s.release(ns, name, lease, what)).await;
         let answered = self.answered(&replies);
-        let released: Vec<(u32, i64, &str, u64)> = answered
-            .iter()
-            .filter_map(|r| match r {
-                ReleaseReply::Released { remaining, held_ms, grant, token } => {
-                    Some((*remaining, *held_ms, grant.as_str(), *token))
-                }
-                _ => None,
-            })
-            .collect();
+        let released: Vec<&ReleaseReply> =
+            answered.iter().copied().filter(|r| matches!(r, ReleaseReply::Released { .. })).collect();
         // A release that ended the grant must end it everywhere; one that
         // only dropped a hold leaves nothing that outlives the final one.
-        let repair = undo.or_else(|| released.iter().find(|r| r.0 == 0 && !r.2.is_empty()).map(|r| r.2));
-        if let Some(id) = repair {
-            self.repair(ns, name, lease, id, &replies);
+        let ended = released.iter().find_map(|r| match r {
+            ReleaseReply::Released { remaining: 0, grant, latest, .. } if !grant.is_empty() => Some((grant, latest)),
+            _ => None,
+        });
+        match (what, ended) {
+            (Release::Try(_), _) => self.repair(ns, name, lease, what, &replies),
+            (Release::Hold, Some((id, latest))) => {
+                self.repair(ns, name, lease, Release::Grant { id, latest }, &replies)
+            }
+            _ => {}
         }
         if answered.len() < self.quorum {
             return Err(self.no_quorum("release", &replies));
         }
         let by_other = answered.iter().filter(|r| matches!(r, ReleaseReply::HeldByOther)).count();
+        let field = |f: fn(&ReleaseReply) -> u64| released.iter().map(|r| f(r)).max().unwrap_or(0);
         Ok(if by_other >= self.quorum {
             ReleaseReply::HeldByOther
         } else if released.is_empty() {
             ReleaseReply::NotHeld
         } else {
             ReleaseReply::Released {
-                remaining: released.iter().map(|r| r.0).max().unwrap_or(0),
-                held_ms: released.iter().map(|r| r.1).max().unwrap_or(0),
-                grant: repair.unwrap_or_default().to_owned(),
-                token: released.iter().map(|r| r.3).max().unwrap_or(0),
+                remaining: field(|r| match r {
+                    ReleaseReply::Released { remaining, .. } => u64::from(*remaining),
+                    _ => 0,
+                }) as u32,
+                held_ms: field(|r| match r {
+                    ReleaseReply::Released { held_ms, .. } => (*held_ms).max(0) as u64,
+                    _ => 0,
+                }) as i64,
+                grant: ended.map(|e| e.0.clone()).unwrap_or_default(),
+                latest: ended.map(|e| e.1.clone()).unwrap_or_default(),
+                token: field(|r| match r {
+                    ReleaseReply::Released { token, .. } => *token,
+                    _ => 0,
+                }),
             }
         })
     }
 
     /// Nodes that did not answer may still run an earlier acquire of this
-    /// try when they come back (a paused process, a queued command): keep
-    /// undoing `id` there until the node has answered twice (100 ms apart,
-    /// so a command queued before the first answer ran by the second). The
-    /// undo matches only that try or grant, so it is safe to repeat and never
-    /// removes a later grant. Bounded by `lock.max_ttl`, after which any
-    /// such grant has expired anyway.
-    fn repair(&self, ns: &Namespace, name: &Name, lease: &str, id: &str, replies: &[Reply<ReleaseReply>]) {
+    /// try, or keep the grant, when they come back (a paused process, a
+    /// queued command): keep releasing `what` there until the node has
+    /// answered twice (100 ms apart, so a command queued before the first
+    /// answer ran by the second). `what` matches only that try or grant, so
+    /// it is safe to repeat and never removes a later grant. Bounded by
+    /// `lock.max_ttl`, after which any such grant has expired anyway.
+    fn repair(&self, ns: &Namespace, name: &Name, lease: &str, what: Release<'_>, replies: &[Reply<ReleaseReply>]) {
+        let (id, latest) = match what {
+            Release::Hold => return,
+            Release::Try(id) => (id.to_owned(), None),
+            Release::Grant { id, latest } => (id.to_owned(), Some(latest.to_owned())),
+        };
         for (reply, node) in replies.iter().zip(&self.nodes) {
             if matches!(reply, Reply::Ok(_)) {
                 continue;
             }
-            let (store, ns, name, lease, id) =
-                (node.store.clone(), ns.clone(), name.clone(), lease.to_owned(), id.to_owned());
+            let (store, ns, name, lease, id, latest) =
+                (node.store.clone(), ns.clone(), name.clone(), lease.to_owned(), id.clone(), latest.clone());
             let deadline = Instant::now() + self.max_ttl;
             tokio::spawn(async move {
                 let mut answered = 0;
                 while answered < 2 && Instant::now() < deadline {
                     tokio::time::sleep(Duration::from_millis(100)).await;
-                    let call =
-                        tokio::time::timeout(Duration::from_secs(1), store.release(&ns, &name, &lease, Some(&id)));
+                    let what = match &latest {
+                        None => Release::Try(&id),
+                        Some(latest) => Release::Grant { id: &id, latest },
+                    };
+                    let call = tokio::time::timeout(Duration::from_secs(1), store.release(&ns, &name, &lease, what));
                     if let Ok(Ok(_)) = call.await {
                         answered += 1;
                     }

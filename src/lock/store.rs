@@ -88,15 +88,29 @@ pub enum Vote {
     Quarantined,
 }
 
+/// What a release removes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Release<'a> {
+    /// One hold, by the lease that holds the lock.
+    Hold,
+    /// Exactly what this try left (its hold, or the hold that created the
+    /// grant), and nothing if a later try's grant holds the lock.
+    Try(&'a str),
+    /// The grant `id`, only if `latest` is still its latest try: a release
+    /// that ended it on other nodes, repaired where it did not arrive.
+    Grant { id: &'a str, latest: &'a str },
+}
+
 /// Release outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReleaseReply {
-    /// `grant`: the id of the grant (the try that created it), which a
-    /// repair of this release on another node must match.
+    /// `grant` and `latest`: the grant's id and its latest try before this
+    /// release, which a repair of it on another node must match.
     Released {
         remaining: u32,
         held_ms: i64,
         grant: String,
+        latest: String,
         token: u64,
     },
     NotHeld,
@@ -261,7 +275,7 @@ impl Store {
                 let attempt = parse_attempt(reply, t.attempt)?;
                 if matches!(attempt, Attempt::Acquired { .. }) && acked < i64::from(want) {
                     // Not durable enough: a failover could hand the lock out again.
-                    let _ = self.release(ns, name, t.lease, Some(t.attempt)).await;
+                    let _ = self.release(ns, name, t.lease, Release::Try(t.attempt)).await;
                     return Err(Error::Unavailable(format!(
                         "only {acked} of {want} replicas acknowledged the grant within {timeout:?}"
                     )));
@@ -296,26 +310,32 @@ impl Store {
         Ok(())
     }
 
-    /// Releases one hold of `lease`; with `undo`, exactly what that try (or
-    /// grant) left, and nothing if a later one holds the lock.
-    pub async fn release(&self, ns: &Namespace, name: &Name, lease: &str, undo: Option<&str>) -> Result<ReleaseReply> {
+    /// Releases what `what` names of `lease`'s hold on the lock.
+    pub async fn release(&self, ns: &Namespace, name: &Name, lease: &str, what: Release<'_>) -> Result<ReleaseReply> {
         let key = self.lock_key(ns, name);
+        let (id, latest) = match what {
+            Release::Hold => ("", ""),
+            Release::Try(id) => (id, ""),
+            Release::Grant { id, latest } => (id, latest),
+        };
         let reply: Vec<redis::Value> = self
             .redis
             .invoke(&scripts::RELEASE, |inv| {
                 inv.key(key.as_str())
                     .arg(lease)
                     .arg(&self.channel)
-                    .arg(undo.unwrap_or(""))
+                    .arg(id)
                     .arg(ns.as_str())
-                    .arg(name.as_str());
+                    .arg(name.as_str())
+                    .arg(latest);
             })
             .await?;
         match reply.as_slice() {
-            [flag, remaining, held_ms, grant, token] if int(flag)? == 1 => Ok(ReleaseReply::Released {
+            [flag, remaining, held_ms, grant, token, latest] if int(flag)? == 1 => Ok(ReleaseReply::Released {
                 remaining: u32::try_from(int(remaining)?).map_err(|_| bad_reply("release", &reply))?,
                 held_ms: int(held_ms)?,
                 grant: text(grant)?,
+                latest: text(latest)?,
                 token: int(token)?.max(0) as u64,
             }),
             [flag] if int(flag)? == 2 => Ok(ReleaseReply::HeldByOther),

@@ -1,5 +1,6 @@
--- release: drops one hold of a lock, only for the lease that holds it; or,
--- with ARGV[3], undoes exactly what one acquire try left behind.
+-- release: drops one hold of a lock, only for the lease that holds it; or
+-- undoes exactly what one acquire try left, or ends exactly one grant that
+-- was released on other Redlock nodes but not here.
 --
 -- The last hold leaves a tombstone (state 'released', kept for one lock TTL)
 -- instead of deleting the key, so a KeepAlive racing with the release knows
@@ -10,14 +11,19 @@
 -- KEYS[1]  lock hash (see acquire.lua)
 -- ARGV[1]  lease id
 -- ARGV[2]  pub/sub channel for lock events
--- ARGV[3]  '' = the holder releases one hold; else a try id (acquire.lua's
---          ARGV[7]): the whole grant if that try created it (`gid`), one
---          hold if that try took the latest one (`att`), else nothing. Safe
---          to repeat: a later try's grant or hold never matches
+-- ARGV[3]  '' = the holder releases one hold. Else, with ARGV[6] = '', a try
+--          id (acquire.lua's ARGV[7]) to undo: the hold it took (`att`), or
+--          the hold that created the grant (`gid`) if a later try holds on
+--          top, else nothing. With ARGV[6] set, a grant id: the grant ends
+--          if it is still that grant with ARGV[6] as its latest try (what a
+--          release elsewhere ended), else nothing. Both are safe to repeat
+--          and never touch a later try's hold or grant
 -- ARGV[4]  namespace and ARGV[5] lock name, for the event
--- returns  {1, remaining holds, held ms, grant id, token} released (0 holds:
---          the grant ended and the event was published); {0} not held (or
---          no match for ARGV[3]); {2} held by another lease
+-- ARGV[6]  see ARGV[3]
+-- returns  {1, remaining holds, held ms, grant id, token, latest try} released
+--          (0 holds: the grant ended and the event was published; the
+--          latest try as it was before this call); {0} not held, or nothing
+--          to undo; {2} held by another lease
 -- O(1)
 local f = redis.call('HMGET', KEYS[1], 'lease', 'state', 'count', 'since', 'px', 'token', 'att', 'gid')
 if f[2] ~= 'held' then
@@ -27,18 +33,23 @@ if f[1] ~= ARGV[1] then
   return { 2 }
 end
 local count = tonumber(f[3]) - 1
-if ARGV[3] ~= '' then
-  if f[8] == ARGV[3] then
-    count = 0
-  elseif f[7] == ARGV[3] then
+if ARGV[3] ~= '' and ARGV[6] ~= '' then
+  if f[8] ~= ARGV[3] or f[7] ~= ARGV[6] then
+    return { 0 }
+  end
+  count = 0
+elseif ARGV[3] ~= '' then
+  if f[7] == ARGV[3] then
     redis.call('HSET', KEYS[1], 'att', '')
+  elseif f[8] == ARGV[3] then
+    redis.call('HSET', KEYS[1], 'gid', '')
   else
     return { 0 }
   end
 end
 if count > 0 then
   redis.call('HSET', KEYS[1], 'count', count)
-  return { 1, count, 0, f[8] or '', tonumber(f[6]) }
+  return { 1, count, 0, f[8] or '', tonumber(f[6]), f[7] or '' }
 end
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -47,4 +58,4 @@ redis.call('PEXPIRE', KEYS[1], f[5])
 redis.call('PUBLISH', ARGV[2], 'e|' .. cjson.encode({
   key = KEYS[1], ns = ARGV[4], lease = f[1], name = ARGV[5], state = 'released', token = f[6],
 }))
-return { 1, 0, now_ms - tonumber(f[4]), f[8] or '', tonumber(f[6]) }
+return { 1, 0, now_ms - tonumber(f[4]), f[8] or '', tonumber(f[6]), f[7] or '' }
