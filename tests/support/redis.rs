@@ -196,6 +196,8 @@ impl RedisServer {
             ("--appendonly", "no".into()),
             ("--dir", dir.clone()),
             ("--logfile", format!("{dir}/redis.log")),
+            // DEBUG SLEEP stalls a node the way a busy one stalls.
+            ("--enable-debug-command", "local".into()),
         ];
         if let Some(bus) = self.bus_port {
             opts.extend([
