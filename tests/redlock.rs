@@ -103,6 +103,7 @@ async fn locks_work_with_a_minority_killed_or_stopped() {
         assert!(events.iter().all(|e| matches!(e, Event::Renewed(r) if r.ttl_ms > 0)), "{fault}: {events:?}");
         let info = c.describe(DescribeRequest { name: "m".into() }).await.unwrap().into_inner().lock.unwrap();
         assert!(info.held && info.lease_id == lease, "{fault}: {info:?}");
+        assert_eq!(info.owner, fault, "the lease's owner is shown");
         let rel = c.release(ReleaseRequest { name: "m".into(), lease_id: lease.clone() }).await.unwrap().into_inner();
         assert_eq!(rel.status, ReleaseStatus::Released as i32, "{fault}");
         assert_eq!(holders(&s.nodes, "m", &lease, &[0, 1]), 0);

@@ -64,9 +64,15 @@ impl LockService for Service {
         // message that does not decode ends the stream with INVALID_ARGUMENT.
         tokio::spawn(async move {
             while let Some(message) = inbound.next().await {
-                let request = message
-                    .map(|m| m.lease_id)
-                    .map_err(|status| Error::invalid("KeepAliveRequest", status.message().to_owned()));
+                let request = match message {
+                    Ok(m) => Ok(m.lease_id),
+                    // tonic reports a message that does not decode as INTERNAL.
+                    Err(status) if status.code() == tonic::Code::Internal => {
+                        Err(Error::invalid("KeepAliveRequest", status.message().to_owned()))
+                    }
+                    // The client went away (reset, cancelled): nobody to tell.
+                    Err(_) => break,
+                };
                 let failed = request.is_err();
                 if req_tx.send(request).await.is_err() || failed {
                     break;

@@ -15,9 +15,10 @@
 //!   (released, forced, revoked), so the holder's KeepAlive reports the
 //!   right reason; a tombstone counts as free.
 //!
-//! Module layout: `store` (script calls), `events` (pub/sub fan-out),
-//! `keepalive` (the stream), `grpc` (the adapter); this file holds the
-//! domain types and the operations.
+//! Module layout: `store` (script calls), `redlock` (the same calls on N
+//! nodes, decided by majority), `events` (pub/sub fan-out), `keepalive`
+//! (the stream), `grpc` (the adapter); this file holds the domain types and
+//! the operations.
 
 mod events;
 pub mod grpc;
@@ -519,11 +520,15 @@ impl Locks {
     pub async fn undo(&self, ns: &Namespace, name: &Name, granted: &AcquireOutcome) {
         let AcquireOutcome::Acquired { lease, attempt, .. } = granted else { return };
         match self.store.release(ns, name, lease, Release::Try(attempt)).await {
-            Ok(ReleaseReply::Released { remaining: 0, token, .. }) => {
-                self.local_end(ns, name, lease, EndState::Released, token);
+            Ok(ReleaseReply::Released { remaining, token, .. }) => {
                 metrics::counter!("coord_lock_grants_undone_total").increment(1);
+                if remaining == 0 {
+                    self.local_end(ns, name, lease, EndState::Released, token);
+                    if let Ok(LeaseId::Shared(id)) = LeaseId::parse(lease) {
+                        let _ = self.store.detach(ns, &id, &[name.as_str()]).await;
+                    }
+                }
             }
-            Ok(ReleaseReply::Released { .. }) => metrics::counter!("coord_lock_grants_undone_total").increment(1),
             Ok(_) => {}
             Err(e) => {
                 tracing::warn!(error = %e, lock = name.as_str(), "could not undo a grant nobody heard of; it ends with its TTL")

@@ -415,14 +415,19 @@ impl Redlock {
     pub async fn release(&self, ns: &Namespace, name: &Name, lease: &str, what: Release<'_>) -> Result<ReleaseReply> {
         let replies = self.all(self.op_timeout(), |s| s.release(ns, name, lease, what)).await;
         let answered = self.answered(&replies);
-        let released: Vec<&ReleaseReply> =
-            answered.iter().copied().filter(|r| matches!(r, ReleaseReply::Released { .. })).collect();
+        // (remaining, held ms, token, grant, latest try) where it was released.
+        let released: Vec<(u32, i64, u64, &str, &str)> = answered
+            .iter()
+            .filter_map(|r| match r {
+                ReleaseReply::Released { remaining, held_ms, grant, latest, token } => {
+                    Some((*remaining, *held_ms, *token, grant.as_str(), latest.as_str()))
+                }
+                _ => None,
+            })
+            .collect();
         // A release that ended the grant must end it everywhere; one that
         // only dropped a hold leaves nothing that outlives the final one.
-        let ended = released.iter().find_map(|r| match r {
-            ReleaseReply::Released { remaining: 0, grant, latest, .. } if !grant.is_empty() => Some((grant, latest)),
-            _ => None,
-        });
+        let ended = released.iter().find(|r| r.0 == 0 && !r.3.is_empty()).map(|r| (r.3, r.4));
         match (what, ended) {
             (Release::Try(_), _) => self.repair(ns, name, lease, what, &replies),
             (Release::Hold, Some((id, latest))) => {
@@ -434,27 +439,17 @@ impl Redlock {
             return Err(self.no_quorum("release", &replies));
         }
         let by_other = answered.iter().filter(|r| matches!(r, ReleaseReply::HeldByOther)).count();
-        let field = |f: fn(&ReleaseReply) -> u64| released.iter().map(|r| f(r)).max().unwrap_or(0);
         Ok(if by_other >= self.quorum {
             ReleaseReply::HeldByOther
         } else if released.is_empty() {
             ReleaseReply::NotHeld
         } else {
             ReleaseReply::Released {
-                remaining: field(|r| match r {
-                    ReleaseReply::Released { remaining, .. } => u64::from(*remaining),
-                    _ => 0,
-                }) as u32,
-                held_ms: field(|r| match r {
-                    ReleaseReply::Released { held_ms, .. } => (*held_ms).max(0) as u64,
-                    _ => 0,
-                }) as i64,
-                grant: ended.map(|e| e.0.clone()).unwrap_or_default(),
-                latest: ended.map(|e| e.1.clone()).unwrap_or_default(),
-                token: field(|r| match r {
-                    ReleaseReply::Released { token, .. } => *token,
-                    _ => 0,
-                }),
+                remaining: released.iter().map(|r| r.0).max().unwrap_or(0),
+                held_ms: released.iter().map(|r| r.1).max().unwrap_or(0),
+                token: released.iter().map(|r| r.2).max().unwrap_or(0),
+                grant: ended.map_or_else(String::new, |e| e.0.to_owned()),
+                latest: ended.map_or_else(String::new, |e| e.1.to_owned()),
             }
         })
     }
