@@ -33,9 +33,9 @@ fn node() -> Node {
 }
 
 impl Node {
-    /// One try: (lease, call id, try id, seq); returns the hold count, or
-    /// None when held by another lease.
-    async fn acquire(&self, lease: &str, call: &str, attempt: &str, seq: u64) -> Option<i64> {
+    /// One try: (lease, call id, try id `<instance hex>.<seq>`); returns the
+    /// hold count, or None when held by another lease.
+    async fn acquire(&self, lease: &str, call: &str, attempt: &str) -> Option<i64> {
         let reply: Vec<Value> = self
             .redis
             .invoke(&scripts::ACQUIRE, |inv| {
@@ -49,8 +49,7 @@ impl Node {
                     .arg(60_000)
                     .arg(call)
                     .arg(attempt)
-                    .arg("")
-                    .arg(seq);
+                    .arg("");
             })
             .await
             .unwrap();
@@ -67,7 +66,7 @@ impl Node {
         let reply: Vec<Value> = self
             .redis
             .invoke(&scripts::RELEASE, |inv| {
-                inv.key(KEY).arg(lease).arg("coord:_:lock-events").arg(id).arg("default").arg("u").arg(latest);
+                inv.key(KEY).arg(lease).arg("coord:_:lock-events").arg(id).arg(latest);
             })
             .await
             .unwrap();
@@ -96,24 +95,24 @@ impl Node {
 #[tokio::test]
 async fn a_retry_of_the_same_call_takes_the_hold_over_instead_of_entering_twice() {
     let n = node();
-    assert_eq!(n.acquire("p1", "call", "t0", 0).await, Some(1));
-    assert_eq!(n.acquire("p1", "call", "t1", 1000).await, Some(1), "a retry entered twice");
+    assert_eq!(n.acquire("p1", "call", "a0.0").await, Some(1));
+    assert_eq!(n.acquire("p1", "call", "a0.1000").await, Some(1), "a retry entered twice");
     // The undo of the failed first try leaves the second try's hold.
-    assert_eq!(n.release("p1", "t0", "").await.0, 0);
+    assert_eq!(n.release("p1", "a0.0", "").await.0, 0);
     assert!(n.held_by("p1"));
     assert_eq!(n.field("count"), "1");
     // The second try's own undo ends it.
-    assert_eq!(n.release("p1", "t1", "").await.1.map(|r| r.0), Some(0));
+    assert_eq!(n.release("p1", "a0.1000", "").await.1.map(|r| r.0), Some(0));
     assert!(!n.held_by("p1"));
 }
 
 #[tokio::test]
 async fn a_stale_try_arriving_after_a_later_one_changes_nothing() {
     let n = node();
-    assert_eq!(n.acquire("p1", "call", "t1", 1000).await, Some(1));
+    assert_eq!(n.acquire("p1", "call", "a0.1000").await, Some(1));
     // The earlier try reaches the node late (it was paused).
-    assert_eq!(n.acquire("p1", "call", "t0", 0).await, Some(1));
-    assert_eq!(n.release("p1", "t0", "").await.0, 0, "the stale try's undo matched the later grant");
+    assert_eq!(n.acquire("p1", "call", "a0.0").await, Some(1));
+    assert_eq!(n.release("p1", "a0.0", "").await.0, 0, "the stale try's undo matched the later grant");
     assert!(n.held_by("p1"));
     assert_eq!(n.field("count"), "1");
 }
@@ -121,18 +120,18 @@ async fn a_stale_try_arriving_after_a_later_one_changes_nothing() {
 #[tokio::test]
 async fn an_undo_of_a_failed_reentry_drops_only_its_hold_and_is_safe_to_repeat() {
     let n = node();
-    assert_eq!(n.acquire("l1", "a", "t0", 0).await, Some(1));
-    assert_eq!(n.acquire("l1", "b", "t1", 0).await, Some(2));
+    assert_eq!(n.acquire("l1", "a", "a0.0").await, Some(1));
+    assert_eq!(n.acquire("l1", "b", "b0.0").await, Some(2));
     for _ in 0..3 {
-        n.release("l1", "t1", "").await;
+        n.release("l1", "b0.0", "").await;
     }
     assert!(n.held_by("l1"));
     assert_eq!(n.field("count"), "1");
     // Undoing the try that created the grant, with a later hold on top,
     // drops one hold, once.
-    assert_eq!(n.acquire("l1", "c", "t2", 0).await, Some(2));
+    assert_eq!(n.acquire("l1", "c", "c0.0").await, Some(2));
     for _ in 0..3 {
-        n.release("l1", "t0", "").await;
+        n.release("l1", "a0.0", "").await;
     }
     assert!(n.held_by("l1"));
     assert_eq!(n.field("count"), "1");
@@ -141,10 +140,10 @@ async fn an_undo_of_a_failed_reentry_drops_only_its_hold_and_is_safe_to_repeat()
 #[tokio::test]
 async fn an_undo_never_touches_another_leases_grant() {
     let n = node();
-    assert_eq!(n.acquire("p1", "call", "t0", 0).await, Some(1));
-    assert_eq!(n.release("p1", "t0", "").await.1.map(|r| r.0), Some(0));
-    assert_eq!(n.acquire("p2", "other", "t9", 0).await, Some(1));
-    assert_eq!(n.release("p1", "t0", "").await.0, 2, "held by another lease");
+    assert_eq!(n.acquire("p1", "call", "a0.0").await, Some(1));
+    assert_eq!(n.release("p1", "a0.0", "").await.1.map(|r| r.0), Some(0));
+    assert_eq!(n.acquire("p2", "other", "f9.0").await, Some(1));
+    assert_eq!(n.release("p1", "a0.0", "").await.0, 2, "held by another lease");
     assert!(n.held_by("p2"));
 }
 
@@ -153,12 +152,12 @@ async fn a_release_repair_ends_the_missed_grant_and_never_a_later_one() {
     // Node A got the release, node B missed it.
     let (a, b) = (node(), node());
     for n in [&a, &b] {
-        assert_eq!(n.acquire("l1", "g1", "t1", 0).await, Some(1));
+        assert_eq!(n.acquire("l1", "g1", "b0.0").await, Some(1));
     }
     let (flag, released) = a.release("l1", "", "").await;
     assert_eq!(flag, 1);
     let (remaining, grant, latest) = released.unwrap();
-    assert_eq!((remaining, grant.as_str(), latest.as_str()), (0, "t1", "t1"));
+    assert_eq!((remaining, grant.as_str(), latest.as_str()), (0, "b0.0", "b0.0"));
 
     // The repair on B ends the grant the release ended elsewhere.
     assert_eq!(b.release("l1", &grant, &latest).await.1.map(|r| r.0), Some(0));
@@ -166,15 +165,27 @@ async fn a_release_repair_ends_the_missed_grant_and_never_a_later_one() {
 
     // The same lease is granted the lock again (a new call): a repair of the
     // earlier release, arriving late, leaves it alone...
-    assert_eq!(b.acquire("l1", "g2", "t2", 0).await, Some(1));
+    assert_eq!(b.acquire("l1", "g2", "c0.0").await, Some(1));
     assert_eq!(b.release("l1", &grant, &latest).await.0, 0);
     assert!(b.held_by("l1"));
 
     // ...also when the new grant entered on top of the missed one.
     let c = node();
-    assert_eq!(c.acquire("l1", "g1", "t1", 0).await, Some(1));
-    assert_eq!(c.acquire("l1", "g3", "t3", 0).await, Some(2));
+    assert_eq!(c.acquire("l1", "g1", "b0.0").await, Some(1));
+    assert_eq!(c.acquire("l1", "g3", "d0.0").await, Some(2));
     assert_eq!(c.release("l1", &grant, &latest).await.0, 0);
     assert!(c.held_by("l1"));
     assert_eq!(c.field("count"), "2");
+}
+
+#[tokio::test]
+async fn a_clients_retry_takes_the_grant_over_so_the_first_calls_undo_leaves_it() {
+    // Call instance a0 was granted but its caller gave up; the client's
+    // retry (instance b0, same request id) gets the grant back before a0's
+    // undo arrives: the undo must not take it from under the retry.
+    let n = node();
+    assert_eq!(n.acquire("p1", "req-7", "a0.0").await, Some(1));
+    assert_eq!(n.acquire("p1", "req-7", "b0.0").await, Some(1));
+    assert_eq!(n.release("p1", "a0.0", "").await.0, 0);
+    assert!(n.held_by("p1"));
 }

@@ -7,23 +7,20 @@ use std::{
     sync::{Arc, Mutex, Weak},
 };
 
-use serde::Deserialize;
 use tokio::sync::{Notify, mpsc};
 
 use super::{LostReason, store::EndState};
 use crate::redis::pubsub::Handler;
 
 /// A grant of `lease` ended (the event of release.lua and lock_end.lua).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GrantEnded {
     /// The lock's key, whose waiters wake.
-    #[serde(default)]
     pub key: String,
     pub ns: String,
     pub lease: String,
     pub name: String,
     pub state: EndState,
-    #[serde(deserialize_with = "token")]
     pub token: u64,
 }
 
@@ -36,12 +33,20 @@ impl GrantEnded {
             EndState::Revoked => Some(LostReason::LeaseRevoked),
         }
     }
-}
 
-fn token<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    // cjson sends the stored token as a string.
-    let text = String::deserialize(d)?;
-    Ok(text.parse().unwrap_or(0))
+    /// The scripts' event: `e|<state>|<token>|<lease length>|<lease><key>`
+    /// (lease ids and keys may hold any byte, so the lease is counted).
+    pub fn parse(payload: &[u8]) -> Option<GrantEnded> {
+        let text = std::str::from_utf8(payload.strip_prefix(b"e|")?).ok()?;
+        let mut parts = text.splitn(4, '|');
+        let state = EndState::parse(parts.next()?)?;
+        let token = parts.next()?.parse().ok()?;
+        let len: usize = parts.next()?.parse().ok()?;
+        let rest = parts.next()?;
+        let (lease, key) = (rest.get(..len)?, rest.get(len..)?);
+        let (ns, name) = crate::redis::keys::resource_of(key)?;
+        Some(GrantEnded { key: key.to_owned(), ns, lease: lease.to_owned(), name, state, token })
+    }
 }
 
 type LeaseWatchers = HashMap<(String, String), Vec<(u64, mpsc::UnboundedSender<GrantEnded>)>>;
@@ -117,13 +122,12 @@ impl Hub {
 
 impl Handler for Hub {
     fn on_message(&self, payload: &[u8]) {
-        let Some(json) = payload.strip_prefix(b"e|") else { return };
-        match serde_json::from_slice::<GrantEnded>(json) {
-            Ok(event) => {
+        match GrantEnded::parse(payload) {
+            Some(event) => {
                 self.released(&event.key);
                 self.ended(event);
             }
-            Err(e) => tracing::warn!(error = %e, "malformed lock event"),
+            None => tracing::warn!(payload = %String::from_utf8_lossy(payload), "malformed lock event"),
         }
     }
 
@@ -136,6 +140,29 @@ impl Handler for Hub {
         };
         for notify in notifies {
             notify.notify_waiters();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::redis::{KeyBuilder, Name, Namespace};
+
+    #[test]
+    fn grant_end_events_parse_back_whatever_the_names_hold() {
+        let keys = KeyBuilder::new("coord").unwrap();
+        for (ns, name) in [("default", "orders"), ("a|b", "x:{y}|%3A|z"), ("ünï", "e|released|1|2|")] {
+            let key = keys.resource(&Namespace::parse(ns).unwrap(), "lock", &Name::parse("name", name).unwrap());
+            let lease = format!("p0123456789abcdef0123456789abcdef.{name}");
+            let payload = format!("e|forced|1796000000000001|{}|{lease}{}", lease.len(), key.as_str());
+            let event = GrantEnded::parse(payload.as_bytes()).expect(name);
+            assert_eq!(event.key, key.as_str());
+            assert_eq!((event.ns.as_str(), event.name.as_str(), event.lease.as_str()), (ns, name, lease.as_str()));
+            assert_eq!((event.state, event.token), (EndState::Forced, 1_796_000_000_000_001));
+        }
+        for bad in ["", "e|", "e|gone|1|0|coord:default:lock:{a}", "e|released|x|0|k", "e|released|1|99|short"] {
+            assert_eq!(GrantEnded::parse(bad.as_bytes()), None, "{bad}");
         }
     }
 }

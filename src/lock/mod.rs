@@ -68,7 +68,7 @@ impl LeaseId {
         if getrandom::fill(&mut bytes).is_err() {
             bytes = *uuid::Uuid::new_v4().as_bytes();
         }
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
+        format!("{:032x}", u128::from_be_bytes(bytes))
     }
 
     pub fn new_shared() -> Self {
@@ -368,7 +368,8 @@ impl Locks {
             },
         };
         // Every try of this call carries its id, so none takes a second hold.
-        let call = if params.request_id.is_empty() { LeaseId::random_hex() } else { params.request_id.clone() };
+        let instance = LeaseId::random_hex();
+        let call = if params.request_id.is_empty() { instance.clone() } else { params.request_id.clone() };
 
         let until = {
             let wait_end = started + params.wait;
@@ -385,7 +386,6 @@ impl Locks {
             tokio::pin!(notified);
             notified.as_mut().enable();
 
-            let attempt = LeaseId::random_hex();
             // Room for Redlock's rounds within one try (retry_count ≤ 100).
             let seq = tries * 1000;
             tries += 1;
@@ -395,7 +395,7 @@ impl Locks {
                 owner: &owner,
                 waiter: waiter.as_deref(),
                 call: &call,
-                attempt: &attempt,
+                instance: &instance,
                 seq,
             };
             let attempt = self.store.acquire(ns, name, t, self.settings.replicas).await;

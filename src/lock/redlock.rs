@@ -305,8 +305,8 @@ impl Redlock {
             }
             // Each round is a try of its own, so undoing it never touches
             // what a later round of this call was granted.
-            let attempt = format!("{}.{round}", t.attempt);
-            let tr = Try { attempt: &attempt, seq: t.seq + u64::from(round), ..t };
+            let tr = Try { seq: t.seq + u64::from(round), ..t };
+            let attempt = tr.attempt();
             let started = Instant::now();
             let replies = self
                 .each(timeout, |node| {

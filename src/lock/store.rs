@@ -17,8 +17,7 @@ const FENCE_TTL_MS: u64 = 7 * 24 * 3600 * 1000;
 
 /// How a grant ended, as kept in the lock's tombstone and published in its
 /// event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EndState {
     /// By its holder: not a loss.
     Released,
@@ -34,6 +33,10 @@ impl EndState {
             EndState::Revoked => "revoked",
         }
     }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [EndState::Released, EndState::Forced, EndState::Revoked].into_iter().find(|s| s.as_str() == text)
+    }
 }
 
 /// The arguments of one acquire attempt.
@@ -45,13 +48,20 @@ pub struct Try<'a> {
     pub owner: &'a str,
     /// Waiter id to deregister on success.
     pub waiter: Option<&'a str>,
-    /// The Acquire call (the client's request id, else one per call): its
+    /// The Acquire call (the client's request id, else `instance`): its
     /// tries never take a second hold.
     pub call: &'a str,
-    /// This try (unique): an undo of it removes only what it left.
-    pub attempt: &'a str,
-    /// This try's place among the call's tries (increasing).
+    /// This execution of the call (random hex), and the try's place among
+    /// its tries (increasing): together the try id, by which an undo
+    /// removes exactly what this try left.
+    pub instance: &'a str,
     pub seq: u64,
+}
+
+impl Try<'_> {
+    pub fn attempt(&self) -> String {
+        format!("{}.{}", self.instance, self.seq)
+    }
 }
 /// One Acquire attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -253,6 +263,7 @@ impl Store {
     ) -> Result<Attempt> {
         let key = self.lock_key(ns, name);
         let (fence, waiters) = (key.sub("fence"), key.sub("waiters"));
+        let attempt = t.attempt();
         let prepare = |inv: &mut redis::ScriptInvocation<'_>| {
             inv.key(key.as_str())
                 .key(&fence)
@@ -263,27 +274,26 @@ impl Store {
                 .arg(t.waiter.unwrap_or(""))
                 .arg(FENCE_TTL_MS)
                 .arg(t.call)
-                .arg(t.attempt)
-                .arg(node_id)
-                .arg(t.seq);
+                .arg(&attempt)
+                .arg(node_id);
         };
         let reply: Vec<redis::Value> = match replicas {
             None => self.redis.invoke(&scripts::ACQUIRE, prepare).await?,
             Some((want, timeout)) => {
                 let (reply, acked): (Vec<redis::Value>, i64) =
                     self.redis.invoke_and_wait(&scripts::ACQUIRE, prepare, want, timeout).await?;
-                let attempt = parse_attempt(reply, t.attempt)?;
-                if matches!(attempt, Attempt::Acquired { .. }) && acked < i64::from(want) {
+                let parsed = parse_attempt(reply, &attempt)?;
+                if matches!(parsed, Attempt::Acquired { .. }) && acked < i64::from(want) {
                     // Not durable enough: a failover could hand the lock out again.
-                    let _ = self.release(ns, name, t.lease, Release::Try(t.attempt)).await;
+                    let _ = self.release(ns, name, t.lease, Release::Try(&attempt)).await;
                     return Err(Error::Unavailable(format!(
                         "only {acked} of {want} replicas acknowledged the grant within {timeout:?}"
                     )));
                 }
-                return Ok(attempt);
+                return Ok(parsed);
             }
         };
-        parse_attempt(reply, t.attempt)
+        parse_attempt(reply, &attempt)
     }
 
     /// Records a granted lock in its shared lease's index; None when the
@@ -321,13 +331,7 @@ impl Store {
         let reply: Vec<redis::Value> = self
             .redis
             .invoke(&scripts::RELEASE, |inv| {
-                inv.key(key.as_str())
-                    .arg(lease)
-                    .arg(&self.channel)
-                    .arg(id)
-                    .arg(ns.as_str())
-                    .arg(name.as_str())
-                    .arg(latest);
+                inv.key(key.as_str()).arg(lease).arg(&self.channel).arg(id).arg(latest);
             })
             .await?;
         match reply.as_slice() {
@@ -356,12 +360,7 @@ impl Store {
         let reply: Vec<redis::Value> = self
             .redis
             .invoke(&scripts::LOCK_END, |inv| {
-                inv.key(key.as_str())
-                    .arg(lease.unwrap_or(""))
-                    .arg(state.as_str())
-                    .arg(&self.channel)
-                    .arg(name.as_str())
-                    .arg(ns.as_str());
+                inv.key(key.as_str()).arg(lease.unwrap_or("")).arg(state.as_str()).arg(&self.channel);
             })
             .await?;
         match reply.as_slice() {

@@ -1,7 +1,7 @@
 -- acquire: grants a lock to a lease, re-enters it, or reports the holder.
 --
 -- KEYS[1]  lock hash {lease, state, count, token, owner, px, since, req, att,
---          gid, seq, prev_lease, prev_state, prev_token}; expires with the grant
+--          gid, prev_lease, prev_state, prev_token}; expires with the grant
 -- KEYS[2]  fence counter: last token issued; TTL ARGV[5], refreshed per grant
 -- KEYS[3]  waiters zset (member waiter id); only ZREM here
 -- ARGV[1]  lease id
@@ -13,15 +13,16 @@
 -- ARGV[6]  call id (non-empty): the client's request id, else one per
 --          Acquire call. A try of a call whose hold is already here gets
 --          that hold back instead of a second one (retries are idempotent)
--- ARGV[7]  try id (non-empty, unique per attempt): recorded as `att` on the
---          hold this try took or took over, and as `gid` on a grant it
---          created, so an undo of a failed try (release.lua with ARGV[3])
---          removes exactly what that try left and never a later grant
+-- ARGV[7]  try id `<call instance hex>.<seq>` (unique; seq increases within
+--          one call): recorded as `att` on the hold this try took or took
+--          over, and as `gid` on a grant it created, so an undo of a failed
+--          try (release.lua with ARGV[3]) removes exactly what that try left
+--          and never a later grant. A try takes a hold over from another
+--          call instance (a client's retry) or an earlier try of its own,
+--          never from a later one: a stale try that arrives late changes
+--          nothing
 -- ARGV[8]  Redlock: the node identity (run_id) coord confirmed; '' = no
 --          check. A node that restarted (lost its keys) must not vote
--- ARGV[9]  the try's sequence number within its call (increasing): a try
---          takes a hold over only from an earlier try of its call (`seq`),
---          so a stale try that reaches a node late changes nothing
 -- returns  {1, token, hold count, TTL ms, lease} acquired, re-entered or
 --          replayed (lease: the holder, which for a replay may differ from
 --          ARGV[1]: a retried private-lease Acquire gets its first lease);
@@ -43,16 +44,18 @@ if ARGV[8] ~= '' then
   end
 end
 
-local f = redis.call('HMGET', KEYS[1], 'lease', 'state', 'count', 'token', 'owner', 'req', 'att', 'gid', 'seq')
+local f = redis.call('HMGET', KEYS[1], 'lease', 'state', 'count', 'token', 'owner', 'req', 'att', 'gid')
 if f[2] == 'held' then
   if f[6] == ARGV[6] then
     -- A retry of the call that holds it: take the hold over, so an undo of
     -- the earlier try no longer matches it.
-    if tonumber(ARGV[9]) > (tonumber(f[9]) or -1) then
+    local held_by, held_seq = string.match(f[7] or '', '^(%x+)%.(%d+)$')
+    local by, seq = string.match(ARGV[7], '^(%x+)%.(%d+)$')
+    if held_by ~= by or tonumber(seq) > tonumber(held_seq) then
       if f[7] == f[8] then
-        redis.call('HSET', KEYS[1], 'att', ARGV[7], 'gid', ARGV[7], 'seq', ARGV[9])
+        redis.call('HSET', KEYS[1], 'att', ARGV[7], 'gid', ARGV[7])
       else
-        redis.call('HSET', KEYS[1], 'att', ARGV[7], 'seq', ARGV[9])
+        redis.call('HSET', KEYS[1], 'att', ARGV[7])
       end
     end
     if ARGV[4] ~= '' then
@@ -69,7 +72,7 @@ if f[2] == 'held' then
     px = redis.call('HGET', KEYS[1], 'px')
   end
   local count = redis.call('HINCRBY', KEYS[1], 'count', 1)
-  redis.call('HSET', KEYS[1], 'req', ARGV[6], 'att', ARGV[7], 'seq', ARGV[9])
+  redis.call('HSET', KEYS[1], 'req', ARGV[6], 'att', ARGV[7])
   redis.call('PEXPIRE', KEYS[1], px)
   if ARGV[4] ~= '' then
     redis.call('ZREM', KEYS[3], ARGV[4])
@@ -91,7 +94,7 @@ redis.call('SET', KEYS[2], token_text, 'PX', ARGV[5])
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'lease', ARGV[1], 'state', 'held', 'count', 1, 'token', token_text,
   'owner', ARGV[3], 'px', ARGV[2], 'since', math.floor(now_us / 1000), 'req', ARGV[6],
-  'att', ARGV[7], 'gid', ARGV[7], 'seq', ARGV[9])
+  'att', ARGV[7], 'gid', ARGV[7])
 if f[1] then
   redis.call('HSET', KEYS[1], 'prev_lease', f[1], 'prev_state', f[2], 'prev_token', f[4])
 end

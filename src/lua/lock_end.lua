@@ -5,8 +5,8 @@
 -- ARGV[1]  lease that must hold it ('' = whoever holds it)
 -- ARGV[2]  new state: 'forced' or 'revoked'
 -- ARGV[3]  pub/sub channel for lock events
--- ARGV[4]  lock name and ARGV[5] namespace, for the holder's LockLost
--- The one event it publishes wakes waiters and tells the holder's streams.
+-- The one event it publishes (as release.lua's) wakes waiters and tells the
+-- holder's streams.
 -- returns  {1, lease, owner, token} ended; {0} nothing held (by that lease)
 -- O(1)
 local f = redis.call('HMGET', KEYS[1], 'lease', 'state', 'owner', 'token', 'px')
@@ -15,7 +15,5 @@ if f[2] ~= 'held' or (ARGV[1] ~= '' and f[1] ~= ARGV[1]) then
 end
 redis.call('HSET', KEYS[1], 'state', ARGV[2], 'count', 0)
 redis.call('PEXPIRE', KEYS[1], f[5])
-redis.call('PUBLISH', ARGV[3], 'e|' .. cjson.encode({
-  key = KEYS[1], ns = ARGV[5], lease = f[1], name = ARGV[4], state = ARGV[2], token = f[4],
-}))
+redis.call('PUBLISH', ARGV[3], 'e|' .. ARGV[2] .. '|' .. f[4] .. '|' .. #f[1] .. '|' .. f[1] .. KEYS[1])
 return { 1, f[1], f[3] or '', tonumber(f[4]) }

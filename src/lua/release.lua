@@ -11,15 +11,14 @@
 -- KEYS[1]  lock hash (see acquire.lua)
 -- ARGV[1]  lease id
 -- ARGV[2]  pub/sub channel for lock events
--- ARGV[3]  '' = the holder releases one hold. Else, with ARGV[6] = '', a try
+-- ARGV[3]  '' = the holder releases one hold. Else, with ARGV[4] = '', a try
 --          id (acquire.lua's ARGV[7]) to undo: the hold it took (`att`), or
 --          the hold that created the grant (`gid`) if a later try holds on
---          top, else nothing. With ARGV[6] set, a grant id: the grant ends
---          if it is still that grant with ARGV[6] as its latest try (what a
+--          top, else nothing. With ARGV[4] set, a grant id: the grant ends
+--          if it is still that grant with ARGV[4] as its latest try (what a
 --          release elsewhere ended), else nothing. Both are safe to repeat
 --          and never touch a later try's hold or grant
--- ARGV[4]  namespace and ARGV[5] lock name, for the event
--- ARGV[6]  see ARGV[3]
+-- ARGV[4]  see ARGV[3]
 -- returns  {1, remaining holds, held ms, grant id, token, latest try} released
 --          (0 holds: the grant ended and the event was published; the
 --          latest try as it was before this call); {0} not held, or nothing
@@ -33,8 +32,8 @@ if f[1] ~= ARGV[1] then
   return { 2 }
 end
 local count = tonumber(f[3]) - 1
-if ARGV[3] ~= '' and ARGV[6] ~= '' then
-  if f[8] ~= ARGV[3] or f[7] ~= ARGV[6] then
+if ARGV[3] ~= '' and ARGV[4] ~= '' then
+  if f[8] ~= ARGV[3] or f[7] ~= ARGV[4] then
     return { 0 }
   end
   count = 0
@@ -55,7 +54,6 @@ local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('HSET', KEYS[1], 'state', 'released', 'count', 0)
 redis.call('PEXPIRE', KEYS[1], f[5])
-redis.call('PUBLISH', ARGV[2], 'e|' .. cjson.encode({
-  key = KEYS[1], ns = ARGV[4], lease = f[1], name = ARGV[5], state = 'released', token = f[6],
-}))
+-- Event: e|<state>|<token>|<lease length>|<lease><lock key>
+redis.call('PUBLISH', ARGV[2], 'e|released|' .. f[6] .. '|' .. #f[1] .. '|' .. f[1] .. KEYS[1])
 return { 1, 0, now_ms - tonumber(f[4]), f[8] or '', tonumber(f[6]), f[7] or '' }

@@ -134,6 +134,13 @@ impl KeyBuilder {
     }
 }
 
+/// The namespace and name of a base key built by [`KeyBuilder::resource`].
+pub fn resource_of(key: &str) -> Option<(String, String)> {
+    // Escaped segments hold no ':', so the namespace is the second one.
+    let ns = key.split(':').nth(1)?;
+    Some((unescape(ns), name_of(key)?))
+}
+
 /// The user's name inside a base key built by [`KeyBuilder::resource`].
 pub fn name_of(key: &str) -> Option<String> {
     let open = key.find('{')?;
