@@ -29,13 +29,19 @@
 --          {0, holder owner, holder TTL ms} held by another (nothing written);
 --          {-1} ARGV[2] is 0 and the lease does not hold the lock;
 --          {-2, run_id, uptime s} the node is not ARGV[8] (nothing written)
--- O(log waiters); with ARGV[8], plus one INFO server
+-- O(log waiters); with ARGV[8], plus one INFO server unless held by another
 --
 -- Fencing: token = max(last token + 1, Redis TIME in microseconds). It
 -- strictly increases while the counter lives, and after the counter is lost
 -- (restart without persistence, expiry) as long as Redis's clock has not
 -- gone back past the last token: a lock cannot be granted more than once
 -- per microsecond, so tokens never run ahead of the clock.
+local f = redis.call('HMGET', KEYS[1], 'lease', 'state', 'count', 'token', 'owner', 'req', 'att', 'gid')
+if f[2] == 'held' and f[6] ~= ARGV[6] and f[1] ~= ARGV[1] then
+  return { 0, f[5] or '', redis.call('PTTL', KEYS[1]) }
+end
+-- Every answer below counts as a vote for this lease: only from the node
+-- coord confirmed. (A node that lost its keys cannot answer "held".)
 if ARGV[8] ~= '' then
   local info = redis.call('INFO', 'server')
   local id = string.match(info, 'run_id:(%x+)') or ''
@@ -43,8 +49,6 @@ if ARGV[8] ~= '' then
     return { -2, id, tonumber(string.match(info, 'uptime_in_seconds:(%d+)')) or 0 }
   end
 end
-
-local f = redis.call('HMGET', KEYS[1], 'lease', 'state', 'count', 'token', 'owner', 'req', 'att', 'gid')
 if f[2] == 'held' then
   if f[6] == ARGV[6] then
     -- A retry of the call that holds it: take the hold over, so an undo of
@@ -62,9 +66,6 @@ if f[2] == 'held' then
       redis.call('ZREM', KEYS[3], ARGV[4])
     end
     return { 1, tonumber(f[4]), tonumber(f[3]), redis.call('PTTL', KEYS[1]), f[1] }
-  end
-  if f[1] ~= ARGV[1] then
-    return { 0, f[5] or '', redis.call('PTTL', KEYS[1]) }
   end
   -- Re-entry: one more hold, TTL refreshed.
   local px = ARGV[2]
