@@ -1,5 +1,5 @@
 //! Lock safety under faults, checked from outside as users see it: three
-//! coord processes, 16 workers contending for 4 locks (private leases, one
+//! coord processes, 16 workers contending for 8 locks (private leases, one
 //! KeepAlive stream each, a fencing resource that rejects lower tokens), and
 //! a nemesis that kills and restarts coord (-9), pauses Redis (SIGSTOP /
 //! SIGCONT), restarts it empty, and in Redlock mode pauses a minority of
@@ -46,7 +46,7 @@ use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus,
 
 const TTL_MS: i64 = 1_000;
 const TTL: Duration = Duration::from_millis(TTL_MS as u64);
-const NAMES: usize = 4;
+const NAMES: usize = 8;
 const WORKERS: usize = 16;
 const COORDS: usize = 3;
 /// lock.max_ttl: also how long a Redlock node restarted empty stays out.
@@ -465,7 +465,7 @@ impl Worker {
     /// unless it was lost or its validity ran out first.
     async fn hold(&mut self, grant: &mut Grant, lease: &str) {
         // Mostly short critical sections; some outlive several renewals.
-        let hold = if self.rng.below(10) < 7 { self.rng.between(0, 200) } else { self.rng.between(500, 2_500) };
+        let hold = if self.rng.below(10) < 9 { self.rng.between(0, 50) } else { self.rng.between(400, 1_600) };
         let until = Instant::now() + hold;
         let mut stream: Option<(mpsc::Sender<KeepAliveRequest>, Streaming<KeepAliveResponse>)> = None;
         let mut inflight: VecDeque<Instant> = VecDeque::new();
