@@ -12,6 +12,8 @@
 //!   across an empty restart of the single Redis, which the README documents;
 //! - fencing tokens strictly increase per name (no exception), and the
 //!   resource never rejects a holder inside its validity;
+//! - a holder whose validity runs out hears LockLost on a stream that
+//!   tracked the lock (unless a late renewal shows it survived);
 //! - a fresh private lease is granted once (hold count 1);
 //! - after the faults end, every lock is acquirable within one TTL.
 //!
@@ -188,6 +190,11 @@ struct History {
     faults: BTreeMap<&'static str, usize>,
     errors: BTreeMap<String, usize>,
     lost: BTreeMap<i32, usize>,
+    /// Holders whose validity ran out on a stream that tracked the lock and
+    /// stayed open, yet heard nothing within 2 s; and the latest LockLost
+    /// after validity ran out.
+    unnoticed: usize,
+    notice_late: Duration,
 }
 
 impl History {
@@ -369,13 +376,17 @@ impl Run {
                 violations.push(format!("resource rejected token {token} of {name} inside its validity"));
             }
         }
+        if h.unnoticed > 0 {
+            violations.push(format!("{} holders were never told their lock expired", h.unnoticed));
+        }
         if acquirable > TTL + Duration::from_millis(1_000) {
             violations.push(format!("a lock took {acquirable:?} to become acquirable after the faults"));
         }
         let releases = h.grants.iter().filter(|g| g.released.is_some()).count();
         eprintln!(
             "lock chaos ({}; seed {}): {} grants, {releases} releases, lost {:?}, errors {:?}, faults {:?}, \
-             {excused} overlaps excused by an empty restart, acquirable {acquirable:?} after healing, \
+             {excused} overlaps excused by an empty restart, LockLost at most {:?} after validity ran out, \
+             acquirable {acquirable:?} after healing, \
              {} violations; {:?} in all ({:?} of faults)",
             if single { "single Redis" } else { "Redlock, 5 nodes" },
             self.seed,
@@ -383,6 +394,7 @@ impl Run {
             h.lost,
             h.errors,
             h.faults,
+            h.notice_late,
             violations.len(),
             started.elapsed(),
             healed - started,
@@ -469,6 +481,9 @@ impl Worker {
         let until = Instant::now() + hold;
         let mut stream: Option<(mpsc::Sender<KeepAliveRequest>, Streaming<KeepAliveResponse>)> = None;
         let mut inflight: VecDeque<Instant> = VecDeque::new();
+        // A renewal succeeded on the current stream: it tracks the lock, so
+        // it must say when the lock is gone.
+        let mut confirmed = false;
         let mut next_renewal = Instant::now() + TTL / 3;
         loop {
             let now = Instant::now();
@@ -490,6 +505,7 @@ impl Worker {
                         Err(e) => self.error("keepalive", e.code()),
                     }
                     inflight.clear();
+                    confirmed = false;
                 }
                 if let Some((tx, _)) = &stream {
                     inflight.push_back(Instant::now());
@@ -512,6 +528,7 @@ impl Worker {
                             (0, _) => grant.lost = Some((Instant::now(), -1)),
                             (ttl, Some(sent)) => {
                                 grant.valid_until = grant.valid_until.max(sent + Duration::from_millis(ttl as u64));
+                                confirmed = true;
                             }
                             _ => {}
                         }
@@ -526,6 +543,43 @@ impl Worker {
                         stream = None;
                     }
                 },
+            }
+        }
+        // Validity ran out without a word: a stream that tracked the lock
+        // must push LockLost about now (no later than one TTL after the last
+        // successful renewal), unless a late renewal shows it survived.
+        if grant.lost.is_none() && Instant::now() >= grant.valid_until && confirmed {
+            if let Some((_, s)) = &mut stream {
+                let expired = grant.valid_until;
+                let notice = tokio::time::timeout(Duration::from_secs(2), async {
+                    loop {
+                        match s.message().await {
+                            Ok(Some(KeepAliveResponse { event: Some(Event::LockLost(l)) })) if l.lease_id == lease => {
+                                return Some(l.reason);
+                            }
+                            Ok(Some(KeepAliveResponse { event: Some(Event::Renewed(r)) })) if r.lease_id == lease => {
+                                if r.ttl_ms == 0 {
+                                    return Some(-1);
+                                }
+                                return None; // renewed late: it was never lost
+                            }
+                            Ok(Some(_)) => {}
+                            // The stream broke (coord killed): nobody to tell.
+                            Ok(None) | Err(_) => return None,
+                        }
+                    }
+                })
+                .await;
+                let mut h = self.history.lock().unwrap();
+                match notice {
+                    Ok(Some(reason)) => {
+                        grant.lost = Some((Instant::now(), reason));
+                        let late = Instant::now().saturating_duration_since(expired);
+                        h.notice_late = h.notice_late.max(late);
+                    }
+                    Ok(None) => {}
+                    Err(_) => h.unnoticed += 1,
+                }
             }
         }
         if let Some((_, reason)) = grant.lost {
@@ -570,7 +624,8 @@ fn nemesis(
             (Backend::Single(redis), 30..65) => {
                 redis.stop();
                 history.lock().unwrap().fault("redis paused");
-                std::thread::sleep(rng.between(200, 700));
+                // Sometimes past a TTL: holders must hear of it.
+                std::thread::sleep(rng.between(200, 1_500));
                 redis.cont();
             }
             (Backend::Single(redis), 65..75) if empty_restarts < 2 => {
