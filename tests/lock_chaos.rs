@@ -548,38 +548,40 @@ impl Worker {
         // Validity ran out without a word: a stream that tracked the lock
         // must push LockLost about now (no later than one TTL after the last
         // successful renewal), unless a late renewal shows it survived.
-        if grant.lost.is_none() && Instant::now() >= grant.valid_until && confirmed {
-            if let Some((_, s)) = &mut stream {
-                let expired = grant.valid_until;
-                let notice = tokio::time::timeout(Duration::from_secs(2), async {
-                    loop {
-                        match s.message().await {
-                            Ok(Some(KeepAliveResponse { event: Some(Event::LockLost(l)) })) if l.lease_id == lease => {
-                                return Some(l.reason);
-                            }
-                            Ok(Some(KeepAliveResponse { event: Some(Event::Renewed(r)) })) if r.lease_id == lease => {
-                                if r.ttl_ms == 0 {
-                                    return Some(-1);
-                                }
-                                return None; // renewed late: it was never lost
-                            }
-                            Ok(Some(_)) => {}
-                            // The stream broke (coord killed): nobody to tell.
-                            Ok(None) | Err(_) => return None,
+        if grant.lost.is_none()
+            && Instant::now() >= grant.valid_until
+            && confirmed
+            && let Some((_, s)) = &mut stream
+        {
+            let expired = grant.valid_until;
+            let notice = tokio::time::timeout(Duration::from_secs(2), async {
+                loop {
+                    match s.message().await {
+                        Ok(Some(KeepAliveResponse { event: Some(Event::LockLost(l)) })) if l.lease_id == lease => {
+                            return Some(l.reason);
                         }
+                        Ok(Some(KeepAliveResponse { event: Some(Event::Renewed(r)) })) if r.lease_id == lease => {
+                            if r.ttl_ms == 0 {
+                                return Some(-1);
+                            }
+                            return None; // renewed late: it was never lost
+                        }
+                        Ok(Some(_)) => {}
+                        // The stream broke (coord killed): nobody to tell.
+                        Ok(None) | Err(_) => return None,
                     }
-                })
-                .await;
-                let mut h = self.history.lock().unwrap();
-                match notice {
-                    Ok(Some(reason)) => {
-                        grant.lost = Some((Instant::now(), reason));
-                        let late = Instant::now().saturating_duration_since(expired);
-                        h.notice_late = h.notice_late.max(late);
-                    }
-                    Ok(None) => {}
-                    Err(_) => h.unnoticed += 1,
                 }
+            })
+            .await;
+            let mut h = self.history.lock().unwrap();
+            match notice {
+                Ok(Some(reason)) => {
+                    grant.lost = Some((Instant::now(), reason));
+                    let late = Instant::now().saturating_duration_since(expired);
+                    h.notice_late = h.notice_late.max(late);
+                }
+                Ok(None) => {}
+                Err(_) => h.unnoticed += 1,
             }
         }
         if let Some((_, reason)) = grant.lost {
