@@ -20,6 +20,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Payloads are shared by every subscriber's copy of a message.
         .bytes(".coord.v1.Message.payload")
         .bytes(".coord.v1.PublishRequest.payload")
+        // Undecodable requests are INVALID_ARGUMENT, not tonic's INTERNAL.
+        .codec_path("crate::codec::Codec")
         .compile_fds(fds)?;
 
     println!("cargo:rerun-if-changed=proto");

@@ -20,6 +20,7 @@ pub mod admin;
 pub mod bench;
 pub mod cli;
 pub mod client;
+pub mod codec;
 pub mod config;
 pub mod context;
 pub mod error;

@@ -66,9 +66,10 @@ impl LockService for Service {
             while let Some(message) = inbound.next().await {
                 let request = match message {
                     Ok(m) => Ok(m.lease_id),
-                    // tonic reports a message that does not decode as INTERNAL.
-                    Err(status) if status.code() == tonic::Code::Internal => {
-                        Err(Error::invalid("KeepAliveRequest", status.message().to_owned()))
+                    // A message that does not decode (see crate::codec).
+                    Err(status) if status.code() == tonic::Code::InvalidArgument => {
+                        let detail = status.message();
+                        Err(Error::invalid("request", detail.strip_prefix("request: ").unwrap_or(detail)))
                     }
                     // The client went away (reset, cancelled): nobody to tell.
                     Err(_) => break,
