@@ -397,3 +397,38 @@ async fn rate_limit_scripts_run_on_a_local_cluster() {
         .into_inner();
     assert!(slot.acquired);
 }
+
+#[tokio::test]
+async fn an_unknown_check_mode_is_invalid_and_charges_nothing() {
+    let redis = RedisServer::start();
+    let coord = serving(&redis.url()).await;
+    let mut c = coord.rate_limits();
+    let l = limit("per-hour", fixed(5, 3_600_000));
+    for mode in [3, 99, -1] {
+        let err = c
+            .check(CheckRequest {
+                subject: "modes".into(),
+                limits: vec![l.clone()],
+                cost: Some(1),
+                mode,
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "mode {mode}: {err:?}");
+        assert!(err.message().starts_with("mode:"), "{err:?}");
+    }
+    // Nothing was charged: all 5 units are still there.
+    let peek = c
+        .check(CheckRequest {
+            subject: "modes".into(),
+            limits: vec![l],
+            cost: Some(5),
+            mode: CheckMode::Peek as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(peek.allowed, "{peek:?}");
+}

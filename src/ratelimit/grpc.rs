@@ -34,7 +34,9 @@ impl RateLimitService for Service {
         let subject = RateLimits::subject(&req.subject)?;
         let mode = match pb::CheckMode::try_from(req.mode) {
             Ok(pb::CheckMode::Peek) => Mode::Peek,
-            _ => Mode::Consume,
+            Ok(pb::CheckMode::Unspecified | pb::CheckMode::Consume) => Mode::Consume,
+            // An unknown mode must not charge as if it were CONSUME.
+            Err(_) => return Err(Error::invalid("mode", format!("unknown check mode {}", req.mode)).into()),
         };
         let cost = req.cost.unwrap_or(1);
         let decision = match (req.policy.is_empty(), req.limits.is_empty()) {
