@@ -432,6 +432,12 @@ async fn bad_requests_name_the_field_and_unknown_boards_are_not_found() {
         start_rank: 0,
     };
     invalid(c.top(top_req(1001, "", None)).await.unwrap_err(), "limit");
+    // Ranks past any board are an empty page, up to the largest (these once
+    // reached Redis as floats: INTERNAL).
+    for start_rank in [4_294_967_296, 99_999_999_999_999_897, u64::MAX] {
+        let page = c.top(TopRequest { start_rank, ..top_req(10, "", None) }).await.unwrap().into_inner();
+        assert!(page.entries.is_empty(), "{start_rank}: {page:?}");
+    }
     invalid(c.top(top_req(10, "garbage!", None)).await.unwrap_err(), "cursor");
     let daily =
         PeriodSelector { period: Some(Period { kind: PeriodKind::Daily.into(), length_ms: 0 }), ..Default::default() };

@@ -61,6 +61,13 @@ async fn the_recovery_table() {
     let r = future.recovery().await;
     assert!(!r.recovered && r.reason.contains("future"), "{r:?}");
     assert_eq!(r.position.as_ref().map(|p| p.offset), Some(12));
+    // However far in the future, up to the largest offset there is (these
+    // once reached Redis as invalid stream ids: INTERNAL).
+    for far in [99_999_999_999_999, 99_999_999_999_999_897, u64::MAX - 1, u64::MAX] {
+        let mut future = Sub::open(&mut c, vec![channel("r.t", Some((far, &epoch)))], vec![]).await;
+        let r = future.recovery().await;
+        assert!(!r.recovered && r.reason.contains("future"), "{far}: {r:?}");
+    }
     let mut other = Sub::open(&mut c, vec![channel("r.t", Some((5, "not-the-epoch")))], vec![]).await;
     let r = other.recovery().await;
     assert!(!r.recovered && r.reason.contains("epoch"), "{r:?}");

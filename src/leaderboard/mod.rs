@@ -556,6 +556,10 @@ impl Leaderboards {
         if cursor.is_some() && start_rank > 1 {
             return Err(Error::invalid("start_rank", "only for the first page (without a cursor)"));
         }
+        // A sorted set holds at most 2^32 - 1 members, and ranks reach the
+        // script as Lua numbers (exact to 2^53): any rank past that is an
+        // empty page.
+        let start_rank = start_rank.min(1 << 32);
         let (board, instance, mut items) = self
             .read(ns, name, selector, &scripts::LB_TOP, |board, instance| {
                 let after = cursor.map(|c| codec::decode_cursor(c, &board.inc, &instance.id)).transpose()?;

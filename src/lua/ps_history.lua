@@ -3,10 +3,11 @@
 --
 -- KEYS[1]  meta hash {epoch, offset}
 -- KEYS[2]  history stream (layout: ps_publish.lua)
--- ARGV[1]  offset to read after
+-- ARGV[1]  first offset to read, as exact decimal text (never through a
+--          Lua number: offsets a client sends may exceed 2^53)
 -- ARGV[2]  most entries to return (0: position only)
 -- returns  {epoch ('' when the channel has no history), top offset,
---           {offset, time_ms, body} per entry after ARGV[1], oldest first}
+--           {offset, time_ms, body} per entry from ARGV[1], oldest first}
 -- O(log N + limit)
 local meta = redis.call('HMGET', KEYS[1], 'epoch', 'offset')
 if not meta[1] then
@@ -15,7 +16,7 @@ end
 local out = {}
 local limit = tonumber(ARGV[2])
 if limit > 0 then
-  local entries = redis.call('XRANGE', KEYS[2], (tonumber(ARGV[1]) + 1) .. '-0', '+', 'COUNT', limit)
+  local entries = redis.call('XRANGE', KEYS[2], ARGV[1] .. '-0', '+', 'COUNT', limit)
   for i, e in ipairs(entries) do
     local id, fields = e[1], e[2]
     local b, t = '', 0

@@ -202,10 +202,15 @@ impl PubSub {
     /// Reads a recoverable channel's epoch, top offset and up to `limit`
     /// entries after `after`.
     async fn history(&self, meta: &str, hist: &str, after: u64, limit: u64) -> Result<(String, u64, Vec<Delivery>)> {
+        // Nothing follows the largest offset: ask for the position only.
+        let (from, limit) = match after.checked_add(1) {
+            Some(from) => (from, limit),
+            None => (after, 0),
+        };
         let reply: Value = self
             .redis
             .invoke(&scripts::PS_HISTORY, |inv| {
-                inv.key(meta).key(hist).arg(after).arg(limit);
+                inv.key(meta).key(hist).arg(from).arg(limit);
             })
             .await?;
         let bad = || Error::Internal("unexpected ps_history reply".into());
