@@ -72,7 +72,12 @@ async fn main() -> ExitCode {
         Command::Board(command) => cli::board::run(args, command).await,
         Command::Pub { channel, message } => cli::pubsub::publish(args, channel, message).await,
         Command::Sub { channels, patterns, from } => cli::pubsub::subscribe(args, channels, patterns, from).await,
-        Command::Health { service } => cli::health(args, &service).await,
+        // A probe: anything but SERVING is 1, also when coord is unreachable
+        // (Docker reserves 2).
+        Command::Health { service } => cli::health(args, &service).await.or_else(|e| {
+            eprintln!("coord: {e}");
+            Ok(ExitCode::from(1))
+        }),
         Command::Bench(bench) => coord::bench::run(args, *bench).await,
     };
     result.unwrap_or_else(|e| cli::fail(&e))
@@ -115,7 +120,9 @@ async fn serve(args: ServeArgs) -> ExitCode {
             Err(e) => {
                 tracing::error!("{e}");
                 eprintln!("coord: {e}");
-                return ExitCode::from(1);
+                // A missing binary is a configuration error, as --check-config says.
+                let code = if matches!(e, embedded::EmbeddedError::NotInstalled(_)) { 2 } else { 1 };
+                return ExitCode::from(code);
             }
         }
     } else {

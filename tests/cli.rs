@@ -117,8 +117,26 @@ async fn output_json_parses_and_errors_exit_non_zero() {
     let table = run(cli(&coord, &["board", "top", "arena"])).await;
     assert!(String::from_utf8_lossy(&table.stdout).starts_with("RANK  MEMBER"), "{table:?}");
     let bad = run(cli(&coord, &["board", "top", "missing"])).await;
-    assert_eq!(bad.status.code(), Some(1));
+    assert_eq!(bad.status.code(), Some(3), "an error is not a denial: {bad:?}");
     assert!(String::from_utf8_lossy(&bad.stderr).contains("NOT_FOUND"), "{bad:?}");
+}
+
+/// Scripts can tell a denial (1) from bad input (2) and from an error (3).
+#[tokio::test]
+async fn exit_codes_tell_a_denial_from_bad_input_and_from_errors() {
+    let redis = RedisServer::start();
+    let coord = serving(&redis.url()).await;
+    let code = |out: Output| out.status.code();
+    assert_eq!(code(run(cli(&coord, &["limit", "check", "s", "--limit", "fixed:1/1m"])).await), Some(0));
+    assert_eq!(code(run(cli(&coord, &["limit", "check", "s", "--limit", "fixed:1/1m"])).await), Some(1));
+    // Refused by the CLI, and by coord (INVALID_ARGUMENT: an empty subject).
+    assert_eq!(code(run(cli(&coord, &["limit", "check", "s", "--limit", "fixed:x/1m"])).await), Some(2));
+    let invalid = run(cli(&coord, &["limit", "check", "", "--limit", "fixed:1/1m"])).await;
+    assert!(String::from_utf8_lossy(&invalid.stderr).contains("INVALID_ARGUMENT"), "{invalid:?}");
+    assert_eq!(code(invalid), Some(2));
+    let mut nowhere = coord_command();
+    nowhere.args(["--endpoint", "http://127.0.0.1:1", "limit", "check", "s", "--limit", "fixed:1/1m"]);
+    assert_eq!(code(run(nowhere).await), Some(3), "unreachable");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -87,8 +87,10 @@ fn missing_redis_server_exits_with_install_instructions() {
         ],
         &[],
     );
-    assert_eq!(out.status.code(), Some(1));
+    // A configuration error, worded and numbered as --check-config says it.
+    assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("invalid setting redis.embedded_binary"), "{stderr}");
     assert!(stderr.contains("apt-get install redis-server"), "{stderr}");
     assert!(stderr.contains("--redis-url"), "{stderr}");
 }

@@ -89,14 +89,14 @@ pub async fn run(args: &ClientArgs, command: LimitCommand) -> Result<ExitCode, C
                 })
                 .collect();
             args.print(&json!({ "allowed": reply.allowed, "source": reply.source().as_str_name(), "limits": limits }));
-            Ok(if reply.allowed { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if reply.allowed { ExitCode::SUCCESS } else { ExitCode::from(super::EXIT_NO) })
         }
         LimitCommand::Slots(SlotsCommand::Acquire { subject, max, ttl, slot }) => {
             let req = AcquireSlotRequest { subject, max_in_flight: max, ttl_ms: ttl.as_millis() as i64, slot_id: slot };
             let r = c.acquire_slot(args.request(req)).await?.into_inner();
             args.print(&json!({ "acquired": r.acquired, "slot_id": r.slot_id, "in_flight": r.in_flight,
                                 "retry_after_ms": r.retry_after_ms }));
-            Ok(if r.acquired { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if r.acquired { ExitCode::SUCCESS } else { ExitCode::from(super::EXIT_NO) })
         }
         LimitCommand::Slots(SlotsCommand::Release { subject, slot }) => {
             let r = c.release_slot(args.request(ReleaseSlotRequest { subject, slot_id: slot })).await?.into_inner();

@@ -130,7 +130,7 @@ async fn hold(
                 "coord: lock {name:?} not acquired (held by {holder_owner:?} for {} ms more)",
                 holder_ttl.as_millis()
             );
-            return Ok(ExitCode::from(1));
+            return Ok(ExitCode::from(super::EXIT_NO));
         }
         Err(e) => return Err(cli_error(e)),
     };

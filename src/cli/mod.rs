@@ -145,13 +145,24 @@ pub fn table(value: &Value) -> String {
     }
 }
 
+/// Exit codes of the client commands (the README lists them): 0 done; 1 a
+/// normal "no" (denied, not acquired, not SERVING); 2 bad usage or input
+/// (also when coord answers INVALID_ARGUMENT or OUT_OF_RANGE); 3 any other
+/// error (coord or Redis unreachable, not found, deadline, …).
+pub const EXIT_NO: u8 = 1;
+pub const EXIT_BAD_INPUT: u8 = 2;
+pub const EXIT_ERROR: u8 = 3;
+
 /// Prints an error the same way for every command.
 pub fn fail(e: &CliError) -> ExitCode {
     eprintln!("coord: {e}");
-    match e {
-        CliError::Usage(_) => ExitCode::from(2),
-        _ => ExitCode::from(1),
-    }
+    ExitCode::from(match e {
+        CliError::Usage(_) => EXIT_BAD_INPUT,
+        CliError::Status(s) if matches!(s.code(), tonic::Code::InvalidArgument | tonic::Code::OutOfRange) => {
+            EXIT_BAD_INPUT
+        }
+        _ => EXIT_ERROR,
+    })
 }
 
 /// `coord health`: exit 0 only when SERVING.
@@ -161,7 +172,7 @@ pub async fn health(args: &ClientArgs, service: &str) -> Result<ExitCode, CliErr
     let reply = client.check(args.request(HealthCheckRequest { service: service.to_owned() })).await?.into_inner();
     let status = ServingStatus::try_from(reply.status).unwrap_or(ServingStatus::Unknown);
     args.print(&serde_json::json!({ "service": service, "status": status.as_str_name() }));
-    Ok(if status == ServingStatus::Serving { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if status == ServingStatus::Serving { ExitCode::SUCCESS } else { ExitCode::from(EXIT_NO) })
 }
 
 #[cfg(test)]

@@ -32,9 +32,9 @@ pub struct EmbeddedRedis {
 #[derive(Debug, thiserror::Error)]
 pub enum EmbeddedError {
     #[error(
-        "no Redis configured and `{0}` was not found, so the embedded Redis cannot start. \
-         Install it (Debian/Ubuntu: `apt-get install redis-server`; `make run` does this) \
-         or point coord at a Redis with --redis-url / COORD_REDIS_URL"
+        "invalid setting redis.embedded_binary: `{0}` not found (no redis.url or redis.cluster set, so \
+         coord starts its embedded Redis). Install it (Debian/Ubuntu: `apt-get install redis-server`; \
+         `make run` does this) or point coord at a Redis with --redis-url / COORD_REDIS_URL"
     )]
     NotInstalled(String),
     #[error("embedded redis-server did not start: {0}")]
