@@ -91,6 +91,10 @@ async fn the_recovery_table() {
     let m = trimmed.event(Duration::from_secs(10)).await.unwrap();
     let Event::Recovery(r) = m else { panic!("{m:?}") };
     assert!(!r.recovered && r.reason.contains("epoch"), "a live subscriber sees the epoch change: {r:?}");
+    // ...and gets the new epoch from its start, not from its end.
+    assert_eq!(r.position.as_ref().map(|p| (p.offset, p.epoch.as_str())), Some((0, fresh.epoch.as_str())), "{r:?}");
+    let m = trimmed.message().await;
+    assert_eq!((m.offset, &m.payload[..], m.epoch.as_str()), (1, &b"new"[..], fresh.epoch.as_str()));
     let mut late = Sub::open(&mut c, vec![channel("r.t", Some((1000, &epoch)))], vec![]).await;
     assert!(!late.recovery().await.recovered);
 }
@@ -246,6 +250,8 @@ async fn subscribers_survive_a_redis_restart_and_learn_the_history_is_gone() {
         match sub.event(Duration::from_secs(10)).await.unwrap() {
             Event::Recovery(r) => {
                 assert!(!r.recovered, "the old history is gone: {r:?}");
+                // Said as what it is: the epoch it knew is gone.
+                assert!(r.reason.starts_with("epoch changed"), "{r:?}");
                 told = true;
             }
             Event::Message(m) => {

@@ -463,12 +463,25 @@ impl Subscription {
         let limit = self.pubsub.config.max_recovery;
         let Some(state) = self.channels.get(name) else { return Ok(()) };
         let (meta, hist, from) = (state.meta.clone(), state.hist.clone(), state.position.clone());
-        let (epoch, top, entries) = self.pubsub.history(&meta, &hist, from.offset, limit).await?;
-        let failure = if epoch.is_empty() {
-            (from.offset > 0 || !from.epoch.is_empty())
-                .then_some("the channel has no history (expired or never published)")
+        let (epoch, top, mut entries) = self.pubsub.history(&meta, &hist, from.offset, limit).await?;
+        // After an epoch change the new epoch is replayed from its start
+        // when its history is all there, rather than skipped.
+        let mut resume = Position { offset: top, epoch: epoch.clone() };
+        let failure = if epoch.is_empty() && !from.epoch.is_empty() {
+            Some(
+                "epoch changed: the history was lost (it expired, or Redis lost its data) and nothing was published since",
+            )
+        } else if epoch.is_empty() {
+            (from.offset > 0).then_some("the channel has no history (expired or never published)")
         } else if !from.epoch.is_empty() && from.epoch != epoch {
-            Some("epoch changed: the history was lost and restarted")
+            let (_, _, from_start) = self.pubsub.history(&meta, &hist, 0, limit).await?;
+            if top <= limit && from_start.first().map(|e| e.offset) == Some(1) {
+                entries = from_start;
+                resume = Position { offset: 0, epoch: epoch.clone() };
+                Some("epoch changed: the history was lost and restarted; the new epoch follows from its start")
+            } else {
+                Some("epoch changed: the history was lost and restarted")
+            }
         } else if from.epoch.is_empty() && from.offset > 0 {
             Some("a position needs its epoch")
         } else if from.offset > top {
@@ -491,11 +504,13 @@ impl Subscription {
                 channel: name.to_owned(),
                 recovered: failure.is_none(),
                 reason: failure.unwrap_or_default().to_owned(),
-                position: if failure.is_some() { now } else { from.clone() },
+                position: if failure.is_some() { resume.clone() } else { from.clone() },
             });
         }
-        if failure.is_none() {
-            for mut e in entries.into_iter().filter(|e| e.offset > from.offset && e.offset <= top) {
+        // Replayed: what followed the position, or the new epoch from its start.
+        let after = if failure.is_none() { Some(from.offset) } else { (resume.offset == 0).then_some(0) };
+        if let Some(after) = after {
+            for mut e in entries.into_iter().filter(|e| e.offset > after && e.offset <= top) {
                 e.channel = name.to_owned();
                 self.pending.push_back(Event::Message(Arc::new(e)));
             }
