@@ -3,66 +3,8 @@
 
 mod support;
 
-use std::time::Duration;
-
-use bytes::{Buf as _, BufMut as _};
-use support::{redis::RedisServer, serving};
-use tokio_stream::StreamExt as _;
-use tonic::{
-    Code, Status,
-    codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
-};
-
-/// Sends raw bytes as the request and ignores response bodies: only the
-/// status matters here.
-#[derive(Default)]
-struct RawCodec;
-
-struct RawEncoder;
-struct RawDecoder;
-
-impl Codec for RawCodec {
-    type Encode = Vec<u8>;
-    type Decode = ();
-    type Encoder = RawEncoder;
-    type Decoder = RawDecoder;
-
-    fn encoder(&mut self) -> RawEncoder {
-        RawEncoder
-    }
-
-    fn decoder(&mut self) -> RawDecoder {
-        RawDecoder
-    }
-}
-
-impl Encoder for RawEncoder {
-    type Item = Vec<u8>;
-    type Error = Status;
-
-    fn encode(&mut self, item: Vec<u8>, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        buf.put_slice(&item);
-        Ok(())
-    }
-
-    fn buffer_settings(&self) -> BufferSettings {
-        BufferSettings::default()
-    }
-}
-
-impl Decoder for RawDecoder {
-    type Item = ();
-    type Error = Status;
-
-    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<()>, Status> {
-        buf.advance(buf.remaining());
-        Ok(Some(()))
-    }
-
-    fn buffer_settings(&self) -> BufferSettings {
-        BufferSettings::default()
-    }
-}
+use support::{raw::call, redis::RedisServer, serving};
+use tonic::Code;
 
 /// `/coord.v1.Service/Method` of every RPC in `proto/coord/v1`.
 fn every_rpc() -> Vec<String> {
@@ -81,27 +23,6 @@ fn every_rpc() -> Vec<String> {
     }
     paths.sort();
     paths
-}
-
-/// The status of one call carrying `body` as its only request message.
-async fn call(channel: tonic::transport::Channel, path: &str, body: Vec<u8>) -> Status {
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready().await.unwrap();
-    let path: tonic::codegen::http::uri::PathAndQuery = path.parse().unwrap();
-    let request = tonic::Request::new(tokio_stream::iter([body]));
-    match grpc.streaming(request, path, RawCodec).await {
-        Err(status) => status,
-        Ok(response) => {
-            let mut stream = response.into_inner();
-            loop {
-                match tokio::time::timeout(Duration::from_secs(5), stream.next()).await.expect("no answer") {
-                    Some(Ok(())) => continue,
-                    Some(Err(status)) => return status,
-                    None => return Status::ok(""),
-                }
-            }
-        }
-    }
 }
 
 #[tokio::test]

@@ -12,17 +12,12 @@
 
 mod support;
 
-use std::{collections::BTreeMap, time::Duration};
+use std::collections::BTreeMap;
 
-use bytes::{Buf as _, BufMut as _};
 use prost::Message as _;
 use prost_reflect::{DescriptorPool, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, Value};
-use support::{redis::RedisServer, serving};
-use tokio_stream::StreamExt as _;
-use tonic::{
-    Code, Status,
-    codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
-};
+use support::{raw::call, redis::RedisServer, rng::Rng, serving};
+use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -31,9 +26,7 @@ async fn generated_and_garbage_requests_never_get_internal_or_unknown() {
     let coord = serving(&redis.url()).await;
     let pool = DescriptorPool::decode(coord::pb::FILE_DESCRIPTOR_SET).unwrap();
     let rounds: usize = std::env::var("COORD_FUZZ_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(150);
-    let seed = std::env::var("COORD_FUZZ_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64) | 1
-    });
+    let seed = Rng::seed_from_env("COORD_FUZZ_SEED");
     let mut rng = Rng(seed);
     let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
     let mut failures = Vec::new();
@@ -81,22 +74,6 @@ fn names_a_field(message: &str) -> bool {
 }
 
 // === generated requests ===
-
-/// A deterministic generator (xorshift), so a seed replays a run.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n.max(1)
-    }
-
-    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len() as u64) as usize]
-    }
-}
 
 /// A message of `desc` with a random subset of its fields set to values
 /// chosen to hurt.
@@ -187,78 +164,5 @@ fn text(rng: &mut Rng) -> String {
         8 => "p0123456789abcdef0123456789abcdef.name".into(),
         9 => "0@epoch".into(),
         _ => format!("name-{}", rng.below(5)),
-    }
-}
-
-// === raw calls ===
-
-/// Sends raw bytes as the request message; only the status matters.
-#[derive(Default)]
-struct RawCodec;
-
-struct RawEncoder;
-struct RawDecoder;
-
-impl Codec for RawCodec {
-    type Encode = Vec<u8>;
-    type Decode = ();
-    type Encoder = RawEncoder;
-    type Decoder = RawDecoder;
-
-    fn encoder(&mut self) -> RawEncoder {
-        RawEncoder
-    }
-
-    fn decoder(&mut self) -> RawDecoder {
-        RawDecoder
-    }
-}
-
-impl Encoder for RawEncoder {
-    type Item = Vec<u8>;
-    type Error = Status;
-
-    fn encode(&mut self, item: Vec<u8>, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        buf.put_slice(&item);
-        Ok(())
-    }
-
-    fn buffer_settings(&self) -> BufferSettings {
-        BufferSettings::default()
-    }
-}
-
-impl Decoder for RawDecoder {
-    type Item = ();
-    type Error = Status;
-
-    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<()>, Status> {
-        buf.advance(buf.remaining());
-        Ok(Some(()))
-    }
-
-    fn buffer_settings(&self) -> BufferSettings {
-        BufferSettings::default()
-    }
-}
-
-/// The status of one call with `body` as its only request message: its
-/// final status, or OK once a first response message arrived (streams that
-/// would run on are dropped then). Blocking calls end at a 2 s deadline.
-async fn call(channel: tonic::transport::Channel, path: &str, body: Vec<u8>) -> Status {
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready().await.unwrap();
-    let path: tonic::codegen::http::uri::PathAndQuery = path.parse().unwrap();
-    let mut request = tonic::Request::new(tokio_stream::iter([body]));
-    request.set_timeout(Duration::from_secs(2));
-    match grpc.streaming(request, path, RawCodec).await {
-        Err(status) => status,
-        Ok(response) => {
-            let mut stream = response.into_inner();
-            match tokio::time::timeout(Duration::from_secs(5), stream.next()).await.expect("no answer in 5 s") {
-                Some(Ok(())) | None => Status::ok(""),
-                Some(Err(status)) => status,
-            }
-        }
     }
 }

@@ -40,6 +40,7 @@ use coord::pb::{
 use support::{
     process::{free_port_pair, spawn_serve},
     redis::{RedisNodes, RedisServer},
+    rng::Rng,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -223,23 +224,6 @@ impl Resource {
     }
 }
 
-/// A small deterministic generator (xorshift), so a seed replays a run.
-#[derive(Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n.max(1)
-    }
-
-    fn between(&mut self, lo_ms: u64, hi_ms: u64) -> Duration {
-        Duration::from_millis(lo_ms + self.below(hi_ms - lo_ms + 1))
-    }
-}
-
 // === the run ===
 
 struct Run {
@@ -258,9 +242,7 @@ impl Run {
         for c in &coords {
             c.wait_serving(Duration::from_secs(30)).await;
         }
-        let seed = std::env::var("COORD_CHAOS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64) | 1
-        });
+        let seed = Rng::seed_from_env("COORD_CHAOS_SEED");
         Run {
             backend,
             coords: Arc::new(coords),

@@ -5,7 +5,9 @@
 
 pub mod process;
 pub mod proxy;
+pub mod raw;
 pub mod redis;
+pub mod rng;
 pub mod subscriber;
 
 use std::{
