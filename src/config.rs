@@ -9,7 +9,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
 
-use crate::redis::ConnectOptions;
+use crate::{redis::ConnectOptions, transport::{ClientAuth, TlsSettings}};
 
 /// The effective configuration; also the TOML file's format.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -22,6 +22,7 @@ pub struct Config {
     pub lock: LockConfig,
     pub ratelimit: RateLimitConfig,
     pub pubsub: PubSubConfig,
+    pub auth: AuthConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -36,6 +37,29 @@ pub struct ServerConfig {
     /// How often health checks Redis.
     #[serde(with = "humantime_serde")]
     pub health_interval: Duration,
+    /// TLS on the gRPC port (and, with `metrics.tls`, on metrics).
+    pub tls: TlsSettings,
+    /// How often the TLS files are checked for changes.
+    #[serde(with = "humantime_serde")]
+    pub tls_reload_interval: Duration,
+    /// Open connections this instance serves; calls on more get
+    /// RESOURCE_EXHAUSTED.
+    pub max_connections: usize,
+    /// HTTP/2 streams (calls) at once per connection; clients queue beyond.
+    pub max_concurrent_streams: u32,
+    /// Largest request message, bytes; larger is RESOURCE_EXHAUSTED.
+    pub max_recv_message_bytes: usize,
+    /// Largest response message, bytes.
+    pub max_send_message_bytes: usize,
+    /// HTTP/2 PING interval, and how long a PING may go unanswered before
+    /// the connection is closed.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub keepalive_timeout: Duration,
+    /// A connection with no call in flight for this long is closed; 0: never.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -44,7 +68,93 @@ impl Default for ServerConfig {
             listen: ([0, 0, 0, 0], 50051).into(),
             shutdown_grace: Duration::from_secs(10),
             health_interval: Duration::from_millis(250),
+            tls: TlsSettings::default(),
+            tls_reload_interval: Duration::from_secs(5),
+            max_connections: 10_000,
+            max_concurrent_streams: 1024,
+            max_recv_message_bytes: 4 << 20,
+            max_send_message_bytes: 16 << 20,
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(3600),
         }
+    }
+}
+
+/// `[auth]`: who may call. Off by default (the embedded/dev mode).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    pub enabled: bool,
+    /// TOML file of principals (see `auth::principals`); reloaded on change
+    /// and SIGHUP.
+    pub principals_file: Option<PathBuf>,
+    #[serde(with = "humantime_serde")]
+    pub reload_interval: Duration,
+    /// grpc.health.v1 without credentials (Kubernetes gRPC probes cannot send any).
+    pub open_health: bool,
+    /// Server reflection without credentials.
+    pub open_reflection: bool,
+    pub jwt: JwtConfig,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            enabled: false,
+            principals_file: None,
+            reload_interval: Duration::from_secs(2),
+            open_health: true,
+            open_reflection: true,
+            jwt: JwtConfig::default(),
+        }
+    }
+}
+
+/// `[auth.jwt]`: JWT bearer tokens; on when a key is set.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JwtConfig {
+    pub hs256_secret_file: Option<PathBuf>,
+    pub public_key_files: Vec<PathBuf>,
+    pub jwks_file: Option<PathBuf>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+}
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        JwtConfig {
+            hs256_secret_file: None,
+            public_key_files: Vec::new(),
+            jwks_file: None,
+            issuer: None,
+            audience: None,
+            leeway: Duration::from_secs(5),
+        }
+    }
+}
+
+impl AuthConfig {
+    /// The authentication settings, when enabled.
+    pub fn settings(&self) -> Option<crate::auth::Settings> {
+        let jwt = &self.jwt;
+        let jwt_on = jwt.hs256_secret_file.is_some() || !jwt.public_key_files.is_empty() || jwt.jwks_file.is_some();
+        self.enabled.then(|| crate::auth::Settings {
+            principals_file: self.principals_file.clone(),
+            jwt: jwt_on.then(|| crate::auth::jwt::Settings {
+                hs256_secret_file: jwt.hs256_secret_file.clone(),
+                public_key_files: jwt.public_key_files.clone(),
+                jwks_file: jwt.jwks_file.clone(),
+                issuer: jwt.issuer.clone(),
+                audience: jwt.audience.clone(),
+                leeway: jwt.leeway,
+            }),
+            open_health: self.open_health,
+            open_reflection: self.open_reflection,
+        })
     }
 }
 
@@ -54,11 +164,13 @@ pub struct MetricsConfig {
     pub enabled: bool,
     /// Prometheus endpoint (`GET /metrics`).
     pub listen: SocketAddr,
+    /// Serve metrics over TLS with `server.tls`'s certificate (and client CA).
+    pub tls: bool,
 }
 
 impl Default for MetricsConfig {
     fn default() -> Self {
-        MetricsConfig { enabled: true, listen: ([0, 0, 0, 0], 9090).into() }
+        MetricsConfig { enabled: true, listen: ([0, 0, 0, 0], 9090).into(), tls: false }
     }
 }
 
@@ -478,6 +590,27 @@ pub struct ServeArgs {
     /// Remember long denials in-process [default: true]
     #[arg(long, env = "COORD_RATELIMIT_DENY_CACHE")]
     pub ratelimit_deny_cache: Option<bool>,
+    /// PEM certificate (chain) for TLS on the gRPC port
+    #[arg(long, env = "COORD_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key for TLS on the gRPC port
+    #[arg(long, env = "COORD_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+    /// PEM CA that signs client certificates: turns on mTLS
+    #[arg(long, env = "COORD_TLS_CLIENT_CA_FILE")]
+    pub tls_client_ca_file: Option<PathBuf>,
+    /// With a client CA: require or only request client certificates [default: require]
+    #[arg(long, env = "COORD_TLS_CLIENT_AUTH", value_enum)]
+    pub tls_client_auth: Option<ClientAuth>,
+    /// Serve metrics over TLS too [default: false]
+    #[arg(long, env = "COORD_METRICS_TLS")]
+    pub metrics_tls: Option<bool>,
+    /// Require credentials on every call but health and reflection [default: false]
+    #[arg(long, env = "COORD_AUTH_ENABLED")]
+    pub auth_enabled: Option<bool>,
+    /// TOML file of principals (reloaded on change and SIGHUP)
+    #[arg(long, env = "COORD_AUTH_PRINCIPALS_FILE")]
+    pub auth_principals_file: Option<PathBuf>,
     /// Comma-separated channel-name prefixes that make channels RECOVERABLE
     #[arg(long, env = "COORD_PUBSUB_RECOVERABLE_PREFIXES", value_delimiter = ',')]
     pub pubsub_recoverable_prefixes: Option<Vec<String>>,
@@ -546,6 +679,13 @@ impl Config {
         set(&mut self.ratelimit.reload_interval, &a.ratelimit_reload_interval);
         set(&mut self.ratelimit.deny_cache, &a.ratelimit_deny_cache);
         set(&mut self.pubsub.recoverable_prefixes, &a.pubsub_recoverable_prefixes);
+        set_opt(&mut self.server.tls.cert_file, &a.tls_cert_file);
+        set_opt(&mut self.server.tls.key_file, &a.tls_key_file);
+        set_opt(&mut self.server.tls.client_ca_file, &a.tls_client_ca_file);
+        set(&mut self.server.tls.client_auth, &a.tls_client_auth);
+        set(&mut self.metrics.tls, &a.metrics_tls);
+        set(&mut self.auth.enabled, &a.auth_enabled);
+        set_opt(&mut self.auth.principals_file, &a.auth_principals_file);
     }
 
     /// Checks every bound; the error names the first bad setting.
@@ -698,6 +838,71 @@ impl Config {
         }
         crate::redis::KeyBuilder::new(&self.redis.key_prefix)
             .map_err(|e| ConfigError::new("redis.key_prefix", e.to_string()))?;
+        self.validate_transport()?;
+        self.validate_auth()
+    }
+
+    fn validate_transport(&self) -> Result<(), ConfigError> {
+        let s = &self.server;
+        let tls = &s.tls;
+        if tls.cert_file.is_some() != tls.key_file.is_some() {
+            return Err(ConfigError::new("server.tls.key_file", "cert_file and key_file must be set together"));
+        }
+        if tls.client_ca_file.is_some() && !tls.enabled() {
+            return Err(ConfigError::new("server.tls.client_ca_file", "mTLS needs server.tls.cert_file and key_file"));
+        }
+        if self.metrics.tls && !tls.enabled() {
+            return Err(ConfigError::new("metrics.tls", "needs server.tls.cert_file and key_file"));
+        }
+        let count = |setting: &str, v: u64, min: u64, max: u64| {
+            if !(min..=max).contains(&v) {
+                return Err(ConfigError::new(setting, format!("must be between {min} and {max}, got {v}")));
+            }
+            Ok(())
+        };
+        count("server.max_connections", s.max_connections as u64, 1, 1_000_000)?;
+        count("server.max_concurrent_streams", u64::from(s.max_concurrent_streams), 1, 1_000_000)?;
+        // A publish of the largest payload must fit, with room for its fields.
+        let least = self.pubsub.max_payload as u64 + 64 * 1024;
+        count("server.max_recv_message_bytes", s.max_recv_message_bytes as u64, least, 1 << 30)?;
+        count("server.max_send_message_bytes", s.max_send_message_bytes as u64, least, 1 << 30)?;
+        let between = |setting: &str, value: Duration, min: Duration, max: Duration| {
+            if value < min || value > max {
+                return Err(ConfigError::new(setting, format!("must be between {min:?} and {max:?}, got {value:?}")));
+            }
+            Ok(())
+        };
+        between("server.keepalive_interval", s.keepalive_interval, Duration::from_secs(1), Duration::from_secs(3600))?;
+        between("server.keepalive_timeout", s.keepalive_timeout, Duration::from_secs(1), Duration::from_secs(600))?;
+        between("server.idle_timeout", s.idle_timeout, Duration::ZERO, Duration::from_secs(7 * 86_400))?;
+        if !s.idle_timeout.is_zero() && s.idle_timeout < Duration::from_secs(1) {
+            return Err(ConfigError::new("server.idle_timeout", "must be 0 (never) or at least 1s"));
+        }
+        between("server.tls_reload_interval", s.tls_reload_interval, Duration::from_millis(10), Duration::from_secs(86_400))
+    }
+
+    fn validate_auth(&self) -> Result<(), ConfigError> {
+        let auth = &self.auth;
+        if !auth.enabled {
+            return Ok(());
+        }
+        let jwt = &auth.jwt;
+        let jwt_on = jwt.hs256_secret_file.is_some() || !jwt.public_key_files.is_empty() || jwt.jwks_file.is_some();
+        if auth.principals_file.is_none() && !jwt_on {
+            return Err(ConfigError::new(
+                "auth.principals_file",
+                "auth is enabled but no principals file or JWT key is set: nobody could call",
+            ));
+        }
+        if auth.reload_interval < Duration::from_millis(10) || auth.reload_interval > Duration::from_secs(86_400) {
+            return Err(ConfigError::new(
+                "auth.reload_interval",
+                format!("must be between 10ms and 86400s, got {:?}", auth.reload_interval),
+            ));
+        }
+        if jwt.leeway > Duration::from_secs(600) {
+            return Err(ConfigError::new("auth.jwt.leeway", format!("must be at most 600s, got {:?}", jwt.leeway)));
+        }
         Ok(())
     }
 

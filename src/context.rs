@@ -1,8 +1,14 @@
 //! What every RPC knows about its caller. Services read the namespace here,
-//! never from headers directly, so binding it to credentials later is a
-//! change in one place.
+//! never from headers directly: with auth enabled it is the one the
+//! [`crate::auth`] layer authorised for the caller's principal.
 
-use crate::{error::Result, redis::Namespace};
+use std::sync::Arc;
+
+use crate::{
+    auth::{Caller, Principal},
+    error::Result,
+    redis::Namespace,
+};
 
 /// gRPC metadata header that selects the tenant namespace.
 pub const NAMESPACE_HEADER: &str = "coord-namespace";
@@ -11,12 +17,17 @@ pub const NAMESPACE_HEADER: &str = "coord-namespace";
 #[derive(Debug, Clone)]
 pub struct RequestContext {
     pub namespace: Namespace,
+    /// The authenticated caller; None with auth disabled.
+    pub principal: Option<Arc<Principal>>,
 }
 
 impl RequestContext {
     /// Reads `coord-namespace` (default `default`); an invalid value is
     /// INVALID_ARGUMENT naming the header.
     pub fn from_request<T>(request: &tonic::Request<T>) -> Result<Self> {
+        if let Some(caller) = request.extensions().get::<Caller>() {
+            return Ok(RequestContext { namespace: caller.namespace.clone(), principal: Some(caller.principal.clone()) });
+        }
         let namespace = match request.metadata().get(NAMESPACE_HEADER) {
             None => Namespace::default(),
             Some(value) => {
@@ -26,7 +37,12 @@ impl RequestContext {
                 Namespace::parse(text)?
             }
         };
-        Ok(RequestContext { namespace })
+        Ok(RequestContext { namespace, principal: None })
+    }
+
+    /// Logs an operator action on state that may be another caller's.
+    pub fn audit(&self, action: &str, target: &str) {
+        crate::auth::audit(self.principal.as_deref().map(|p| p.name.as_str()), &self.namespace, action, target);
     }
 }
 

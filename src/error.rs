@@ -29,6 +29,12 @@ pub enum Error {
     /// Redlock mode: a majority of nodes could not be reached.
     #[error("quorum lost: {0}")]
     QuorumLost(String),
+    /// Missing, unknown, invalid or expired credentials.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// A known caller without the namespace or permission a call needs.
+    #[error("{0}")]
+    PermissionDenied(String),
     /// A per-caller resource ran out (e.g. a subscriber's buffer).
     #[error("{0}")]
     ResourceExhausted(String),
@@ -93,6 +99,8 @@ impl From<Error> for tonic::Status {
             Error::FailedPrecondition(_) => tonic::Status::failed_precondition(msg),
             Error::Unavailable(_) | Error::QuorumLost(_) | Error::ShuttingDown => tonic::Status::unavailable(msg),
             Error::ResourceExhausted(_) => tonic::Status::resource_exhausted(msg),
+            Error::Unauthenticated(_) => tonic::Status::unauthenticated(msg),
+            Error::PermissionDenied(_) => tonic::Status::permission_denied(msg),
             Error::DeadlineExceeded(_) => tonic::Status::deadline_exceeded(msg),
             Error::Internal(_) => tonic::Status::internal(msg),
         }

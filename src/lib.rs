@@ -6,7 +6,9 @@
 //! - [`server`]: the tonic server, health, reflection, graceful shutdown.
 //! - [`config`]: settings from file, `COORD_*` environment and flags.
 //! - [`error`]: the one error enum and its mapping to gRPC codes.
-//! - [`context`]: the per-request caller context (namespace).
+//! - [`context`]: the per-request caller context (namespace, principal).
+//! - [`auth`]: principals, API keys, JWTs, permissions, quotas; the layer that authorises every call.
+//! - [`transport`]: the gRPC listener: TLS with reload, mTLS identities, connection limits.
 //! - [`metrics`]: Prometheus endpoint and the per-RPC tower layer.
 //! - [`redis`]: pools, script registry, key builder, embedded redis-server.
 //! - one module per service: [`admin`], [`lock`], [`ratelimit`], [`leaderboard`], [`pubsub`].
@@ -17,6 +19,7 @@
 #![deny(unsafe_code)]
 
 pub mod admin;
+pub mod auth;
 pub mod bench;
 pub mod cli;
 pub mod client;
@@ -32,6 +35,7 @@ pub mod ratelimit;
 pub mod redis;
 pub mod server;
 pub mod telemetry;
+pub mod transport;
 
 /// Generated protobuf and gRPC code for `coord.v1`.
 pub mod pb {

@@ -46,8 +46,13 @@ pub fn handle() -> &'static PrometheusHandle {
     })
 }
 
-/// Serves `GET /metrics` (any path, in fact) until `shutdown` is cancelled.
-pub async fn serve(listener: tokio::net::TcpListener, shutdown: CancellationToken) {
+/// Serves `GET /metrics` (any path, in fact) until `shutdown` is cancelled,
+/// over TLS when `tls` is given.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    tls: Option<std::sync::Arc<crate::transport::Tls>>,
+    shutdown: CancellationToken,
+) {
     use hyper::{server::conn::http1, service::service_fn};
     let handle = handle();
     loop {
@@ -69,9 +74,20 @@ pub async fn serve(listener: tokio::net::TcpListener, shutdown: CancellationToke
                 .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
             Ok::<_, std::convert::Infallible>(response)
         });
+        let acceptor = tls.as_ref().map(|t| t.metrics_acceptor());
         tokio::spawn(async move {
-            let io = hyper_util::rt::TokioIo::new(stream);
-            let _ = http1::Builder::new().serve_connection(io, service).await;
+            match acceptor {
+                None => {
+                    let _ = http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+                }
+                Some(acceptor) => {
+                    let handshake = tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(stream));
+                    if let Ok(Ok(stream)) = handshake.await {
+                        let io = hyper_util::rt::TokioIo::new(stream);
+                        let _ = http1::Builder::new().serve_connection(io, service).await;
+                    }
+                }
+            }
         });
     }
 }

@@ -16,16 +16,17 @@ use std::{
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::TcpIncoming;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
     admin,
+    auth::{Auth, layer::AuthLayer},
     config::Config,
     leaderboard, lock,
     metrics::{self, RpcLayer},
     pb, pubsub, ratelimit,
     redis::{KeyBuilder, Redis, Topology, scripts},
+    transport::{self, Tls},
 };
 
 /// The backend every service shares.
@@ -129,12 +130,35 @@ pub fn check(config: &Config) -> Result<String, ServeError> {
         }
         None => "no rate-limit policy file".to_owned(),
     };
-    let metrics = match config.metrics.enabled {
-        true => config.metrics.listen.to_string(),
-        false => "off".to_owned(),
+    let metrics = match (config.metrics.enabled, config.metrics.tls) {
+        (true, false) => config.metrics.listen.to_string(),
+        (true, true) => format!("{} (TLS)", config.metrics.listen),
+        (false, _) => "off".to_owned(),
+    };
+    let tls = match &config.server.tls {
+        t if t.enabled() => {
+            Tls::load(t).map_err(|e| ServeError::Config(format!("invalid setting {e}")))?;
+            match t.client_ca_file.is_some() && t.client_auth != transport::ClientAuth::None {
+                true => " (TLS, client certificates)",
+                false => " (TLS)",
+            }
+        }
+        _ => "",
+    };
+    let auth = match config.auth.settings() {
+        Some(settings) => {
+            let auth = Auth::load(settings).map_err(|e| ServeError::Config(format!("invalid setting {e}")))?;
+            let snapshot = auth.snapshot();
+            format!(
+                "auth on ({} principals{})",
+                snapshot.principals.len(),
+                if snapshot.jwt.is_some() { ", JWT" } else { "" }
+            )
+        }
+        None => "auth off".to_owned(),
     };
     Ok(format!(
-        "configuration ok: gRPC {}, metrics {metrics}, redis {redis}, {policies}, health services \"\" {LIVENESS} {}",
+        "configuration ok: gRPC {}{tls}, {auth}, metrics {metrics}, redis {redis}, {policies}, health services \"\" {LIVENESS} {}",
         config.server.listen,
         SERVICES.join(" ")
     ))
@@ -178,13 +202,31 @@ pub async fn serve(
 
     // Metrics first, so start-up problems are counted too.
     metrics::handle();
+    let tls = match config.server.tls.enabled() {
+        true => {
+            let tls = Arc::new(Tls::load(&config.server.tls).map_err(ServeError::Config)?);
+            tokio::spawn(tls.clone().watch(config.server.tls_reload_interval, shutdown.clone()));
+            Some(tls)
+        }
+        false => None,
+    };
+    let auth = match config.auth.settings() {
+        Some(settings) => {
+            let auth = Arc::new(Auth::load(settings).map_err(|e| ServeError::Config(format!("invalid setting {e}")))?);
+            tokio::spawn(auth.clone().watch(config.auth.reload_interval, shutdown.clone()));
+            Some(auth)
+        }
+        None => None,
+    };
+    warn_if_exposed(config, &listener);
     if config.metrics.enabled {
         let addr = config.metrics.listen;
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| ServeError::Bind { addr: format!("{addr} (metrics.listen)"), source })?;
-        tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "metrics endpoint listening");
-        tokio::spawn(metrics::serve(listener, shutdown.clone()));
+        tracing::info!(addr = %listener.local_addr().unwrap_or(addr), tls = config.metrics.tls, "metrics endpoint listening");
+        let tls = if config.metrics.tls { tls.clone() } else { None };
+        tokio::spawn(metrics::serve(listener, tls, shutdown.clone()));
     }
 
     if let Err(e) = backend.redis.load_scripts(scripts::ALL).await {
@@ -275,7 +317,13 @@ pub async fn serve(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "coord serving gRPC");
     }
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let s = &config.server;
+    let limits = transport::Limits {
+        max_connections: s.max_connections,
+        idle_timeout: (!s.idle_timeout.is_zero()).then_some(s.idle_timeout),
+        handshake_timeout: Duration::from_secs(10),
+    };
+    let incoming = transport::incoming(listener, tls, limits);
 
     let drain = {
         let shutdown = shutdown.clone();
@@ -289,21 +337,38 @@ pub async fn serve(
         }
     };
 
+    // Every coord service gets the same message limits.
+    macro_rules! limited {
+        ($server:expr) => {
+            $server.max_decoding_message_size(s.max_recv_message_bytes).max_encoding_message_size(s.max_send_message_bytes)
+        };
+    }
     let server = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_interval(Some(s.keepalive_interval))
+        .http2_keepalive_timeout(Some(s.keepalive_timeout))
+        .max_concurrent_streams(Some(s.max_concurrent_streams))
+        // Outermost first: every call is counted, then checked against its
+        // connection, then authorised.
         .layer(RpcLayer::new(shutdown.clone()))
+        .layer(transport::ConnLayer)
+        .layer(AuthLayer::new(auth, rate_limits.clone()))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(pb::admin_service_server::AdminServiceServer::new(admin::Service::new(backend.clone())))
-        .add_service(pb::lock_service_server::LockServiceServer::new(lock::grpc::Service::new(locks, shutdown.clone())))
-        .add_service(pb::rate_limit_service_server::RateLimitServiceServer::new(ratelimit::grpc::Service::new(
-            rate_limits,
+        .add_service(limited!(pb::admin_service_server::AdminServiceServer::new(admin::Service::new(backend.clone()))))
+        .add_service(limited!(pb::lock_service_server::LockServiceServer::new(lock::grpc::Service::new(
+            locks,
+            shutdown.clone()
+        ))))
+        .add_service(limited!(pb::rate_limit_service_server::RateLimitServiceServer::new(
+            ratelimit::grpc::Service::new(rate_limits)
         )))
-        .add_service(pb::leaderboard_service_server::LeaderboardServiceServer::new(leaderboard::grpc::Service::new(
-            boards,
+        .add_service(limited!(pb::leaderboard_service_server::LeaderboardServiceServer::new(
+            leaderboard::grpc::Service::new(boards)
         )))
-        .add_service(pb::pub_sub_service_server::PubSubServiceServer::new(pubsub::grpc::Service::new(pubsub)))
+        .add_service(limited!(pb::pub_sub_service_server::PubSubServiceServer::new(pubsub::grpc::Service::new(
+            pubsub
+        ))))
         .serve_with_incoming_shutdown(incoming, drain);
 
     let grace = config.server.shutdown_grace;
@@ -315,6 +380,21 @@ pub async fn serve(
     }
     tracing::info!("coord stopped");
     Ok(())
+}
+
+/// A plaintext or unauthenticated port that others can reach is worth a
+/// loud line: anyone who reaches it can use every namespace.
+fn warn_if_exposed(config: &Config, listener: &TcpListener) {
+    let addr = listener.local_addr().unwrap_or(config.server.listen);
+    if addr.ip().is_loopback() {
+        return;
+    }
+    if !config.auth.enabled {
+        tracing::warn!(%addr, "auth is disabled on a non-loopback address: any client that reaches this port can use every namespace (set auth.enabled)");
+    }
+    if !config.server.tls.enabled() {
+        tracing::warn!(%addr, "TLS is off on a non-loopback address: calls and credentials travel in plaintext (set server.tls.cert_file and key_file)");
+    }
 }
 
 async fn set_all(reporter: &HealthReporter, status: ServingStatus) {

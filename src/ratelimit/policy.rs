@@ -104,6 +104,20 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// A tenant quota: GCRA at `rate` per second with `burst`, failing open
+    /// (a Redis too slow to count must not also refuse the call it guards).
+    pub fn quota(name: String, rate: u64, burst: u64) -> Policy {
+        let limit = Limit { name: "requests".into(), algorithm: Algorithm::Gcra { rate, period_ms: 1000, burst } };
+        Policy {
+            name,
+            rule: Rule { limits: vec![limit], shadow: false },
+            failure: Failure::Open,
+            timeout: Duration::from_millis(50),
+            exact: HashMap::new(),
+            prefixes: Vec::new(),
+        }
+    }
+
     /// The most specific rule for `subject`: exact, longest prefix, default.
     pub fn rule_for(&self, subject: &str) -> &Rule {
         if let Some(rule) = self.exact.get(subject) {

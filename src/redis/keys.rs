@@ -54,6 +54,12 @@ impl Namespace {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The empty namespace, which no request can name (`parse` refuses it):
+    /// coord's own per-tenant bookkeeping (quotas) lives there.
+    pub fn internal() -> Self {
+        Namespace(String::new())
+    }
 }
 
 impl Default for Namespace {
