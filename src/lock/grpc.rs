@@ -63,7 +63,12 @@ impl LockService for Service {
         // breaks; either way the stream loop then ends, revoking nothing. A
         // message that does not decode ends the stream with INVALID_ARGUMENT.
         tokio::spawn(async move {
-            while let Some(message) = inbound.next().await {
+            // Also ends when the stream loop does, so the request side is
+            // reset rather than left open for the client to close.
+            while let Some(message) = tokio::select! {
+                m = inbound.next() => m,
+                _ = req_tx.closed() => None,
+            } {
                 let request = match message {
                     Ok(m) => Ok(m.lease_id),
                     // A message that does not decode (see crate::codec).

@@ -103,6 +103,9 @@ pub async fn run(
                 let _ = out.send(Err(Error::ShuttingDown)).await;
                 break;
             }
+            // The response side is gone (client away, or the stream was
+            // ended for it, e.g. its credentials were revoked).
+            _ = out.closed() => break,
             request = requests.recv() => {
                 let text = match request {
                     None => break,

@@ -64,10 +64,23 @@ impl Decoder for RawDecoder {
 /// final status, or OK once a first response message arrived (streams that
 /// would run on are dropped then). Blocking calls end at a 2 s deadline.
 pub async fn call(channel: tonic::transport::Channel, path: &str, body: Vec<u8>) -> Status {
+    call_with(channel, path, body, &[]).await
+}
+
+/// [`call`] with request metadata (credentials, namespace).
+pub async fn call_with(
+    channel: tonic::transport::Channel,
+    path: &str,
+    body: Vec<u8>,
+    metadata: &[(&'static str, &str)],
+) -> Status {
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.unwrap();
     let path: tonic::codegen::http::uri::PathAndQuery = path.parse().unwrap();
     let mut request = tonic::Request::new(tokio_stream::iter([body]));
+    for (key, value) in metadata {
+        request.metadata_mut().insert(*key, value.parse().unwrap());
+    }
     request.set_timeout(Duration::from_secs(2));
     match grpc.streaming(request, path, RawCodec).await {
         Err(status) => status,
