@@ -446,3 +446,195 @@ fn key_line(key: &str) -> String {
     let digest: String = coord::auth::key_digest(key).iter().map(|b| format!("{b:02x}")).collect();
     format!("{{ id = {id:?}, sha256 = {digest:?} }}")
 }
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+fn claims(sub: &str, exp: u64, namespaces: &[&str], permissions: &[&str]) -> serde_json::Value {
+    serde_json::json!({ "sub": sub, "exp": exp, "namespaces": namespaces, "permissions": permissions })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwts_are_verified_and_end_their_streams_when_they_expire() {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "0123456789abcdef0123456789abcdef-hs256";
+    let secret_file = tempfile(&dir, "hs256", secret);
+    let ec = rcgen::KeyPair::generate().unwrap();
+    let ec_public = tempfile(&dir, "ec.pem", &ec.public_key_pem());
+    let file = tempfile(&dir, "principals.toml", "");
+    let mut config = auth_config(&redis, &file);
+    config.auth.jwt.hs256_secret_file = Some(secret_file);
+    config.auth.jwt.public_key_files = vec![ec_public];
+    config.auth.jwt.leeway = Duration::ZERO;
+    let coord = support::serving_with(config).await;
+
+    let hs = EncodingKey::from_secret(secret.as_bytes()).unwrap();
+    let es = EncodingKey::from_ec_pem(ec.serialize_pem().as_bytes()).unwrap();
+    let sign = |alg: Algorithm, key: &EncodingKey, claims: &serde_json::Value| {
+        encode(&Header::new(alg), claims, key).unwrap()
+    };
+    let good = claims("svc", now_secs() + 600, &["shop"], &["ratelimit.check", "lock"]);
+    let path = "/coord.v1.RateLimitService/Check";
+    let check = |token: String| {
+        let coord = coord.channel();
+        async move {
+            let body = rpcs("jwt").into_iter().find(|r| r.0 == path).unwrap().2;
+            let auth = format!("Bearer {token}");
+            raw::call_with(coord, path, body, &[("authorization", &auth)]).await
+        }
+    };
+    assert_eq!(check(sign(Algorithm::HS256, &hs, &good)).await.code(), Code::Ok);
+    assert_eq!(check(sign(Algorithm::ES256, &es, &good)).await.code(), Code::Ok);
+    let written = redis.cli(&["--scan", "--pattern", "coord:shop:rl:*"]);
+    assert!(!written.is_empty(), "the default namespace is the claims' first");
+
+    let expired = sign(Algorithm::HS256, &hs, &claims("svc", now_secs() - 60, &["shop"], &["*"]));
+    let other_secret = EncodingKey::from_secret(b"another secret of thirty-two bytes!!").unwrap();
+    let forged = sign(Algorithm::HS256, &other_secret, &good);
+    let valid = sign(Algorithm::HS256, &hs, &good);
+    let (head, rest) = valid.split_once('.').unwrap();
+    let (_, signature) = rest.split_once('.').unwrap();
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let widened = b64.encode(claims("svc", now_secs() + 600, &["*"], &["*"]).to_string());
+    let tampered = format!("{head}.{widened}.{signature}");
+    let none_header = b64.encode(r#"{"alg":"none","typ":"JWT"}"#);
+    let alg_none = format!("{none_header}.{}.", b64.encode(good.to_string()));
+    let no_exp = sign(Algorithm::HS256, &hs, &serde_json::json!({ "sub": "svc", "namespaces": ["shop"], "permissions": ["*"] }));
+    for (what, token) in
+        [("expired", expired), ("forged", forged), ("tampered", tampered), ("alg none", alg_none), ("no exp", no_exp)]
+    {
+        let status = check(token).await;
+        assert_eq!(status.code(), Code::Unauthenticated, "{what}: {status:?}");
+    }
+    // Valid but not for this namespace.
+    let bank = sign(Algorithm::HS256, &hs, &claims("svc", now_secs() + 600, &["bank"], &["*"]));
+    let body = rpcs("jwt").into_iter().find(|r| r.0 == path).unwrap().2;
+    let meta = [("authorization", format!("Bearer {bank}")), ("coord-namespace", "shop".to_owned())];
+    let meta: Vec<(&'static str, &str)> = meta.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let status = raw::call_with(coord.channel(), path, body, &meta).await;
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+
+    // A stream opened with a token that expires in 2 s ends then.
+    let short = sign(Algorithm::HS256, &hs, &claims("svc", now_secs() + 2, &["shop"], &["pubsub.subscribe"]));
+    let subscribe = pb::SubscribeRequest {
+        channels: vec![pb::ChannelSubscription { channel: "news".into(), since: None }],
+        ..Default::default()
+    };
+    let opened = Instant::now();
+    let mut stream = coord.pubsub().subscribe(with(subscribe, &short, None)).await.unwrap().into_inner();
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match stream.next().await {
+                Some(Ok(_)) => continue,
+                Some(Err(status)) => return status,
+                None => panic!("stream ended without a status"),
+            }
+        }
+    })
+    .await
+    .expect("the stream must end when its token expires");
+    assert_eq!(ended.code(), Code::Unauthenticated, "{ended:?}");
+    println!("stream ended {:?} after opening with a token valid for ~2 s", opened.elapsed());
+    coord.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotas_limit_a_noisy_tenant_without_starving_another() {
+    let redis = RedisServer::start();
+    let (noisy, n) = principal("noisy", &[("noisy", &["*"])]);
+    let (quiet, q) = principal("quiet", &[("quiet", &["*"])]);
+    let n = n + "quota = { requests_per_second = 50, streams = 2, subscriptions = 1 }\n";
+    let dir = tempfile::tempdir().unwrap();
+    let file = tempfile(&dir, "principals.toml", &[n, q].concat());
+    let coord = support::serving_with(auth_config(&redis, &file)).await;
+    let path = "/coord.v1.RateLimitService/Check";
+    let body = || rpcs("q").into_iter().find(|r| r.0 == path).unwrap().2;
+
+    // Streams: two at most, one of them a subscription.
+    let subscribe = || pb::SubscribeRequest {
+        channels: vec![pb::ChannelSubscription { channel: "c".into(), since: None }],
+        ..Default::default()
+    };
+    let mut pubsub = coord.pubsub();
+    let first = pubsub.subscribe(with(subscribe(), &noisy.key, None)).await.unwrap().into_inner();
+    let second = pubsub.subscribe(with(subscribe(), &noisy.key, None)).await.unwrap_err();
+    assert_eq!(second.code(), Code::ResourceExhausted, "{second:?}");
+    assert!(second.message().contains("subscriptions"), "{second:?}");
+    let (tx, rx) = tokio::sync::mpsc::channel::<pb::KeepAliveRequest>(1);
+    let mut locks = coord.locks();
+    let _keepalive = locks.keep_alive(with(tokio_stream::wrappers::ReceiverStream::new(rx), &noisy.key, None)).await.unwrap();
+    let (_tx3, rx3) = tokio::sync::mpsc::channel::<pb::KeepAliveRequest>(1);
+    let third = locks.keep_alive(with(tokio_stream::wrappers::ReceiverStream::new(rx3), &noisy.key, None)).await.unwrap_err();
+    assert_eq!(third.code(), Code::ResourceExhausted, "{third:?}");
+    // Closing one frees its place.
+    drop(first);
+    drop(tx);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    pubsub.subscribe(with(subscribe(), &noisy.key, None)).await.expect("a place was freed");
+
+    // Requests per second: a baseline for quiet, then noisy floods.
+    let quiet_auth = format!("Bearer {}", quiet.key);
+    let p99 = |mut v: Vec<Duration>| {
+        v.sort();
+        v[v.len() * 99 / 100]
+    };
+    let mut baseline = Vec::new();
+    for _ in 0..200 {
+        let t = Instant::now();
+        assert_eq!(raw::call_with(coord.channel(), path, body(), &[("authorization", &quiet_auth)]).await.code(), Code::Ok);
+        baseline.push(t.elapsed());
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut flood = Vec::new();
+    for _ in 0..16 {
+        let (channel, stop) = (coord.channel(), stop.clone());
+        let auth = format!("Bearer {}", noisy.key);
+        let body = body();
+        flood.push(tokio::spawn(async move {
+            let (mut ok, mut limited, mut retry_info) = (0u64, 0u64, true);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let status = raw::call_with(channel.clone(), path, body.clone(), &[("authorization", &auth)]).await;
+                match status.code() {
+                    Code::Ok => ok += 1,
+                    Code::ResourceExhausted => {
+                        limited += 1;
+                        retry_info &= status.metadata().get("retry-after-ms").is_some();
+                    }
+                    other => panic!("noisy got {other:?}: {status:?}"),
+                }
+            }
+            (ok, limited, retry_info)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let mut loaded = Vec::new();
+    for _ in 0..200 {
+        let t = Instant::now();
+        assert_eq!(raw::call_with(coord.channel(), path, body(), &[("authorization", &quiet_auth)]).await.code(), Code::Ok);
+        loaded.push(t.elapsed());
+    }
+    let window = started.elapsed() + Duration::from_millis(300);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut ok, mut limited) = (0, 0);
+    for task in flood {
+        let (o, l, retry_info) = task.await.unwrap();
+        assert!(retry_info, "every RESOURCE_EXHAUSTED carries retry-after-ms");
+        ok += o;
+        limited += l;
+    }
+    let (base, load) = (p99(baseline), p99(loaded));
+    println!(
+        "noisy: {ok} allowed, {limited} limited in {window:?}; quiet p99 {base:?} alone, {load:?} during the flood"
+    );
+    // 50/s with a burst of 50, over the flood's window (plus slack).
+    let most = 50 + (window.as_secs_f64() * 50.0).ceil() as u64 + 10;
+    assert!(ok <= most, "noisy got {ok} calls through in {window:?}, at most {most} expected");
+    assert!(limited > ok, "the flood was mostly refused: {ok} allowed, {limited} limited");
+    assert!(load < base * 20 + Duration::from_millis(100), "quiet p99 {load:?} vs {base:?} alone");
+    coord.shutdown().await;
+}
