@@ -470,8 +470,11 @@ where
 
 /// Rewrites tonic's OUT_OF_RANGE for a message over the size limit.
 fn oversized_is_exhausted(headers: &mut HeaderMap) {
-    let oversized = headers.get("grpc-status").is_some_and(|v| v == "11")
-        && headers.get("grpc-message").and_then(|m| m.to_str().ok()).is_some_and(|m| m.contains("message length too large"));
+    if headers.get("grpc-status").is_none_or(|v| v != "11") {
+        return;
+    }
+    let oversized = tonic::Status::from_header_map(headers)
+        .is_some_and(|s| s.message().contains("message length too large"));
     if oversized {
         headers.insert("grpc-status", HeaderValue::from_static("8"));
     }
