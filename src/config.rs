@@ -9,7 +9,10 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
 
-use crate::{redis::ConnectOptions, transport::{ClientAuth, TlsSettings}};
+use crate::{
+    redis::ConnectOptions,
+    transport::{ClientAuth, TlsSettings},
+};
 
 /// The effective configuration; also the TOML file's format.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -878,7 +881,12 @@ impl Config {
         if !s.idle_timeout.is_zero() && s.idle_timeout < Duration::from_secs(1) {
             return Err(ConfigError::new("server.idle_timeout", "must be 0 (never) or at least 1s"));
         }
-        between("server.tls_reload_interval", s.tls_reload_interval, Duration::from_millis(10), Duration::from_secs(86_400))
+        between(
+            "server.tls_reload_interval",
+            s.tls_reload_interval,
+            Duration::from_millis(10),
+            Duration::from_secs(86_400),
+        )
     }
 
     fn validate_auth(&self) -> Result<(), ConfigError> {

@@ -26,7 +26,10 @@ impl RequestContext {
     /// INVALID_ARGUMENT naming the header.
     pub fn from_request<T>(request: &tonic::Request<T>) -> Result<Self> {
         if let Some(caller) = request.extensions().get::<Caller>() {
-            return Ok(RequestContext { namespace: caller.namespace.clone(), principal: Some(caller.principal.clone()) });
+            return Ok(RequestContext {
+                namespace: caller.namespace.clone(),
+                principal: Some(caller.principal.clone()),
+            });
         }
         let namespace = match request.metadata().get(NAMESPACE_HEADER) {
             None => Namespace::default(),

@@ -53,6 +53,12 @@ enum Command {
     },
     /// Load a running coord and report throughput and latency (optionally vs redis-benchmark)
     Bench(Box<coord::bench::BenchArgs>),
+    /// Make a new API key: prints the key (show it once, store it in a
+    /// secret) and the principals-file entry that holds only its SHA-256
+    NewKey {
+        /// The principal the key belongs to
+        principal: String,
+    },
     /// Exit 0 only when coord reports SERVING (a Docker / Kubernetes probe)
     Health {
         /// A service name, e.g. coord.v1.LockService; empty: the whole server
@@ -79,6 +85,15 @@ async fn main() -> ExitCode {
             Ok(ExitCode::from(1))
         }),
         Command::Bench(bench) => coord::bench::run(args, *bench).await,
+        Command::NewKey { principal } => match coord::auth::principals::new_key() {
+            Ok((key, id, digest)) => {
+                println!("key: {key}");
+                println!("# principals file entry of {principal:?} (the key itself is not stored):");
+                println!("keys = [{{ id = {id:?}, sha256 = {digest:?} }}]");
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => Err(cli::CliError::Usage(format!("cannot make a key: {e}"))),
+        },
     };
     result.unwrap_or_else(|e| cli::fail(&e))
 }

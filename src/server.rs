@@ -340,7 +340,9 @@ pub async fn serve(
     // Every coord service gets the same message limits.
     macro_rules! limited {
         ($server:expr) => {
-            $server.max_decoding_message_size(s.max_recv_message_bytes).max_encoding_message_size(s.max_send_message_bytes)
+            $server
+                .max_decoding_message_size(s.max_recv_message_bytes)
+                .max_encoding_message_size(s.max_send_message_bytes)
         };
     }
     let server = tonic::transport::Server::builder()
@@ -366,9 +368,7 @@ pub async fn serve(
         .add_service(limited!(pb::leaderboard_service_server::LeaderboardServiceServer::new(
             leaderboard::grpc::Service::new(boards)
         )))
-        .add_service(limited!(pb::pub_sub_service_server::PubSubServiceServer::new(pubsub::grpc::Service::new(
-            pubsub
-        ))))
+        .add_service(limited!(pb::pub_sub_service_server::PubSubServiceServer::new(pubsub::grpc::Service::new(pubsub))))
         .serve_with_incoming_shutdown(incoming, drain);
 
     let grace = config.server.shutdown_grace;

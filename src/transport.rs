@@ -187,9 +187,9 @@ fn build(settings: &TlsSettings) -> Result<(Arc<ServerConfig>, Arc<ServerConfig>
             Some(v) => builder.with_client_cert_verifier(v.clone()),
             None => builder.with_no_client_auth(),
         };
-        let mut config = builder
-            .with_single_cert(certs.clone(), key.clone_key())
-            .map_err(|e| format!("server.tls.key_file: {} does not fit {}: {e}", key_file.display(), cert_file.display()))?;
+        let mut config = builder.with_single_cert(certs.clone(), key.clone_key()).map_err(|e| {
+            format!("server.tls.key_file: {} does not fit {}: {e}", key_file.display(), cert_file.display())
+        })?;
         config.alpn_protocols = vec![alpn.to_vec()];
         Ok(Arc::new(config))
     };
@@ -208,7 +208,9 @@ pub fn certificate_names(der: &[u8]) -> Vec<String> {
                 GeneralName::DNSName(n) | GeneralName::URI(n) | GeneralName::RFC822Name(n) => names.push(n.to_string()),
                 GeneralName::IPAddress(ip) => match ip.len() {
                     4 => names.push(std::net::Ipv4Addr::from(<[u8; 4]>::try_from(*ip).unwrap_or_default()).to_string()),
-                    16 => names.push(std::net::Ipv6Addr::from(<[u8; 16]>::try_from(*ip).unwrap_or_default()).to_string()),
+                    16 => {
+                        names.push(std::net::Ipv6Addr::from(<[u8; 16]>::try_from(*ip).unwrap_or_default()).to_string())
+                    }
                     _ => {}
                 },
                 _ => {}
@@ -456,7 +458,9 @@ where
             && state.over_cap
         {
             let status = tonic::Status::resource_exhausted("too many connections to this coord instance; retry later");
-            return Box::pin(async move { Ok(status.into_http::<ResBody>().map(|b| CallBody { inner: b, call: None })) });
+            return Box::pin(
+                async move { Ok(status.into_http::<ResBody>().map(|b| CallBody { inner: b, call: None })) },
+            );
         }
         let call = state.map(InFlight::start);
         let fut = self.inner.call(req);
@@ -473,8 +477,8 @@ fn oversized_is_exhausted(headers: &mut HeaderMap) {
     if headers.get("grpc-status").is_none_or(|v| v != "11") {
         return;
     }
-    let oversized = tonic::Status::from_header_map(headers)
-        .is_some_and(|s| s.message().contains("message length too large"));
+    let oversized =
+        tonic::Status::from_header_map(headers).is_some_and(|s| s.message().contains("message length too large"));
     if oversized {
         headers.insert("grpc-status", HeaderValue::from_static("8"));
     }

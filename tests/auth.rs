@@ -52,9 +52,10 @@ impl Principal {
     /// service's `.*`, or `*`.
     fn may(&self, ns: &str, permission: &str) -> bool {
         let service = permission.split('.').next().unwrap_or_default();
-        self.grants.iter().filter(|(p, _)| covers(p, ns)).any(|(_, perms)| {
-            perms.iter().any(|p| *p == permission || *p == "*" || *p == format!("{service}.*"))
-        })
+        self.grants
+            .iter()
+            .filter(|(p, _)| covers(p, ns))
+            .any(|(_, perms)| perms.iter().any(|p| *p == permission || *p == "*" || *p == format!("{service}.*")))
     }
 
     fn uses(&self, ns: &str) -> bool {
@@ -103,26 +104,44 @@ fn rpcs(tag: &str) -> Vec<(&'static str, &'static str, Vec<u8>)> {
     let board = || name.clone();
     vec![
         ("/coord.v1.LockService/Grant", "lock", pb::GrantRequest { ttl_ms: 5000, owner: "t".into() }.encode_to_vec()),
-        ("/coord.v1.LockService/Revoke", "lock", pb::RevokeRequest { lease_id: "l0000000000000000".into() }.encode_to_vec()),
-        ("/coord.v1.LockService/KeepAlive", "lock", pb::KeepAliveRequest { lease_id: "l0000000000000000".into() }.encode_to_vec()),
+        (
+            "/coord.v1.LockService/Revoke",
+            "lock",
+            pb::RevokeRequest { lease_id: "l0000000000000000".into() }.encode_to_vec(),
+        ),
+        (
+            "/coord.v1.LockService/KeepAlive",
+            "lock",
+            pb::KeepAliveRequest { lease_id: "l0000000000000000".into() }.encode_to_vec(),
+        ),
         (
             "/coord.v1.LockService/Acquire",
             "lock",
             pb::AcquireRequest { name: name.clone(), ttl_ms: 5000, ..Default::default() }.encode_to_vec(),
         ),
-        ("/coord.v1.LockService/Release", "lock", pb::ReleaseRequest { name: name.clone(), lease_id: "l0000000000000000".into() }.encode_to_vec()),
+        (
+            "/coord.v1.LockService/Release",
+            "lock",
+            pb::ReleaseRequest { name: name.clone(), lease_id: "l0000000000000000".into() }.encode_to_vec(),
+        ),
         ("/coord.v1.LockService/Describe", "lock", pb::DescribeRequest { name: name.clone() }.encode_to_vec()),
         ("/coord.v1.LockService/List", "lock.admin", pb::ListRequest::default().encode_to_vec()),
-        ("/coord.v1.LockService/ForceRelease", "lock.admin", pb::ForceReleaseRequest { name: name.clone() }.encode_to_vec()),
+        (
+            "/coord.v1.LockService/ForceRelease",
+            "lock.admin",
+            pb::ForceReleaseRequest { name: name.clone() }.encode_to_vec(),
+        ),
         (
             "/coord.v1.RateLimitService/Check",
             "ratelimit.check",
-            pb::CheckRequest { subject: name.clone(), limits: vec![limit.clone()], ..Default::default() }.encode_to_vec(),
+            pb::CheckRequest { subject: name.clone(), limits: vec![limit.clone()], ..Default::default() }
+                .encode_to_vec(),
         ),
         (
             "/coord.v1.RateLimitService/Refund",
             "ratelimit.admin",
-            pb::RefundRequest { subject: name.clone(), limit: Some(limit), amount: 1, ..Default::default() }.encode_to_vec(),
+            pb::RefundRequest { subject: name.clone(), limit: Some(limit), amount: 1, ..Default::default() }
+                .encode_to_vec(),
         ),
         (
             "/coord.v1.RateLimitService/AcquireSlot",
@@ -151,30 +170,55 @@ fn rpcs(tag: &str) -> Vec<(&'static str, &'static str, Vec<u8>)> {
             "board.read",
             pb::GetRanksRequest { board: board(), members: vec!["m".into()], ..Default::default() }.encode_to_vec(),
         ),
-        ("/coord.v1.LeaderboardService/Top", "board.read", pb::TopRequest { board: board(), limit: 5, ..Default::default() }.encode_to_vec()),
+        (
+            "/coord.v1.LeaderboardService/Top",
+            "board.read",
+            pb::TopRequest { board: board(), limit: 5, ..Default::default() }.encode_to_vec(),
+        ),
         (
             "/coord.v1.LeaderboardService/Around",
             "board.read",
             pb::AroundRequest { board: board(), member: "m".into(), ..Default::default() }.encode_to_vec(),
         ),
-        ("/coord.v1.LeaderboardService/Count", "board.read", pb::CountRequest { board: board(), ..Default::default() }.encode_to_vec()),
+        (
+            "/coord.v1.LeaderboardService/Count",
+            "board.read",
+            pb::CountRequest { board: board(), ..Default::default() }.encode_to_vec(),
+        ),
         (
             "/coord.v1.LeaderboardService/Percentile",
             "board.read",
             pb::PercentileRequest { board: board(), member: "m".into(), ..Default::default() }.encode_to_vec(),
         ),
-        ("/coord.v1.LeaderboardService/Remove", "board.write", pb::RemoveRequest { board: board(), member: "m".into() }.encode_to_vec()),
-        ("/coord.v1.LeaderboardService/DeleteBoard", "board.admin", pb::DeleteBoardRequest { board: board() }.encode_to_vec()),
+        (
+            "/coord.v1.LeaderboardService/Remove",
+            "board.write",
+            pb::RemoveRequest { board: board(), member: "m".into() }.encode_to_vec(),
+        ),
+        (
+            "/coord.v1.LeaderboardService/DeleteBoard",
+            "board.admin",
+            pb::DeleteBoardRequest { board: board() }.encode_to_vec(),
+        ),
         (
             "/coord.v1.PubSubService/Publish",
             "pubsub.publish",
-            pb::PublishRequest { channel: name.clone(), payload: bytes::Bytes::from_static(b"x"), ..Default::default() }.encode_to_vec(),
+            pb::PublishRequest {
+                channel: name.clone(),
+                payload: bytes::Bytes::from_static(b"x"),
+                ..Default::default()
+            }
+            .encode_to_vec(),
         ),
         (
             "/coord.v1.PubSubService/PublishBatch",
             "pubsub.publish",
             pb::PublishBatchRequest {
-                messages: vec![pb::PublishRequest { channel: name.clone(), payload: bytes::Bytes::from_static(b"y"), ..Default::default() }],
+                messages: vec![pb::PublishRequest {
+                    channel: name.clone(),
+                    payload: bytes::Bytes::from_static(b"y"),
+                    ..Default::default()
+                }],
             }
             .encode_to_vec(),
         ),
@@ -261,7 +305,8 @@ async fn bad_credentials_are_unauthenticated_and_health_stays_open() {
     let body = || rpcs("x").into_iter().find(|r| r.0 == path).unwrap().2;
 
     let (_, id_part) = alpha.key.strip_prefix("coord_").unwrap().split_once('_').unwrap();
-    let tampered = format!("coord_{}_{}", alpha.key.split('_').nth(1).unwrap(), id_part.replace(char::is_alphanumeric, "A"));
+    let tampered =
+        format!("coord_{}_{}", alpha.key.split('_').nth(1).unwrap(), id_part.replace(char::is_alphanumeric, "A"));
     let (other_key, _, _) = new_key().unwrap();
     for (what, auth) in [
         ("no credentials", None),
@@ -274,7 +319,8 @@ async fn bad_credentials_are_unauthenticated_and_health_stays_open() {
         let status = raw::call_with(coord.channel(), path, body(), &meta).await;
         assert_eq!(status.code(), Code::Unauthenticated, "{what}: {status:?}");
     }
-    let ok = raw::call_with(coord.channel(), path, body(), &[("authorization", &format!("Bearer {}", alpha.key))]).await;
+    let ok =
+        raw::call_with(coord.channel(), path, body(), &[("authorization", &format!("Bearer {}", alpha.key))]).await;
     assert_eq!(ok.code(), Code::Ok, "{ok:?}");
 
     // Probes and tooling need no credentials.
@@ -335,7 +381,11 @@ async fn the_namespace_defaults_to_the_principals_own_and_denials_reveal_nothing
     let beta_key = beta.key.clone();
     let revoke = |ns: &str| with(pb::RevokeRequest { lease_id: lease.clone() }, &beta_key, Some(ns));
     let other_ns = locks.revoke(revoke("beta")).await;
-    assert!(matches!(&other_ns, Ok(r) if r.get_ref().released.is_empty()) || other_ns.as_ref().is_err_and(|s| s.code() == Code::NotFound), "{other_ns:?}");
+    assert!(
+        matches!(&other_ns, Ok(r) if r.get_ref().released.is_empty())
+            || other_ns.as_ref().is_err_and(|s| s.code() == Code::NotFound),
+        "{other_ns:?}"
+    );
     assert_eq!(locks.revoke(revoke("alpha")).await.unwrap_err().code(), Code::PermissionDenied);
     let ttl: i64 = redis.cli(&["pttl", &format!("coord:alpha:lease:{{{lease}}}")]).parse().unwrap();
     assert!(ttl > 0, "alpha's lease must still be alive, pttl {ttl}");
@@ -347,7 +397,8 @@ async fn wait_accepted(coord: &Coord, key: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
     let auth = format!("Bearer {key}");
     loop {
-        let status = raw::call_with(coord.channel(), "/coord.v1.Nothing/Here", vec![], &[("authorization", &auth)]).await;
+        let status =
+            raw::call_with(coord.channel(), "/coord.v1.Nothing/Here", vec![], &[("authorization", &auth)]).await;
         if status.code() != Code::Unauthenticated {
             return;
         }
@@ -428,10 +479,8 @@ async fn open_streams_end_when_their_key_is_removed_or_their_namespace_is_taken_
     .expect("Subscribe must end within 5 s of the grant's removal");
     assert_eq!(ended.code(), Code::PermissionDenied, "{ended:?}");
     println!("streams ended {:?} after the file changed", start.elapsed());
-    let status = locks
-        .grant(with(pb::GrantRequest { ttl_ms: 3000, owner: "a".into() }, &alpha.key, None))
-        .await
-        .unwrap_err();
+    let status =
+        locks.grant(with(pb::GrantRequest { ttl_ms: 3000, owner: "a".into() }, &alpha.key, None)).await.unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);
     // The cut KeepAlive must not linger half-open while this client keeps
     // its request side (`tx`) open: shutdown would wait out its grace.
@@ -473,9 +522,8 @@ async fn jwts_are_verified_and_end_their_streams_when_they_expire() {
 
     let hs = EncodingKey::from_secret(secret.as_bytes()).unwrap();
     let es = EncodingKey::from_ec_pem(ec.serialize_pem().as_bytes()).unwrap();
-    let sign = |alg: Algorithm, key: &EncodingKey, claims: &serde_json::Value| {
-        encode(&Header::new(alg), claims, key).unwrap()
-    };
+    let sign =
+        |alg: Algorithm, key: &EncodingKey, claims: &serde_json::Value| encode(&Header::new(alg), claims, key).unwrap();
     let good = claims("svc", now_secs() + 600, &["shop"], &["ratelimit.check", "lock"]);
     let path = "/coord.v1.RateLimitService/Check";
     let check = |token: String| {
@@ -503,7 +551,8 @@ async fn jwts_are_verified_and_end_their_streams_when_they_expire() {
     let tampered = format!("{head}.{widened}.{signature}");
     let none_header = b64.encode(r#"{"alg":"none","typ":"JWT"}"#);
     let alg_none = format!("{none_header}.{}.", b64.encode(good.to_string()));
-    let no_exp = sign(Algorithm::HS256, &hs, &serde_json::json!({ "sub": "svc", "namespaces": ["shop"], "permissions": ["*"] }));
+    let no_exp =
+        sign(Algorithm::HS256, &hs, &serde_json::json!({ "sub": "svc", "namespaces": ["shop"], "permissions": ["*"] }));
     for (what, token) in
         [("expired", expired), ("forged", forged), ("tampered", tampered), ("alg none", alg_none), ("no exp", no_exp)]
     {
@@ -566,9 +615,11 @@ async fn quotas_limit_a_noisy_tenant_without_starving_another() {
     assert!(second.message().contains("subscriptions"), "{second:?}");
     let (tx, rx) = tokio::sync::mpsc::channel::<pb::KeepAliveRequest>(1);
     let mut locks = coord.locks();
-    let _keepalive = locks.keep_alive(with(tokio_stream::wrappers::ReceiverStream::new(rx), &noisy.key, None)).await.unwrap();
+    let _keepalive =
+        locks.keep_alive(with(tokio_stream::wrappers::ReceiverStream::new(rx), &noisy.key, None)).await.unwrap();
     let (_tx3, rx3) = tokio::sync::mpsc::channel::<pb::KeepAliveRequest>(1);
-    let third = locks.keep_alive(with(tokio_stream::wrappers::ReceiverStream::new(rx3), &noisy.key, None)).await.unwrap_err();
+    let third =
+        locks.keep_alive(with(tokio_stream::wrappers::ReceiverStream::new(rx3), &noisy.key, None)).await.unwrap_err();
     assert_eq!(third.code(), Code::ResourceExhausted, "{third:?}");
     // Closing one frees its place.
     drop(first);
@@ -585,7 +636,10 @@ async fn quotas_limit_a_noisy_tenant_without_starving_another() {
     let mut baseline = Vec::new();
     for _ in 0..200 {
         let t = Instant::now();
-        assert_eq!(raw::call_with(coord.channel(), path, body(), &[("authorization", &quiet_auth)]).await.code(), Code::Ok);
+        assert_eq!(
+            raw::call_with(coord.channel(), path, body(), &[("authorization", &quiet_auth)]).await.code(),
+            Code::Ok
+        );
         baseline.push(t.elapsed());
     }
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -615,7 +669,10 @@ async fn quotas_limit_a_noisy_tenant_without_starving_another() {
     let mut loaded = Vec::new();
     for _ in 0..200 {
         let t = Instant::now();
-        assert_eq!(raw::call_with(coord.channel(), path, body(), &[("authorization", &quiet_auth)]).await.code(), Code::Ok);
+        assert_eq!(
+            raw::call_with(coord.channel(), path, body(), &[("authorization", &quiet_auth)]).await.code(),
+            Code::Ok
+        );
         loaded.push(t.elapsed());
     }
     let window = started.elapsed() + Duration::from_millis(300);

@@ -225,7 +225,8 @@ async fn certificates_rotate_under_load_without_dropping_connections() {
     let files = Files::new();
     let first = ca.server();
     let config = tls_config(&redis, &files, &ca, &first);
-    let (cert_file, key_file) = (config.server.tls.cert_file.clone().unwrap(), config.server.tls.key_file.clone().unwrap());
+    let (cert_file, key_file) =
+        (config.server.tls.cert_file.clone().unwrap(), config.server.tls.key_file.clone().unwrap());
     let coord = Coord::start_with(config).await;
     let existing = channel(&coord, &ca, None).await.unwrap();
     wait_serving(existing.clone()).await;
@@ -363,5 +364,44 @@ async fn metrics_can_be_served_over_tls() {
     let mut reply = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), plain.read_to_end(&mut reply)).await;
     assert!(!String::from_utf8_lossy(&reply).contains("coord_"), "metrics served in plaintext");
+    coord.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_calls_over_tls_with_a_token() {
+    let redis = RedisServer::start();
+    let ca = Ca::new("coord test CA");
+    let files = Files::new();
+    let mut config = tls_config(&redis, &files, &ca, &ca.server());
+    let (key, id, digest) = coord::auth::principals::new_key().unwrap();
+    config.auth.enabled = true;
+    config.auth.principals_file = Some(files.put(
+        "principals.toml",
+        &format!(
+            "[[principal]]\nname = \"shop\"\nkeys = [{{ id = {id:?}, sha256 = {digest:?} }}]\n\
+             grants = [{{ namespaces = [\"shop\"], permissions = [\"ratelimit.check\"] }}]\n"
+        ),
+    ));
+    let coord = Coord::start_with(config).await;
+    wait_serving(channel(&coord, &ca, None).await.unwrap()).await;
+    let ca_file = files.put("ca.pem", &ca.pem);
+    let endpoint = format!("https://localhost:{}", coord.addr.port());
+    let run = |token: Option<String>| {
+        let (endpoint, ca_file) = (endpoint.clone(), ca_file.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut cmd = support::process::coord_command();
+            cmd.args(["--endpoint", &endpoint, "--tls-ca", ca_file.to_str().unwrap(), "--namespace", "shop"]);
+            cmd.args(["limit", "check", "visitor", "--limit", "fixed:5/1m"]);
+            if let Some(token) = token {
+                cmd.env("COORD_TOKEN", token);
+            }
+            cmd.output().unwrap()
+        })
+    };
+    let ok = run(Some(key)).await.unwrap();
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let refused = run(None).await.unwrap();
+    assert_eq!(refused.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("UNAUTHENTICATED"), "{refused:?}");
     coord.shutdown().await;
 }

@@ -80,7 +80,8 @@ impl Verifier {
     pub fn load(settings: &Settings) -> Result<Verifier, String> {
         let mut keys = Vec::new();
         if let Some(path) = &settings.hs256_secret_file {
-            let secret = std::fs::read(path).map_err(|e| format!("auth.jwt.hs256_secret_file: {}: {e}", path.display()))?;
+            let secret =
+                std::fs::read(path).map_err(|e| format!("auth.jwt.hs256_secret_file: {}: {e}", path.display()))?;
             let secret = secret.trim_ascii();
             if secret.len() < 32 {
                 return Err(format!(

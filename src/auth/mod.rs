@@ -278,7 +278,12 @@ impl Principal {
         Err(Error::PermissionDenied(match granted.is_empty() {
             true => format!("principal {:?} may not use namespace {:?}", self.name, ns.as_str()),
             false => {
-                format!("principal {:?} lacks permission {} in namespace {:?}", self.name, permission.name(), ns.as_str())
+                format!(
+                    "principal {:?} lacks permission {} in namespace {:?}",
+                    self.name,
+                    permission.name(),
+                    ns.as_str()
+                )
             }
         }))
     }
@@ -486,7 +491,8 @@ impl Auth {
 fn read(settings: &Settings) -> Result<Snapshot, String> {
     let principals = match &settings.principals_file {
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| format!("auth.principals_file: {}: {e}", path.display()))?;
+            let text =
+                std::fs::read_to_string(path).map_err(|e| format!("auth.principals_file: {}: {e}", path.display()))?;
             Principals::parse(&text).map_err(|e| format!("auth.principals_file: {}: {e}", path.display()))?
         }
         None => Principals::default(),

@@ -224,7 +224,8 @@ mod tests {
     #[test]
     fn invalid_files_name_the_entry() {
         let bad = |text: &str| Principals::parse(text).err().unwrap_or_default();
-        let err = bad("[[principal]]\nname = \"a\"\ngrants = [{ namespaces = [\"x\"], permissions = [\"lock.own\"] }]\n");
+        let err =
+            bad("[[principal]]\nname = \"a\"\ngrants = [{ namespaces = [\"x\"], permissions = [\"lock.own\"] }]\n");
         assert!(err.starts_with("principal[0].grants[0].permissions[0]:"), "{err}");
         let err = bad("[[principal]]\nname = \"a\"\nkeys = [{ id = \"k1\", sha256 = \"abc\" }]\n");
         assert!(err.starts_with("principal[0].keys[0].sha256:"), "{err}");

@@ -339,7 +339,7 @@ pub async fn run(client: &ClientArgs, args: BenchArgs) -> Result<std::process::E
     for _ in 0..args.connections {
         channels.push(client.channel().await?);
     }
-    let pool = Pool { channels, namespace: client.namespace.clone() };
+    let pool = Pool { channels, namespace: client.namespace.clone(), metadata: client.metadata() };
     let cpu_before = args.server_pid.and_then(proc_cpu_ticks);
     let wall = Instant::now();
     let mut report = scenarios::run(&args, &pool).await?;
@@ -363,11 +363,12 @@ pub async fn run(client: &ClientArgs, args: BenchArgs) -> Result<std::process::E
     Ok(if report.errors.is_empty() { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::from(1) })
 }
 
-/// Connections the workers share, and the namespace to send.
+/// Connections the workers share, and the namespace and credentials to send.
 #[derive(Clone)]
 pub struct Pool {
     channels: Vec<Channel>,
     namespace: String,
+    metadata: tonic::metadata::MetadataMap,
 }
 
 impl Pool {
@@ -377,9 +378,7 @@ impl Pool {
 
     pub fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
-        if let Ok(ns) = tonic::metadata::MetadataValue::try_from(self.namespace.as_str()) {
-            request.metadata_mut().insert(crate::context::NAMESPACE_HEADER, ns);
-        }
+        *request.metadata_mut() = self.metadata.clone();
         request
     }
 }

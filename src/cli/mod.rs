@@ -31,6 +31,22 @@ pub struct ClientArgs {
     /// Deadline of each call
     #[arg(long, global = true, default_value = "10s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
+    /// API key or JWT, sent as `authorization: Bearer <token>`
+    #[arg(long, global = true, env = "COORD_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// PEM CA that signs coord's certificate (turns on TLS; `https://`
+    /// endpoints without it trust the public web roots)
+    #[arg(long, global = true, env = "COORD_TLS_CA")]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// PEM client certificate, for mTLS
+    #[arg(long, global = true, env = "COORD_TLS_CERT")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// PEM client key, for mTLS
+    #[arg(long, global = true, env = "COORD_TLS_KEY")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// Name to verify coord's certificate against [default: the endpoint's host]
+    #[arg(long, global = true, env = "COORD_TLS_SERVER_NAME")]
+    pub tls_server_name: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -64,20 +80,59 @@ fn code_name(code: tonic::Code) -> String {
 
 impl ClientArgs {
     pub async fn channel(&self) -> Result<Channel, CliError> {
-        Ok(Channel::from_shared(self.endpoint.clone())
+        let mut endpoint = Channel::from_shared(self.endpoint.clone())
             .map_err(|e| CliError::Usage(format!("--endpoint: {e}")))?
-            .connect_timeout(Duration::from_secs(5))
-            .connect()
-            .await?)
+            .connect_timeout(Duration::from_secs(5));
+        let https = self.endpoint.starts_with("https://");
+        if https || self.tls_ca.is_some() || self.tls_cert.is_some() {
+            endpoint = endpoint.tls_config(self.tls()?).map_err(|e| CliError::Usage(format!("TLS: {e}")))?;
+        }
+        Ok(endpoint.connect().await?)
     }
 
-    /// A request carrying the namespace and the deadline.
+    fn tls(&self) -> Result<tonic::transport::ClientTlsConfig, CliError> {
+        use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+        let read = |flag: &str, path: &std::path::Path| {
+            std::fs::read(path).map_err(|e| CliError::Usage(format!("{flag}: {}: {e}", path.display())))
+        };
+        let mut tls = ClientTlsConfig::new();
+        tls = match &self.tls_ca {
+            Some(ca) => tls.ca_certificate(Certificate::from_pem(read("--tls-ca", ca)?)),
+            None => tls.with_webpki_roots(),
+        };
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => {
+                tls = tls.identity(Identity::from_pem(read("--tls-cert", cert)?, read("--tls-key", key)?));
+            }
+            (None, None) => {}
+            _ => return Err(CliError::Usage("--tls-cert and --tls-key go together".into())),
+        }
+        if let Some(name) = &self.tls_server_name {
+            tls = tls.domain_name(name.clone());
+        }
+        Ok(tls)
+    }
+
+    /// The namespace and credentials every call carries.
+    pub fn metadata(&self) -> tonic::metadata::MetadataMap {
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        if let Ok(ns) = MetadataValue::try_from(self.namespace.as_str()) {
+            metadata.insert(NAMESPACE_HEADER, ns);
+        }
+        if let Some(token) = &self.token
+            && let Ok(mut value) = MetadataValue::try_from(format!("Bearer {token}"))
+        {
+            value.set_sensitive(true);
+            metadata.insert("authorization", value);
+        }
+        metadata
+    }
+
+    /// A request carrying the namespace, the credentials and the deadline.
     pub fn request<T>(&self, message: T) -> Request<T> {
         let mut request = Request::new(message);
+        *request.metadata_mut() = self.metadata();
         request.set_timeout(self.timeout);
-        if let Ok(ns) = MetadataValue::try_from(self.namespace.as_str()) {
-            request.metadata_mut().insert(NAMESPACE_HEADER, ns);
-        }
         request
     }
 

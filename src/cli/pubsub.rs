@@ -50,7 +50,7 @@ pub async fn subscribe(
     let mut c = PubSubServiceClient::new(args.channel().await?);
     let channels = channels.into_iter().map(|channel| ChannelSubscription { channel, since: since.clone() }).collect();
     let mut request = tonic::Request::new(SubscribeRequest { channels, patterns });
-    *request.metadata_mut() = args.request(()).metadata().clone();
+    *request.metadata_mut() = args.metadata();
     let mut stream = c.subscribe(request).await?.into_inner();
     loop {
         let event = tokio::select! {

@@ -78,13 +78,14 @@ pub enum ClientError {
 pub struct LockClient {
     inner: lock_service_client::LockServiceClient<Channel>,
     namespace: Option<AsciiMetadataValue>,
+    authorization: Option<AsciiMetadataValue>,
 }
 
 impl LockClient {
     /// A client on an existing channel (set TLS, timeouts and such on the
     /// channel).
     pub fn new(channel: Channel) -> Self {
-        LockClient { inner: lock_service_client::LockServiceClient::new(channel), namespace: None }
+        LockClient { inner: lock_service_client::LockServiceClient::new(channel), namespace: None, authorization: None }
     }
 
     /// Connects to `endpoint`, e.g. `"http://127.0.0.1:50051"`.
@@ -109,17 +110,30 @@ impl LockClient {
         Ok(self)
     }
 
+    /// Sends `token` (an API key or a JWT) as `authorization: Bearer` on
+    /// every call, for a coord with auth enabled.
+    pub fn with_token(mut self, token: &str) -> Result<Self, ClientError> {
+        let mut value = AsciiMetadataValue::try_from(format!("Bearer {token}"))
+            .map_err(|_| ClientError::InvalidArgument("token: must be printable ASCII".into()))?;
+        value.set_sensitive(true);
+        self.authorization = Some(value);
+        Ok(self)
+    }
+
     /// The generated client, for calls this module does not wrap. It does
-    /// not add the namespace header: use [`LockClient::request`].
+    /// not add the namespace or token: use [`LockClient::request`].
     pub fn raw(&self) -> lock_service_client::LockServiceClient<Channel> {
         self.inner.clone()
     }
 
-    /// A request carrying this client's namespace.
+    /// A request carrying this client's namespace and token.
     pub fn request<T>(&self, message: T) -> Request<T> {
         let mut request = Request::new(message);
         if let Some(ns) = &self.namespace {
             request.metadata_mut().insert(NAMESPACE_HEADER, ns.clone());
+        }
+        if let Some(token) = &self.authorization {
+            request.metadata_mut().insert("authorization", token.clone());
         }
         request
     }

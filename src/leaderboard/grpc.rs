@@ -69,6 +69,7 @@ impl LeaderboardService for Service {
         let ctx = RequestContext::from_request(&request)?;
         let name = Leaderboards::name("board", &request.get_ref().board)?;
         let deleted = self.boards.delete(&ctx.namespace, &name).await?;
+        ctx.audit("board.delete", &format!("board {:?} (deleted: {deleted})", name.as_str()));
         Ok(Response::new(pb::DeleteBoardResponse { deleted }))
     }
 

@@ -194,6 +194,7 @@ impl LockService for Service {
             Some((lease, owner)) => (true, lease, owner),
             None => (false, String::new(), String::new()),
         };
+        ctx.audit("lock.force_release", &format!("lock {:?} (released: {released}, owner {owner:?})", name.as_str()));
         Ok(Response::new(pb::ForceReleaseResponse { released, lease_id, owner }))
     }
 }

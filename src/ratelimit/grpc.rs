@@ -73,6 +73,7 @@ impl RateLimitService for Service {
         let ctx = RequestContext::from_request(&request)?;
         let req = request.into_inner();
         let subject = RateLimits::subject(&req.subject)?;
+        ctx.audit("ratelimit.refund", &format!("subject {:?}, amount {}", subject.as_str(), req.amount));
         let status = match (&req.limit, req.policy.is_empty()) {
             (Some(limit), true) => {
                 let limit = limit_from_pb(limit, "limit")?;
