@@ -42,6 +42,9 @@ pub struct ServerConfig {
     pub health_interval: Duration,
     /// TLS on the gRPC port (and, with `metrics.tls`, on metrics).
     pub tls: TlsSettings,
+    /// A second, plaintext port serving only grpc.health.v1, for probes
+    /// that cannot speak TLS (Kubernetes' gRPC probes). None: off.
+    pub health_listen: Option<SocketAddr>,
     /// How often the TLS files are checked for changes.
     #[serde(with = "humantime_serde")]
     pub tls_reload_interval: Duration,
@@ -72,6 +75,7 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(10),
             health_interval: Duration::from_millis(250),
             tls: TlsSettings::default(),
+            health_listen: None,
             tls_reload_interval: Duration::from_secs(5),
             max_connections: 10_000,
             max_concurrent_streams: 1024,
@@ -605,6 +609,9 @@ pub struct ServeArgs {
     /// With a client CA: require or only request client certificates [default: require]
     #[arg(long, env = "COORD_TLS_CLIENT_AUTH", value_enum)]
     pub tls_client_auth: Option<ClientAuth>,
+    /// Plaintext health-only port for probes that cannot do TLS [default: off]
+    #[arg(long, env = "COORD_HEALTH_LISTEN")]
+    pub health_listen: Option<SocketAddr>,
     /// Serve metrics over TLS too [default: false]
     #[arg(long, env = "COORD_METRICS_TLS")]
     pub metrics_tls: Option<bool>,
@@ -687,6 +694,7 @@ impl Config {
         set_opt(&mut self.server.tls.client_ca_file, &a.tls_client_ca_file);
         set(&mut self.server.tls.client_auth, &a.tls_client_auth);
         set(&mut self.metrics.tls, &a.metrics_tls);
+        set_opt(&mut self.server.health_listen, &a.health_listen);
         set(&mut self.auth.enabled, &a.auth_enabled);
         set_opt(&mut self.auth.principals_file, &a.auth_principals_file);
     }
@@ -853,6 +861,11 @@ impl Config {
         }
         if tls.client_ca_file.is_some() && !tls.enabled() {
             return Err(ConfigError::new("server.tls.client_ca_file", "mTLS needs server.tls.cert_file and key_file"));
+        }
+        if let Some(health) = s.health_listen {
+            if same_port(health, s.listen) || (self.metrics.enabled && same_port(health, self.metrics.listen)) {
+                return Err(ConfigError::new("server.health_listen", format!("{health} clashes with another port")));
+            }
         }
         if self.metrics.tls && !tls.enabled() {
             return Err(ConfigError::new("metrics.tls", "needs server.tls.cert_file and key_file"));

@@ -199,6 +199,8 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let shutdown = CancellationToken::new();
     let _stop_background = shutdown.clone().drop_guard();
+    let health_port_stop = CancellationToken::new();
+    let _stop_health_port = health_port_stop.clone().drop_guard();
 
     // Metrics first, so start-up problems are counted too.
     metrics::handle();
@@ -305,6 +307,18 @@ pub async fn serve(
         probe_timeout(config),
         shutdown.clone(),
     ));
+
+    if let Some(addr) = config.server.health_listen {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind { addr: format!("{addr} (server.health_listen)"), source })?;
+        tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "plaintext health-only port listening");
+        let health = tonic::transport::Server::builder().add_service(health_service.clone());
+        // Open until coord exits, so liveness holds while draining.
+        let stop = health_port_stop.clone();
+        let incoming = tonic::transport::server::TcpIncoming::from(listener);
+        tokio::spawn(async move { health.serve_with_incoming_shutdown(incoming, stop.cancelled_owned()).await });
+    }
 
     let reflection = || {
         tonic_reflection::server::Builder::configure()

@@ -405,3 +405,21 @@ async fn the_cli_calls_over_tls_with_a_token() {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("UNAUTHENTICATED"), "{refused:?}");
     coord.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plaintext_health_port_answers_probes_beside_tls() {
+    let redis = RedisServer::start();
+    let ca = Ca::new("coord test CA");
+    let files = Files::new();
+    let mut config = tls_config(&redis, &files, &ca, &ca.server());
+    let port = support::redis::free_port();
+    config.server.health_listen = Some(([127, 0, 0, 1], port).into());
+    let coord = Coord::start_with(config).await;
+    wait_serving(channel(&coord, &ca, None).await.unwrap()).await;
+    let plain = Channel::from_shared(format!("http://127.0.0.1:{port}")).unwrap().connect().await.unwrap();
+    wait_serving(plain.clone()).await;
+    // Only health is there.
+    let status = check(plain, "x").await;
+    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+    coord.shutdown().await;
+}
