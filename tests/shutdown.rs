@@ -76,13 +76,13 @@ async fn every_keepalive_stream_ends_unavailable_at_shutdown() {
             let (tx, rx) = tokio::sync::mpsc::channel(4);
             let mut stream = c.keep_alive(ReceiverStream::new(rx)).await.unwrap().into_inner();
             ends.push(tokio::spawn(async move {
+                // Renews until coord stops reading (it resets the request
+                // side once the stream is over); the answer is the status.
                 let renew = async {
-                    loop {
-                        if tx.send(KeepAliveRequest { lease_id: got.lease_id.clone() }).await.is_err() {
-                            break;
-                        }
+                    while tx.send(KeepAliveRequest { lease_id: got.lease_id.clone() }).await.is_ok() {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
+                    std::future::pending::<()>().await;
                 };
                 let end = async {
                     loop {
