@@ -10,12 +10,24 @@ engine or a cluster (neither exists on the build machines):
   the chart's oldest supported and a current Kubernetes; the ServiceMonitor
   (a CRD, not in those schemas) against a small schema of the fields we use;
 - the chart against the binary: each scenario's Deployment is replayed
-  locally (its ConfigMap, Secret and env turned into files and variables)
-  and `coord serve --check-config --print-config` must accept exactly what
-  the pod would run; ports, probe service names, the helm-test command and
-  the grace periods must match what coord then reports; a live coord
-  (embedded Redis) answers every probe's health name, the helm-test command
-  and the image's HEALTHCHECK;
+  locally (its ConfigMap, Secrets and env turned into files and variables;
+  Secrets become real sample material: a CA with server and client
+  certificates made with openssl, a principals file with a `coord new-key`
+  API key, an HS256 secret, RSA/EC public keys and a JWKS) and
+  `coord serve --check-config --print-config` must accept exactly what the
+  pod would run; ports (the plaintext health port with TLS), probe ports
+  and service names, TLS/auth settings, the helm-test command and the grace
+  periods must match what coord then reports; every key of coord's
+  configuration is either settable through `config` or chart-owned and
+  refused there;
+- live: a coord (embedded Redis) per TLS/auth scenario, with that
+  scenario's settings and sample files, answers every probe's health name
+  on the port the probe names in plaintext without credentials, passes the
+  helm-test command, refuses plaintext on a TLS port and client-less
+  handshakes with clientAuth require, serves /metrics over TLS, admits the
+  API key, the client certificate and JWTs signed for each configured key,
+  and refuses unknown keys, expired JWTs and JWTs for another issuer or
+  audience; the plaintext coord also passes the image's HEALTHCHECK;
 - hadolint on the Dockerfile, the Dockerfile's ports/user/entrypoint against
   the chart and the binary, .dockerignore against what the build copies, and
   ldd of the binary (only glibc and libgcc_s, which distroless cc has).
@@ -27,14 +39,18 @@ Prints one line per check and "N passed, N failed"; exit 1 on any failure.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import fnmatch
+import hashlib
+import hmac
 import json
 import os
 import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -55,7 +71,7 @@ DOCKERIGNORE = ROOT / ".dockerignore"
 RELEASE, NAMESPACE = "coord", "platform"
 # The chart's floor (Chart.yaml kubeVersion) and a current release.
 KUBE_VERSIONS = ["1.30.0", "1.37.0"]
-REQUIRED_SCENARIOS = {"redlock", "cluster", "everything"}
+REQUIRED_SCENARIOS = {"redlock", "cluster", "everything", "auth", "tls"}
 
 # What a Secret referenced by the chart holds, for replaying the pod.
 SAMPLE_PASSWORD = "sample-password-not-in-configmaps"
@@ -77,6 +93,11 @@ CHART_OWNED = {
     "server.listen", "metrics.enabled", "metrics.listen", "redis.url", "redis.cluster",
     "redis.username", "redis.password", "redis.tls_ca_file", "redis.tls_cert_file",
     "redis.tls_key_file", "redis.embedded_binary", "lock.redlock.nodes", "ratelimit.policy_file",
+    # tls.*, ports.health, auth.*
+    "server.tls.cert_file", "server.tls.key_file", "server.tls.client_ca_file", "server.tls.client_auth",
+    "server.health_listen", "metrics.tls", "auth.enabled", "auth.principals_file",
+    "auth.jwt.hs256_secret_file", "auth.jwt.public_key_files", "auth.jwt.jwks_file",
+    "auth.jwt.issuer", "auth.jwt.audience",
 }
 # What distroless cc (Debian 12) provides.
 ALLOWED_LIBS = {"linux-vdso.so.1", "libc.so.6", "libm.so.6", "libgcc_s.so.1", "libpthread.so.0",
@@ -85,6 +106,13 @@ ALLOWED_LIBS = {"linux-vdso.so.1", "libc.so.6", "libm.so.6", "libgcc_s.so.1", "l
 # The fields of monitoring.coreos.com/v1 ServiceMonitor this chart uses, as
 # the Prometheus Operator's CRD types them.
 SERVICE_MONITOR_SCHEMA = {
+    "definitions": {
+        "secretKeySelector": {"type": "object", "required": ["key"], "additionalProperties": False, "properties": {
+            "name": {"type": "string"}, "key": {"type": "string"}, "optional": {"type": "boolean"}}},
+        "secretOrConfigMap": {"type": "object", "additionalProperties": False, "maxProperties": 1, "properties": {
+            "secret": {"$ref": "#/definitions/secretKeySelector"},
+            "configMap": {"$ref": "#/definitions/secretKeySelector"}}},
+    },
     "type": "object",
     "required": ["apiVersion", "kind", "metadata", "spec"],
     "additionalProperties": False,
@@ -111,6 +139,16 @@ SERVICE_MONITOR_SCHEMA = {
                         "path": {"type": "string", "pattern": "^/"},
                         "interval": {"type": "string", "pattern": "^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"},
                         "scrapeTimeout": {"type": "string", "pattern": "^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"},
+                        "scheme": {"enum": ["http", "https", "HTTP", "HTTPS"]},
+                        "tlsConfig": {"type": "object", "additionalProperties": False, "properties": {
+                            "ca": {"$ref": "#/definitions/secretOrConfigMap"},
+                            "cert": {"$ref": "#/definitions/secretOrConfigMap"},
+                            "keySecret": {"$ref": "#/definitions/secretKeySelector"},
+                            "serverName": {"type": "string"},
+                            "insecureSkipVerify": {"type": "boolean"},
+                            "minVersion": {"enum": ["TLS10", "TLS11", "TLS12", "TLS13"]},
+                            "maxVersion": {"enum": ["TLS10", "TLS11", "TLS12", "TLS13"]},
+                        }},
                     }}},
             },
         },
@@ -307,30 +345,149 @@ def check_checksum_rolls_only_config() -> None:
 
 # ---------------------------------------------------- chart against binary
 
-def make_tls(directory: Path) -> dict[str, bytes]:
-    """A CA certificate and a client certificate and key, PEM."""
-    def req(name: str) -> None:
-        result = run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                      "-nodes", "-days", "1", "-subj", f"/CN={name}",
-                      "-keyout", str(directory / f"{name}.key"), "-out", str(directory / f"{name}.crt")])
-        if result.returncode != 0:
-            raise RuntimeError(result.stderr)
-    req("ca")
-    req("client")
-    return {"tls_ca_file": (directory / "ca.crt").read_bytes(),
-            "tls_cert_file": (directory / "client.crt").read_bytes(),
-            "tls_key_file": (directory / "client.key").read_bytes()}
+class Material:
+    """Sample contents for the files the chart's Secrets hold, real enough for
+    coord --check-config and a live coord: a CA, a server certificate it
+    signs (localhost, 127.0.0.1 and the Service's names), a client
+    certificate it signs, a principals file with an API key (`coord
+    new-key`), an HS256 secret, RSA and EC public keys and a JWKS, with the
+    private halves kept for signing tokens."""
+
+    CLIENT_NAME = "coord-sample-client"
+
+    def __init__(self, directory: Path, coord: Path) -> None:
+        self.dir = directory
+
+        def openssl(*args: str, stdin: bytes | None = None) -> bytes:
+            result = subprocess.run(["openssl", *args], capture_output=True, input=stdin, timeout=60)
+            if result.returncode != 0:
+                raise RuntimeError(f"openssl {' '.join(args)}: {result.stderr.decode()}")
+            return result.stdout
+
+        self.openssl = openssl
+        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+        self.ca, self.ca_key = directory / "ca.crt", directory / "ca.key"
+        openssl("req", "-x509", *ec, "-days", "2", "-subj", "/CN=coord sample CA",
+                "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+                "-keyout", str(self.ca_key), "-out", str(self.ca))
+
+        def leaf(name: str, subject: str, extensions: str) -> tuple[Path, Path]:
+            key, csr, crt = directory / f"{name}.key", directory / f"{name}.csr", directory / f"{name}.crt"
+            ext = directory / f"{name}.ext"
+            ext.write_text(extensions)
+            openssl("req", "-new", *ec, "-subj", subject, "-keyout", str(key), "-out", str(csr))
+            openssl("x509", "-req", "-in", str(csr), "-CA", str(self.ca), "-CAkey", str(self.ca_key),
+                    "-CAcreateserial", "-days", "1", "-extfile", str(ext), "-out", str(crt))
+            return crt, key
+
+        self.server_cert, self.server_key = leaf(
+            "server", "/CN=coord", "basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
+            f"subjectAltName=DNS:localhost,IP:127.0.0.1,DNS:{RELEASE},DNS:{RELEASE}.{NAMESPACE}.svc\n")
+        self.client_cert, self.client_key = leaf(
+            "client", f"/CN={self.CLIENT_NAME}", "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n")
+
+        out = run([str(coord), "new-key", "sample"], env=clean_env()).stdout
+        self.api_key = re.search(r"^key: (\S+)$", out, re.M).group(1)
+        keys = re.search(r"^keys = .*$", out, re.M).group(0)
+        self.principals = (
+            '[[principal]]\nname = "sample"\ndefault_namespace = "default"\n'
+            f'{keys}\ncertificates = ["CN={self.CLIENT_NAME}"]\n'
+            'grants = [{ namespaces = ["*"], permissions = ["*"] }]\n'
+            "quota = { requests_per_second = 1000, streams = 100 }\n")
+        self.hs256 = os.urandom(24).hex().encode()  # 48 bytes
+        self.rsa_key, self.ec_key, self.jwks_key = (directory / f"{n}.key" for n in ("jwt-rsa", "jwt-ec", "jwks-rsa"))
+        openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", str(self.rsa_key))
+        openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", str(self.ec_key))
+        openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", str(self.jwks_key))
+        self.public_keys = [openssl("pkey", "-in", str(k), "-pubout") for k in (self.rsa_key, self.ec_key)]
+        modulus = openssl("rsa", "-in", str(self.jwks_key), "-noout", "-modulus").decode().strip().split("=", 1)[1]
+        self.jwks = json.dumps({"keys": [{"kty": "RSA", "alg": "RS256", "use": "sig", "kid": "sample-jwks",
+                                          "n": b64url(bytes.fromhex(modulus)), "e": "AQAB"}]}).encode()
+
+    def for_setting(self, setting: str, index: int = 0) -> bytes:
+        """What the file a coord setting names holds."""
+        return {
+            "redis.tls_ca_file": lambda: self.ca.read_bytes(),
+            "redis.tls_cert_file": lambda: self.client_cert.read_bytes(),
+            "redis.tls_key_file": lambda: self.client_key.read_bytes(),
+            "server.tls.cert_file": lambda: self.server_cert.read_bytes(),
+            "server.tls.key_file": lambda: self.server_key.read_bytes(),
+            "server.tls.client_ca_file": lambda: self.ca.read_bytes(),
+            "auth.principals_file": lambda: self.principals.encode(),
+            "auth.jwt.hs256_secret_file": lambda: self.hs256,
+            "auth.jwt.public_key_files": lambda: self.public_keys[index % len(self.public_keys)],
+            "auth.jwt.jwks_file": lambda: self.jwks,
+        }[setting]()
+
+    def jwt(self, alg: str, claims: dict, kid: str | None = None) -> str:
+        header = {"alg": alg, "typ": "JWT", **({"kid": kid} if kid else {})}
+        signing_input = f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(claims).encode())}".encode()
+        if alg == "HS256":
+            signature = hmac.new(self.hs256, signing_input, hashlib.sha256).digest()
+        else:
+            key = {"RS256": self.jwks_key if kid else self.rsa_key, "ES256": self.ec_key}[alg]
+            signature = self.openssl("dgst", "-sha256", "-sign", str(key), stdin=signing_input)
+            if alg == "ES256":  # DER ECDSA-Sig-Value to JWS' r || s
+                signature = der_ecdsa_to_raw(signature)
+        return f"{signing_input.decode()}.{b64url(signature)}"
 
 
-def replay_pod(name: str, docs: list[tuple[str, dict]], coord: Path, tls: dict[str, bytes],
-               values: dict) -> tuple[dict, str] | None:
-    """Runs coord --check-config as the Deployment's container would run."""
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def der_ecdsa_to_raw(der: bytes, size: int = 32) -> bytes:
+    """SEQUENCE { INTEGER r, INTEGER s } (short lengths: P-256) to r || s."""
+    assert der[0] == 0x30
+    i, out = 2, b""
+    for _ in range(2):
+        assert der[i] == 0x02
+        length = der[i + 1]
+        out += int.from_bytes(der[i + 2:i + 2 + length], "big").to_bytes(size, "big")
+        i += 2 + length
+    return out
+
+
+# Replayed pods' file trees (their sample files serve the live checks).
+POD_ROOTS: list[Path] = []
+
+# The coord settings that name files the chart mounts from Secrets, and the
+# value that names each Secret.
+SECRET_FILES = {
+    "redis.tls_ca_file": ("redis", "tls", "existingSecret"),
+    "redis.tls_cert_file": ("redis", "tls", "existingSecret"),
+    "redis.tls_key_file": ("redis", "tls", "existingSecret"),
+    "server.tls.cert_file": ("tls", "existingSecret"),
+    "server.tls.key_file": ("tls", "existingSecret"),
+    "server.tls.client_ca_file": ("tls", "existingSecret"),
+    "auth.principals_file": ("auth", "existingSecret"),
+    "auth.jwt.hs256_secret_file": ("auth", "jwt", "existingSecret"),
+    "auth.jwt.public_key_files": ("auth", "jwt", "existingSecret"),
+    "auth.jwt.jwks_file": ("auth", "jwt", "existingSecret"),
+}
+
+
+def dig(table: dict, *path: str, default=None):
+    for key in path:
+        if not isinstance(table, dict) or key not in table:
+            return default
+        table = table[key]
+    return table
+
+
+def replay_pod(name: str, docs: list[tuple[str, dict]], coord: Path, material: Material,
+               values: dict) -> tuple[dict, str, dict] | None:
+    """Runs coord --check-config as the Deployment's container would run.
+    Returns the effective configuration (paths as in the pod), coord's
+    summary, and the effective configuration with the replayed files' paths
+    on this machine."""
     deployment = one(docs, "Deployment")
     configmap = one(docs, "ConfigMap")
     pod = deployment["spec"]["template"]["spec"]
     container = next(c for c in pod["containers"] if c["name"] == "coord")
     volumes = {v["name"]: v for v in pod.get("volumes", [])}
     root = Path(tempfile.mkdtemp(prefix=f"pod-{name}-"))
+    POD_ROOTS.append(root)  # kept for the live checks; removed at the end
     mounts = {m["mountPath"]: m for m in container.get("volumeMounts", [])}
 
     def rewrite(text: str) -> str:
@@ -352,17 +509,28 @@ def replay_pod(name: str, docs: list[tuple[str, dict]], coord: Path, tls: dict[s
                    f"[{name}] the container's --config file comes from the chart's ConfigMap"):
         return None
     # Paths in the file are rewritten already. What the chart's ConfigMap
-    # does not hold: an existing ConfigMap's policies, the TLS Secret's files.
+    # does not hold: an existing ConfigMap's policies, and the files of the
+    # Secrets (TLS material, principals, JWT keys), written as real samples.
     file_config = tomllib.loads(Path(config_arg).read_text())
     policy_file = file_config.get("ratelimit", {}).get("policy_file")
     if policy_file and not Path(policy_file).exists():
         R.check(policy_file.startswith(str(root)), f"[{name}] policy file {policy_file} is on a mounted volume")
         Path(policy_file).write_text(SAMPLE_POLICIES)
-    for key, pem in tls.items():
-        path = file_config.get("redis", {}).get(key)
-        if path:
-            R.check(path.startswith(str(root)), f"[{name}] redis.{key} is on a mounted volume")
-            Path(path).write_bytes(pem)
+    for setting, secret_value in SECRET_FILES.items():
+        paths = dig(file_config, *setting.split("."))
+        if not paths:
+            continue
+        secret = dig(values, *secret_value, default="")
+        for i, path in enumerate(paths if isinstance(paths, list) else [paths]):
+            mount_path = next((m for m in sorted(mounts, key=len, reverse=True)
+                               if path.startswith(f"{root}{m}/")), None)
+            volume = volumes[mounts[mount_path]["name"]] if mount_path else {}
+            in_pod = path.replace(str(root), "")
+            R.check(bool(secret) and volume.get("secret", {}).get("secretName") == secret
+                    and "/" not in path.removeprefix(f"{root}{mount_path}/"),
+                    f"[{name}] {setting} {in_pod} is a key of Secret {secret or '?'} mounted as a directory "
+                    "(so a changed Secret reaches coord)", f"volume {volume}")
+            Path(path).write_bytes(material.for_setting(setting, i))
 
     env: dict[str, str] = {}
     for var in container.get("env", []):
@@ -387,15 +555,23 @@ def replay_pod(name: str, docs: list[tuple[str, dict]], coord: Path, tls: dict[s
         redacted = tomllib.loads(effective).get("redis", {}).get("password")
         R.check(redacted == "<redacted>", f"[{name}] the password reaches coord from the Secret (env)")
     # Back to the paths inside the pod.
-    return tomllib.loads(effective.replace(str(root), "")), summary.replace(str(root), "")
+    return (tomllib.loads(effective.replace(str(root), "")), summary.replace(str(root), ""),
+            tomllib.loads(effective))
 
 
 def check_against_binary(name: str, values: dict, docs: list[tuple[str, dict]], coord: Path,
-                         tls: dict[str, bytes], probes: set[str], tests: list[list[str]]) -> None:
-    replayed = replay_pod(name, docs, coord, tls, values)
+                         material: Material, live: dict[str, dict], effectives: list[dict]) -> None:
+    replayed = replay_pod(name, docs, coord, material, values)
     if replayed is None:
         return
-    effective, summary = replayed
+    effective, summary, effective_here = replayed
+    effectives.append(effective)
+    tls_on = bool(dig(effective, "server", "tls", "cert_file"))
+    auth_on = bool(dig(effective, "auth", "enabled"))
+    # Scenarios without TLS or auth share one plaintext live coord; the
+    # others get one each, with their own TLS and auth settings and files.
+    profile = live.setdefault(name if tls_on or auth_on else "plain",
+                              {"config": effective_here, "probes": set(), "tests": set()})
     health_names = set(re.search(r'health services (.*)$', summary).group(1).replace('""', "''").split())
     health_names = {"" if n == "''" else n for n in health_names}
 
@@ -411,15 +587,50 @@ def check_against_binary(name: str, values: dict, docs: list[tuple[str, dict]], 
         metrics_port = int(effective["metrics"]["listen"].rsplit(":", 1)[1])
         R.check(ports.get("metrics") == metrics_port,
                 f"[{name}] containerPort metrics {ports.get('metrics')} = coord metrics.listen {metrics_port}")
+    health_listen = effective["server"].get("health_listen")
+    health_port = int(health_listen.rsplit(":", 1)[1]) if health_listen else None
+    if tls_on:
+        R.check(health_port is not None and ports.get("health") == health_port,
+                f"[{name}] TLS on: containerPort health {ports.get('health')} = coord's plaintext server.health_listen "
+                f"{health_listen}")
+        client_auth = values.get("tls", {}).get("clientAuth", "none")
+        R.check((" (TLS, client certificates)" in summary) == (client_auth != "none") and " (TLS" in summary,
+                f"[{name}] coord loads the mounted certificate and key (tls.clientAuth {client_auth})")
+        R.check(effective["server"]["tls"].get("client_auth") == client_auth,
+                f"[{name}] coord's server.tls.client_auth = tls.clientAuth {client_auth}")
+    else:
+        R.check(health_port is None and "health" not in ports,
+                f"[{name}] TLS off: no plaintext health port (probes use the gRPC port)")
+    R.check(effective["metrics"]["tls"] == bool(values.get("tls", {}).get("metrics")),
+            f"[{name}] coord's metrics.tls = tls.metrics")
+    if auth_on:
+        auth_values = values.get("auth", {})
+        want = f"auth on ({1 if auth_values.get('existingSecret') else 0} principals"
+        want += ", JWT)" if auth_values.get("jwt", {}).get("existingSecret") else ")"
+        R.check(want in summary, f"[{name}] coord loads the mounted principals and JWT keys: {want}", summary)
+        R.check(effective["auth"]["open_health"] or tls_on,
+                f"[{name}] the probes need no credentials (auth.open_health, or TLS and the plaintext health port)")
+        for claim in ("issuer", "audience"):
+            want_claim = auth_values.get("jwt", {}).get(claim) or None
+            R.check(effective["auth"]["jwt"].get(claim) == want_claim,
+                    f"[{name}] coord's auth.jwt.{claim} = auth.jwt.{claim} {want_claim!r}")
+    else:
+        R.check("auth off" in summary, f"[{name}] auth off")
+    probe_port = health_port if tls_on else grpc_port
     for probe_kind in ("startupProbe", "livenessProbe", "readinessProbe"):
         probe = container.get(probe_kind, {}).get("grpc")
         if not R.check(probe is not None, f"[{name}] {probe_kind} is a native gRPC probe"):
             continue
-        R.check(probe["port"] == grpc_port, f"[{name}] {probe_kind} port {probe['port']} = coord's gRPC port")
+        R.check(probe["port"] == probe_port,
+                f"[{name}] {probe_kind} port {probe['port']} = coord's "
+                + ("plaintext health port (the kubelet's gRPC probes cannot speak TLS)" if tls_on else "gRPC port"))
         service_name = probe.get("service", "")
         R.check(service_name in health_names, f"[{name}] {probe_kind} service {service_name!r} is a health name coord registers",
                 f"coord registers {sorted(health_names)}")
-        probes.add(service_name)
+        # The live check asks the port the probe names, in plaintext.
+        kind = next((n for n, port in ports.items() if port == probe["port"]), None)
+        if kind in ("grpc", "health"):
+            profile["probes"].add((kind, service_name))
     R.check(container["readinessProbe"]["grpc"].get("service", "") == "",
             f"[{name}] readiness follows the overall status (Redis writable)")
     R.check(container["livenessProbe"]["grpc"].get("service") == "liveness",
@@ -429,11 +640,16 @@ def check_against_binary(name: str, values: dict, docs: list[tuple[str, dict]], 
         R.check(port["targetPort"] in ports, f"[{name}] Service port {port['name']} targets container port {port['targetPort']}")
     grpc = next(p for p in service["spec"]["ports"] if p["name"] == "grpc")
     R.check(grpc.get("appProtocol") == "grpc", f"[{name}] Service port grpc has appProtocol grpc")
+    R.check(("health" in {p["targetPort"] for p in service["spec"]["ports"]}) == tls_on,
+            f"[{name}] Service has a plaintext `health` port exactly when TLS is on")
     monitor = one(docs, "ServiceMonitor")
     if monitor:
         names = {p["name"] for p in service["spec"]["ports"]}
         R.check(all(e["port"] in names for e in monitor["spec"]["endpoints"]),
                 f"[{name}] ServiceMonitor scrapes a named Service port")
+        schemes = {e.get("scheme", "http") for e in monitor["spec"]["endpoints"]}
+        R.check(schemes == {"https" if effective["metrics"]["tls"] else "http"},
+                f"[{name}] ServiceMonitor scrapes {schemes} (coord's metrics.tls {effective['metrics']['tls']})")
         selector = monitor["spec"]["selector"]["matchLabels"]
         matching = [d["metadata"]["name"] for _, d in docs if d["kind"] == "Service"
                     and selector.items() <= d["metadata"].get("labels", {}).items()]
@@ -470,24 +686,67 @@ def check_against_binary(name: str, values: dict, docs: list[tuple[str, dict]], 
     if redis_values.get("tls", {}).get("enabled"):
         R.check("(TLS files ok)" in summary, f"[{name}] coord reads and parses the mounted TLS files")
 
+    policy = one(docs, "NetworkPolicy", deployment["metadata"]["name"])
+    if policy:
+        # The kubelet probes from the node, which no peer selector matches.
+        open_ports = {p["port"] for rule in policy["spec"].get("ingress", []) if not rule.get("from")
+                      for p in rule.get("ports", [])}
+        probe_port_name = "health" if tls_on else "grpc"
+        if tls_on:
+            R.check(probe_port_name in open_ports,
+                    f"[{name}] NetworkPolicy admits the probed port {probe_port_name!r} from any source (the kubelet)",
+                    json.dumps(policy["spec"].get("ingress")))
+        allowed = {p["port"] for rule in policy["spec"].get("ingress", []) for p in rule.get("ports", [])}
+        R.check(set(ports) <= allowed, f"[{name}] NetworkPolicy lists every container port ({', '.join(sorted(ports))})",
+                f"allowed {sorted(allowed)}")
+
     test_pod = next((d for _, d in docs if d["kind"] == "Pod"
                      and d["metadata"].get("annotations", {}).get("helm.sh/hook") == "test"), None)
     if R.check(test_pod is not None, f"[{name}] helm test pod"):
         args = test_pod["spec"]["containers"][0]["args"]
         endpoint = args[args.index("--endpoint") + 1]
-        want = f"http://{service['metadata']['name']}:{grpc['port']}"
-        R.check(args[0] == "health" and endpoint == want, f"[{name}] helm test runs coord health against {want}", str(args))
-        tests.append(args)
+        target = "health" if tls_on else "grpc"
+        port = next(p for p in service["spec"]["ports"] if p["targetPort"] == target)
+        want = f"http://{service['metadata']['name']}:{port['port']}"
+        R.check(args[0] == "health" and endpoint == want,
+                f"[{name}] helm test runs coord health against {want} (the Service's {target} port)", str(args))
+        # The live check runs it against the container port the Service port targets.
+        used = next((p["targetPort"] for p in service["spec"]["ports"]
+                     if endpoint.endswith(f":{p['port']}")), None)
+        if used in ("grpc", "health"):
+            profile["tests"].add((used, tuple(args)))
 
 
-def check_schema_covers_binary(coord: Path, everything: dict | None) -> None:
+def check_schema_covers_binary(coord: Path, everything: dict | None, effectives: list[dict]) -> None:
     schema = json.loads((CHART / "values.schema.json").read_text())
     in_schema = schema_keys(schema["properties"]["config"])
     result = run([str(coord), "serve", "--print-config"], env=clean_env())
+    # Optional keys (files, issuer, …) are printed only when set: take them
+    # from the scenarios' effective configurations too.
     binary_keys = flatten(tomllib.loads(result.stdout))
+    for effective in effectives:
+        binary_keys |= flatten(effective)
     missing = sorted(k for k in binary_keys - in_schema - CHART_OWNED)
     R.check(not missing, f"values.schema.json `config` covers every key coord prints ({len(binary_keys)})",
             f"not settable through the chart: {missing}")
+    stale = sorted(CHART_OWNED - binary_keys)
+    R.check(not stale, f"every chart-owned key ({len(CHART_OWNED)}) is a key of coord's configuration", f"unknown: {stale}")
+    chart = helm.Chart.load(CHART)
+    accepted = []
+    for key in sorted(CHART_OWNED):
+        config: dict = {}
+        table = config
+        *parents, leaf = key.split(".")
+        for part in parents:
+            table = table.setdefault(part, {})
+        table[leaf] = "x"
+        try:
+            chart.validate_schema({"config": config})
+            accepted.append(key)
+        except helm.HelmValuesError:
+            pass
+    R.check(not accepted, f"every chart-owned key is refused in `config` ({len(CHART_OWNED)})",
+            f"accepted: {accepted}")
     if everything is not None:
         uncovered = sorted(in_schema - flatten(everything.get("config", {})))
         R.check(not uncovered, f"ci/everything-values.yaml sets all {len(in_schema)} `config` keys of the schema "
@@ -605,16 +864,38 @@ def check_ldd(coord: Path) -> None:
 
 # ------------------------------------------------------------ live coord
 
+def to_toml(table: dict, prefix: str = "") -> str:
+    """Enough TOML for coord's configuration (JSON scalars and arrays are TOML)."""
+    lines = [f"{k} = {json.dumps(v)}" for k, v in table.items() if not isinstance(v, dict)]
+    for k, v in table.items():
+        if isinstance(v, dict):
+            name = f"{prefix}{k}"
+            lines += ["", f"[{name}]", to_toml(v, name + ".")]
+    return "\n".join(lines)
+
+
 @contextlib.contextmanager
-def live_coord(coord: Path):
-    grpc, metrics = free_port(), free_port()
-    log = tempfile.NamedTemporaryFile(prefix="coord-live-", suffix=".log", delete=False)
-    process = subprocess.Popen(
-        [str(coord), "serve", "--listen", f"127.0.0.1:{grpc}", "--metrics-addr", f"127.0.0.1:{metrics}",
-         "--log-format", "json"],
-        env=clean_env(), stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
+def live_coord(coord: Path, scenario: dict):
+    """coord on its embedded Redis, on free local ports, with a scenario's
+    TLS, health port, metrics TLS and auth settings (their files are the
+    samples the replay wrote)."""
+    ports = {"grpc": free_port(), "metrics": free_port()}
+    server: dict = {"listen": f"127.0.0.1:{ports['grpc']}"}
+    if scenario["server"].get("health_listen"):
+        ports["health"] = free_port()
+        server["health_listen"] = f"127.0.0.1:{ports['health']}"
+    if scenario["server"]["tls"].get("cert_file"):
+        server["tls"] = scenario["server"]["tls"]
+    config = {"server": server, "metrics": {"listen": f"127.0.0.1:{ports['metrics']}", "tls": scenario["metrics"]["tls"]},
+              "log": {"format": "json"}, "auth": scenario["auth"]}
+    directory = Path(tempfile.mkdtemp(prefix="coord-live-"))
+    (directory / "coord.toml").write_text(to_toml(config) + "\n")
+    log = directory / "coord.log"
+    with log.open("wb") as stderr:
+        process = subprocess.Popen([str(coord), "serve", "--config", str(directory / "coord.toml")],
+                                   env=clean_env(), stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
     try:
-        yield grpc, metrics, process
+        yield ports, process, log
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -622,45 +903,154 @@ def live_coord(coord: Path):
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-        os.unlink(log.name)
+        shutil.rmtree(directory, ignore_errors=True)
 
 
-def check_live(coord: Path, probes: set[str], tests: list[list[str]]) -> None:
+def live_tokens(auth: dict, material: Material) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Credentials the scenario's auth settings must admit, and some they must refuse."""
+    jwt = auth["jwt"]
+    claims = {"sub": "sample-jwt", "exp": int(time.time()) + 600, "namespaces": ["*"], "permissions": ["*"],
+              **({"iss": jwt["issuer"]} if jwt.get("issuer") else {}),
+              **({"aud": jwt["audience"]} if jwt.get("audience") else {})}
+    good, bad = [], [("an unknown API key", "coord_0123456789ab_" + "A" * 43)]
+    if auth.get("principals_file"):
+        good.append(("an API key from the principals file", material.api_key))
+    signers = []
+    if jwt.get("hs256_secret_file"):
+        signers.append(("HS256", None, "the HS256 secret"))
+    for i, _ in enumerate(jwt.get("public_key_files", [])[:2]):
+        signers.append((("RS256", "ES256")[i], None, f"the {('RSA', 'EC')[i]} public key"))
+    if jwt.get("jwks_file"):
+        signers.append(("RS256", "sample-jwks", "the JWKS"))
+    for alg, kid, what in signers:
+        good.append((f"a JWT ({alg}) verified with {what}", material.jwt(alg, claims, kid)))
+    if signers:
+        alg, kid, _ = signers[0]
+        bad.append(("an expired JWT", material.jwt(alg, {**claims, "exp": int(time.time()) - 3600}, kid)))
+        for claim, setting in (("iss", "issuer"), ("aud", "audience")):
+            if jwt.get(setting):
+                bad.append((f"a JWT with another {setting} (auth.jwt.{setting} reached coord)",
+                            material.jwt(alg, {**claims, claim: "https://elsewhere.example"}, kid)))
+    return good, bad
+
+
+def check_live(coord: Path, live: dict[str, dict], material: Material) -> None:
     if shutil.which("redis-server") is None:
         R.skip("live health names", "no redis-server on PATH for coord's embedded mode (./scripts/install-deps.sh redis)")
         return
-    with live_coord(coord) as (grpc, metrics, process):
-        endpoint = f"http://127.0.0.1:{grpc}"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and process.poll() is None:
-            if run([str(coord), "health", "--endpoint", endpoint, "--timeout", "1s"]).returncode == 0:
-                break
-            time.sleep(0.2)
-        if not R.check(process.poll() is None, "live coord (embedded Redis) is up"):
-            return
-        for name in sorted(probes):
-            result = run([str(coord), "health", "--endpoint", endpoint, "--service", name])
-            R.check(result.returncode == 0, f"live: probe health name {name!r} answers SERVING",
+    for name in sorted(live, key=lambda n: (n != "plain", n)):
+        with live_coord(coord, live[name]["config"]) as (ports, process, log):
+            check_live_scenario(coord, name, live[name], ports, process, log, material)
+
+
+def check_live_scenario(coord: Path, name: str, profile: dict, ports: dict[str, int], process: subprocess.Popen,
+                        log: Path, material: Material) -> None:
+    config = profile["config"]
+    tls = config["server"]["tls"] if config["server"]["tls"].get("cert_file") else None
+    auth = config["auth"] if config["auth"]["enabled"] else None
+    tag = "live" if name == "plain" else f"live [{name}]"
+
+    def coord_run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        return run([str(coord), *args], env=clean_env(env))
+
+    probe_endpoint = f"http://127.0.0.1:{ports.get('health', ports['grpc'])}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and process.poll() is None:
+        if coord_run("health", "--endpoint", probe_endpoint, "--timeout", "1s").returncode == 0:
+            break
+        time.sleep(0.2)
+    what = ", ".join(["embedded Redis"] + (["TLS " + tls["client_auth"]] if tls else []) + (["auth"] if auth else []))
+    if not R.check(process.poll() is None, f"{tag}: coord ({what}) is up", log.read_text()[-2000:]):
+        return
+    for kind, service in sorted(profile["probes"]):
+        if not R.check(kind in ports, f"{tag}: coord serves the {kind} port a probe asks"):
+            continue
+        result = coord_run("health", "--endpoint", f"http://127.0.0.1:{ports[kind]}", "--service", service)
+        R.check(result.returncode == 0,
+                f"{tag}: probe health name {service!r} answers SERVING"
+                + (" on the plaintext health port" if kind == "health" else "")
+                + (", without credentials" if auth else ""), result.stdout + result.stderr)
+    result = coord_run("health", "--endpoint", probe_endpoint, "--service", "no.such.Service")
+    R.check(result.returncode != 0, f"{tag}: an unknown health name fails (so the probe check means something)")
+    for kind, args in sorted(profile["tests"]):
+        if not R.check(kind in ports, f"{tag}: coord serves the {kind} port the helm test asks"):
+            continue
+        local = list(args)
+        local[local.index("--endpoint") + 1] = f"http://127.0.0.1:{ports[kind]}"
+        result = coord_run(*local)
+        R.check(result.returncode == 0, f"{tag}: the helm test command `coord {' '.join(args)}` passes",
+                result.stdout + result.stderr)
+
+    # How a client reaches the gRPC port.
+    endpoint = ["--endpoint", f"http://127.0.0.1:{ports['grpc']}"]
+    client_cert: list[str] = []
+    if tls:
+        endpoint = ["--endpoint", f"https://localhost:{ports['grpc']}", "--tls-ca", str(material.ca)]
+        if tls["client_auth"] != "none":
+            client_cert = ["--tls-cert", str(material.client_cert), "--tls-key", str(material.client_key)]
+        result = coord_run("health", "--endpoint", f"http://127.0.0.1:{ports['grpc']}", "--timeout", "3s")
+        R.check(result.returncode != 0, f"{tag}: the gRPC port refuses plaintext (TLS on)")
+    good, bad = live_tokens(auth, material) if auth else ([], [])
+    health_token = ["--token", good[0][1]] if auth and not auth["open_health"] else []
+    result = coord_run("health", *endpoint, *client_cert, *health_token)
+    R.check(result.returncode == 0,
+            f"{tag}: coord health on the gRPC port" + (" over TLS, verified against the Secret's CA" if tls else "")
+            + (" with a client certificate" if client_cert else "")
+            + (" with a token (auth.open_health = false)" if health_token else ""), result.stdout + result.stderr)
+    if tls and tls["client_auth"] != "none":
+        result = coord_run("health", *endpoint, *health_token, "--timeout", "3s")
+        refused = tls["client_auth"] == "require"
+        R.check((result.returncode != 0) == refused,
+                f"{tag}: without a client certificate the handshake is "
+                + ("refused (clientAuth require)" if refused else "accepted (clientAuth request)"),
+                result.stdout + result.stderr)
+
+    if auth:
+        for label, token in good:
+            result = coord_run("lock", "list", *endpoint, *client_cert, env={"COORD_TOKEN": token})
+            R.check(result.returncode == 0, f"{tag}: a call with {label} is admitted", result.stdout + result.stderr)
+        # With a client certificate, a bad bearer token must still fail: it
+        # is checked first.
+        for label, token in bad:
+            result = coord_run("lock", "list", *endpoint, *client_cert, env={"COORD_TOKEN": token})
+            R.check(result.returncode != 0 and "nauthenticated" in (result.stdout + result.stderr).lower(),
+                    f"{tag}: a call with {label} is UNAUTHENTICATED", result.stdout + result.stderr)
+        if tls and tls["client_auth"] != "none" and auth.get("principals_file"):
+            result = coord_run("lock", "list", *endpoint, *client_cert)
+            R.check(result.returncode == 0,
+                    f"{tag}: a client certificate named in the principals file authenticates (CN={material.CLIENT_NAME})",
                     result.stdout + result.stderr)
-        result = run([str(coord), "health", "--endpoint", endpoint, "--service", "no.such.Service"])
-        R.check(result.returncode != 0, "live: an unknown health name fails (so the probe check means something)")
-        for args in {tuple(a) for a in tests}:
-            local = list(args)
-            local[local.index("--endpoint") + 1] = endpoint
-            result = run([str(coord), *local])
-            R.check(result.returncode == 0, f"live: the helm test command `coord {' '.join(args)}` passes",
-                    result.stdout + result.stderr)
+        if not (tls and tls["client_auth"] == "require"):
+            result = coord_run("lock", "list", *endpoint)
+            R.check(result.returncode != 0 and "nauthenticated" in (result.stdout + result.stderr).lower(),
+                    f"{tag}: a call without credentials is UNAUTHENTICATED", result.stdout + result.stderr)
+
+    if name == "plain":
         healthcheck = next(rest for word, rest in dockerfile_instructions() if word == "HEALTHCHECK")
         command = json.loads(re.search(r"CMD (\[.*\])", healthcheck).group(1))
-        result = run([str(coord), *command[1:]], env=clean_env({"COORD_ENDPOINT": endpoint}))
-        R.check(result.returncode == 0, f"live: the image HEALTHCHECK `{' '.join(command)}` passes",
+        result = coord_run(*command[1:], env={"COORD_ENDPOINT": f"http://127.0.0.1:{ports['grpc']}"})
+        R.check(result.returncode == 0, f"{tag}: the image HEALTHCHECK `{' '.join(command)}` passes",
                 result.stdout + result.stderr)
+    metrics_url = f"{'https' if config['metrics']['tls'] else 'http'}://localhost:{ports['metrics']}/metrics"
+    context = None
+    if config["metrics"]["tls"]:
+        context = ssl.create_default_context(cafile=str(material.ca))
+        if tls["client_auth"] != "none":
+            context.load_cert_chain(str(material.client_cert), str(material.client_key))
+    try:
+        with urllib.request.urlopen(metrics_url, timeout=5, context=context) as response:
+            body = response.read().decode()
+        R.check(response.status == 200 and "coord_" in body,
+                f"{tag}: GET /metrics (the ServiceMonitor's path) serves coord metrics"
+                + (" over TLS, verified against the Secret's CA" if context else ""))
+    except OSError as e:
+        R.check(False, f"{tag}: GET /metrics", str(e))
+    if context:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=5) as response:
-                body = response.read().decode()
-            R.check(response.status == 200 and "coord_" in body, "live: GET /metrics (the ServiceMonitor's path) serves coord metrics")
-        except OSError as e:
-            R.check(False, "live: GET /metrics", str(e))
+            urllib.request.urlopen(f"http://localhost:{ports['metrics']}/metrics", timeout=5).read()
+            R.check(False, f"{tag}: plaintext GET /metrics is refused (metrics.tls)")
+        except Exception:  # a reset, or no HTTP status line
+            R.check(True, f"{tag}: plaintext GET /metrics is refused (metrics.tls)")
 
 
 # ------------------------------------------------------------------ main
@@ -680,31 +1070,36 @@ def main() -> int:
     print(f"helm SDK {helm.helm_sdk_version()}, kubernetes-validate against {', '.join(KUBE_VERSIONS)}, coord {coord}")
     out = Path(tempfile.mkdtemp(prefix="coord-chart-"))
     tls_dir = Path(tempfile.mkdtemp(prefix="coord-tls-"))
-    tls = make_tls(tls_dir)
+    material = Material(tls_dir, coord)
 
     check_versions()
     found = scenarios()
     R.check(REQUIRED_SCENARIOS <= found.keys(), f"scenarios: {', '.join(found)}",
             f"missing {REQUIRED_SCENARIOS - found.keys()}")
-    probes: set[str] = set()
-    tests: list[list[str]] = []
+    live: dict[str, dict] = {}
+    effectives: list[dict] = []
     for name, values in found.items():
         rendered = lint_and_render(name, values, out / name)
         if rendered is None:
             continue
         docs = documents(rendered)
         kube_validate(name, out / name, docs)
-        check_against_binary(name, values, docs, coord, tls, probes, tests)
+        check_against_binary(name, values, docs, coord, material, live, effectives)
     check_bad_values()
     check_checksum_rolls_only_config()
-    check_schema_covers_binary(coord, found.get("everything"))
-    check_dockerfile(coord, yaml.safe_load((CHART / "values.yaml").read_text())["ports"])
+    check_schema_covers_binary(coord, found.get("everything"), effectives)
+    # The health-only port is off in coord unless configured (the chart
+    # turns it on with tls.enabled), so the image does not EXPOSE it.
+    chart_ports = yaml.safe_load((CHART / "values.yaml").read_text())["ports"]
+    check_dockerfile(coord, {k: chart_ports[k] for k in ("grpc", "metrics")})
     if args.build_context:
         check_build_context()
     check_ldd(coord)
-    check_live(coord, probes, tests)
+    check_live(coord, live, material)
 
     shutil.rmtree(tls_dir, ignore_errors=True)
+    for root in POD_ROOTS:
+        shutil.rmtree(root, ignore_errors=True)
     if args.keep:
         print(f"rendered manifests: {out}")
     else:

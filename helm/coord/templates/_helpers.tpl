@@ -61,6 +61,15 @@ app.kubernetes.io/part-of: coord
 {{- define "coord.configDir" -}}/etc/coord/config{{- end }}
 {{- define "coord.policiesDir" -}}/etc/coord/policies{{- end }}
 {{- define "coord.tlsDir" -}}/etc/coord/redis-tls{{- end }}
+{{- define "coord.serverTlsDir" -}}/etc/coord/tls{{- end }}
+{{- define "coord.principalsDir" -}}/etc/coord/principals{{- end }}
+{{- define "coord.jwtDir" -}}/etc/coord/jwt{{- end }}
+
+{{/* Whether the chart mounts JWT verification keys (auth.jwt). */}}
+{{- define "coord.jwtEnabled" -}}
+{{- $jwt := .Values.auth.jwt }}
+{{- if and .Values.auth.enabled $jwt.existingSecret (or $jwt.hs256SecretKey $jwt.publicKeyKeys $jwt.jwksKey) }}true{{ end }}
+{{- end }}
 
 {{- define "coord.policyFile" -}}
 {{- if .Values.rateLimit.existingConfigMap }}
@@ -110,6 +119,51 @@ passed with --skip-schema-validation); `fail` stops the render.
 {{- if ne (empty .Values.redis.tls.certKey) (empty .Values.redis.tls.keyKey) }}
 {{- fail "redis.tls.certKey and redis.tls.keyKey must be set together (mutual TLS)" }}
 {{- end }}
+{{- $tls := .Values.tls }}
+{{- if and $tls.enabled (not $tls.existingSecret) }}
+{{- fail "tls.enabled needs tls.existingSecret (a Secret with the certificate and key, e.g. a cert-manager Certificate's)" }}
+{{- end }}
+{{- if and (ne $tls.clientAuth "none") (not $tls.enabled) }}
+{{- fail (printf "tls.clientAuth=%s needs tls.enabled" $tls.clientAuth) }}
+{{- end }}
+{{- if and $tls.enabled (ne $tls.clientAuth "none") (not $tls.caKey) }}
+{{- fail (printf "tls.clientAuth=%s needs tls.caKey (the key of the CA that signs client certificates in tls.existingSecret)" $tls.clientAuth) }}
+{{- end }}
+{{- if and $tls.metrics (not $tls.enabled) }}
+{{- fail "tls.metrics needs tls.enabled (metrics are served with the gRPC port's certificate)" }}
+{{- end }}
+{{- if $tls.enabled }}
+{{- $health := int .Values.ports.health }}
+{{- if eq $health (int .Values.ports.grpc) }}
+{{- fail (printf "ports.health (%d) must differ from ports.grpc: with tls.enabled it is a separate plaintext port for the probes" $health) }}
+{{- end }}
+{{- if and .Values.metrics.enabled (eq $health (int .Values.ports.metrics)) }}
+{{- fail (printf "ports.health (%d) must differ from ports.metrics" $health) }}
+{{- end }}
+{{- $healthService := int .Values.service.healthPort }}
+{{- if or (eq $healthService (int .Values.service.grpcPort)) (and .Values.metrics.enabled (eq $healthService (int .Values.service.metricsPort))) }}
+{{- fail (printf "service.healthPort (%d) must differ from service.grpcPort and service.metricsPort" $healthService) }}
+{{- end }}
+{{- end }}
+{{- $auth := .Values.auth }}
+{{- if $auth.enabled }}
+{{- $jwt := $auth.jwt }}
+{{- $jwtKeys := or $jwt.hs256SecretKey $jwt.publicKeyKeys $jwt.jwksKey }}
+{{- if and $jwtKeys (not $jwt.existingSecret) }}
+{{- fail "auth.jwt.hs256SecretKey, publicKeyKeys and jwksKey are keys of auth.jwt.existingSecret, which is not set" }}
+{{- end }}
+{{- if and $jwt.existingSecret (not $jwtKeys) }}
+{{- fail "auth.jwt.existingSecret needs at least one of auth.jwt.hs256SecretKey, publicKeyKeys, jwksKey" }}
+{{- end }}
+{{- if and (not $auth.existingSecret) (not (include "coord.jwtEnabled" .)) }}
+{{- fail "auth.enabled needs auth.existingSecret (a principals file) or auth.jwt.existingSecret with a key: otherwise nobody could call" }}
+{{- end }}
+{{- $c := default (dict) .Values.config }}
+{{- $authConfig := default (dict) (get $c "auth") }}
+{{- if and (hasKey $authConfig "open_health") (not (get $authConfig "open_health")) (not $tls.enabled) }}
+{{- fail "config.auth.open_health=false with auth.enabled and without tls.enabled would fail every probe (the kubelet's gRPC probes cannot send credentials; with tls.enabled they use the open plaintext port ports.health)" }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{- define "coord.shutdownGraceSeconds" -}}
@@ -126,10 +180,23 @@ chart owns. Rendered to TOML by coord.toml.
 {{- $c := deepCopy (default (dict) .Values.config) }}
 {{- $server := default (dict) (get $c "server") }}
 {{- $_ := set $server "listen" (printf "0.0.0.0:%d" (int .Values.ports.grpc)) }}
+{{- if .Values.tls.enabled }}
+{{- $dir := include "coord.serverTlsDir" . }}
+{{- $tls := dict "cert_file" (printf "%s/%s" $dir .Values.tls.certKey) "key_file" (printf "%s/%s" $dir .Values.tls.keyKey) }}
+{{- if eq .Values.tls.clientAuth "none" }}
+{{- $_ := set $tls "client_auth" "none" }}
+{{- else }}
+{{- $_ := set $tls "client_ca_file" (printf "%s/%s" $dir .Values.tls.caKey) }}
+{{- $_ := set $tls "client_auth" .Values.tls.clientAuth }}
+{{- end }}
+{{- $_ := set $server "tls" $tls }}
+{{- $_ := set $server "health_listen" (printf "0.0.0.0:%d" (int .Values.ports.health)) }}
+{{- end }}
 {{- $_ := set $c "server" $server }}
 {{- $metrics := default (dict) (get $c "metrics") }}
 {{- $_ := set $metrics "enabled" .Values.metrics.enabled }}
 {{- $_ := set $metrics "listen" (printf "0.0.0.0:%d" (int .Values.ports.metrics)) }}
+{{- $_ := set $metrics "tls" (and .Values.tls.enabled .Values.tls.metrics) }}
 {{- $_ := set $c "metrics" $metrics }}
 {{- $redis := default (dict) (get $c "redis") }}
 {{- if .Values.devRedis.enabled }}
@@ -162,6 +229,39 @@ chart owns. Rendered to TOML by coord.toml.
 {{- $ratelimit := default (dict) (get $c "ratelimit") }}
 {{- $_ := set $ratelimit "policy_file" (include "coord.policyFile" .) }}
 {{- $_ := set $c "ratelimit" $ratelimit }}
+{{- $auth := default (dict) (get $c "auth") }}
+{{- $_ := set $auth "enabled" .Values.auth.enabled }}
+{{- if .Values.auth.enabled }}
+{{- if .Values.auth.existingSecret }}
+{{- $_ := set $auth "principals_file" (printf "%s/%s" (include "coord.principalsDir" .) .Values.auth.existingSecretKey) }}
+{{- end }}
+{{- if include "coord.jwtEnabled" . }}
+{{- $v := .Values.auth.jwt }}
+{{- $dir := include "coord.jwtDir" . }}
+{{- $jwt := default (dict) (get $auth "jwt") }}
+{{- with $v.hs256SecretKey }}
+{{- $_ := set $jwt "hs256_secret_file" (printf "%s/%s" $dir .) }}
+{{- end }}
+{{- $files := list }}
+{{- range $v.publicKeyKeys }}
+{{- $files = append $files (printf "%s/%s" $dir .) }}
+{{- end }}
+{{- if $files }}
+{{- $_ := set $jwt "public_key_files" $files }}
+{{- end }}
+{{- with $v.jwksKey }}
+{{- $_ := set $jwt "jwks_file" (printf "%s/%s" $dir .) }}
+{{- end }}
+{{- with $v.issuer }}
+{{- $_ := set $jwt "issuer" . }}
+{{- end }}
+{{- with $v.audience }}
+{{- $_ := set $jwt "audience" . }}
+{{- end }}
+{{- $_ := set $auth "jwt" $jwt }}
+{{- end }}
+{{- end }}
+{{- $_ := set $c "auth" $auth }}
 {{- toJson $c }}
 {{- end }}
 
