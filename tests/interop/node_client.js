@@ -2,6 +2,13 @@
 // proto/ at run time by @grpc/proto-loader (nothing generated is checked in).
 //   node node_client.js <command> --addr HOST:PORT [--flag value…]
 // Every command prints JSON lines on stdout and exits non-zero on failure.
+//
+// Plaintext unless COORD_TLS_CA is set (the variables coord's own CLI reads):
+//   COORD_TLS_CA             PEM CA of coord's certificate: TLS
+//   COORD_TLS_CERT, _KEY     client certificate and key: mTLS
+//   COORD_TLS_SERVER_NAME    name to verify (default: the address's host)
+//   COORD_TOKEN              sent as `authorization: Bearer <token>` (needs TLS)
+//   COORD_NAMESPACE          sent as `coord-namespace` on every call
 "use strict";
 
 const fs = require("fs");
@@ -30,15 +37,49 @@ const print = (value) => process.stdout.write(JSON.stringify(value) + "\n");
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const deadline = (ms) => ({ deadline: new Date(Date.now() + ms) });
 
+// Metadata of every call: the namespace, if COORD_NAMESPACE says one.
+function metadata() {
+  const m = new grpc.Metadata();
+  if (process.env.COORD_NAMESPACE) m.set("coord-namespace", process.env.COORD_NAMESPACE);
+  return m;
+}
+
 // A unary call as a promise.
 function call(client, method, request, timeoutMs = 10000) {
   return new Promise((resolve, reject) => {
-    client[method](request, deadline(timeoutMs), (err, reply) => (err ? reject(err) : resolve(reply)));
+    client[method](request, metadata(), deadline(timeoutMs), (err, reply) => (err ? reject(err) : resolve(reply)));
   });
 }
 
+// Channel credentials and options from the environment (see the top).
+function channel() {
+  const env = process.env;
+  if (!env.COORD_TLS_CA) {
+    if (env.COORD_TOKEN) throw new Error("COORD_TOKEN needs TLS (COORD_TLS_CA): call credentials go only over TLS");
+    return { credentials: grpc.credentials.createInsecure(), options: {} };
+  }
+  const read = (variable) => fs.readFileSync(env[variable]);
+  const mtls = env.COORD_TLS_CERT && env.COORD_TLS_KEY;
+  let credentials = grpc.credentials.createSsl(
+    read("COORD_TLS_CA"),
+    mtls ? read("COORD_TLS_KEY") : null,
+    mtls ? read("COORD_TLS_CERT") : null,
+  );
+  if (env.COORD_TOKEN) {
+    const token = grpc.credentials.createFromMetadataGenerator((_params, done) => {
+      const m = new grpc.Metadata();
+      m.set("authorization", `Bearer ${env.COORD_TOKEN}`);
+      done(null, m);
+    });
+    credentials = grpc.credentials.combineChannelCredentials(credentials, token);
+  }
+  const options = env.COORD_TLS_SERVER_NAME ? { "grpc.ssl_target_name_override": env.COORD_TLS_SERVER_NAME } : {};
+  return { credentials, options };
+}
+
 function client(Service, addr) {
-  return new Service(addr, grpc.credentials.createInsecure());
+  const { credentials, options } = channel();
+  return new Service(addr, credentials, options);
 }
 
 // The same protected resource as pyclient.py's fenced_increment.
@@ -60,7 +101,7 @@ const commands = {
   async "lock-counter"(a) {
     const locks = client(pb.LockService, a.addr);
     const lease = await call(locks, "Grant", { ttlMs: a["ttl-ms"] || "1000", owner: "node-worker" });
-    const stream = locks.KeepAlive();
+    const stream = locks.KeepAlive(metadata());
     let renewals = 0;
     let failure = null;
     stream.on("data", (e) => {
@@ -93,6 +134,23 @@ const commands = {
     await call(locks, "Revoke", { leaseId: lease.leaseId });
     print({ contended, renewals });
     locks.close();
+  },
+
+  // A unary call, `--service LockService --method Describe --request JSON`,
+  // made `--times` times (default 1) one after the other: prints {reply} or,
+  // when it fails, {code, status, details, retryAfterMs} for each.
+  async call(a) {
+    const stub = client(pb[a.service], a.addr);
+    for (let i = 0; i < Number(a.times || 1); i++) {
+      try {
+        print({ reply: await call(stub, a.method, JSON.parse(a.request || "{}")) });
+      } catch (err) {
+        if (err.code === undefined) throw err;
+        const [retryAfterMs] = err.metadata ? err.metadata.get("retry-after-ms") : [];
+        print({ code: err.code, status: grpc.status[err.code], details: err.details, retryAfterMs });
+      }
+    }
+    stub.close();
   },
 
   async "force-release"(a) {
@@ -137,7 +195,7 @@ const commands = {
   // Subscribes and prints `subscribed`, then `count` messages (payload in base64).
   async subscribe(a) {
     const pubsub = client(pb.PubSubService, a.addr);
-    const stream = pubsub.Subscribe({ channels: [{ channel: a.channel }] });
+    const stream = pubsub.Subscribe({ channels: [{ channel: a.channel }] }, metadata());
     let left = Number(a.count);
     await new Promise((resolve, reject) => {
       stream.on("data", (e) => {
@@ -167,7 +225,7 @@ const commands = {
     const session = (addr, since, stopAt) =>
       new Promise((resolve, reject) => {
         const pubsub = client(pb.PubSubService, addr);
-        const stream = pubsub.Subscribe({ channels: [{ channel: a.channel, since }] });
+        const stream = pubsub.Subscribe({ channels: [{ channel: a.channel, since }] }, metadata());
         let finished = false;
         const done = () => {
           finished = true;

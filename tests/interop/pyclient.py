@@ -1,6 +1,12 @@
 """Python side of the interop tests: small helpers over the grpcio stubs, and
 a worker process (`python pyclient.py lock-counter …`) that mirrors
-node_client.js's, so the two languages can contend for one lock."""
+node_client.js's, so the two languages can contend for one lock.
+
+The worker connects in plaintext unless COORD_TLS_CA is set (the variables
+coord's own CLI reads): COORD_TLS_CA (PEM CA of coord's certificate: TLS),
+COORD_TLS_CERT + COORD_TLS_KEY (client certificate: mTLS),
+COORD_TLS_SERVER_NAME (the name to verify, default the address's host) and
+COORD_TOKEN (sent as `authorization: Bearer`; needs TLS)."""
 
 import argparse
 import json
@@ -11,6 +17,31 @@ import time
 
 import grpc
 from coord.v1 import lock_pb2, lock_pb2_grpc
+
+
+def channel(addr, env=os.environ):
+    """A channel to `addr`, with TLS and a token as `env` says (see above)."""
+    if not env.get("COORD_TLS_CA"):
+        assert not env.get("COORD_TOKEN"), "COORD_TOKEN needs TLS (COORD_TLS_CA): grpcio sends tokens only over TLS"
+        return grpc.insecure_channel(addr)
+
+    def read(variable):
+        with open(env[variable], "rb") as f:
+            return f.read()
+
+    client = env.get("COORD_TLS_CERT") and env.get("COORD_TLS_KEY")
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=read("COORD_TLS_CA"),
+        private_key=read("COORD_TLS_KEY") if client else None,
+        certificate_chain=read("COORD_TLS_CERT") if client else None,
+    )
+    if env.get("COORD_TOKEN"):
+        credentials = grpc.composite_channel_credentials(
+            credentials, grpc.access_token_call_credentials(env["COORD_TOKEN"]))
+    options = []
+    if env.get("COORD_TLS_SERVER_NAME"):
+        options.append(("grpc.ssl_target_name_override", env["COORD_TLS_SERVER_NAME"]))
+    return grpc.secure_channel(addr, credentials, options=options)
 
 
 class KeepAlive:
@@ -52,6 +83,17 @@ class KeepAlive:
             if event.renewed.ttl_ms <= 0:
                 raise AssertionError(f"lease {event.renewed.lease_id} expired")
 
+    def ended(self, timeout):
+        """The RpcError that ended the stream, skipping renewals; fails after
+        `timeout` s or if the stream ends otherwise."""
+        deadline = time.monotonic() + timeout
+        while True:
+            event = self.events.get(timeout=max(0.0, deadline - time.monotonic()))
+            if isinstance(event, grpc.RpcError):
+                return event
+            if event is None or not event.HasField("renewed"):
+                raise AssertionError(f"keepalive stream gave {event} before an error")
+
     def renewals(self):
         """LeaseRenewed events received so far."""
         seen = []
@@ -86,7 +128,7 @@ def fenced_increment(path, token, hold_s):
 
 
 def lock_counter(args):
-    stub = lock_pb2_grpc.LockServiceStub(grpc.insecure_channel(args.addr))
+    stub = lock_pb2_grpc.LockServiceStub(channel(args.addr))
     lease = stub.Grant(lock_pb2.GrantRequest(ttl_ms=args.ttl_ms, owner="python-worker"), timeout=10)
     keepalive = KeepAlive(stub, lease.lease_id, lease.ttl_ms / 3000)
     contended = 0

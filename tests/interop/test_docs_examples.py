@@ -1,6 +1,10 @@
 """The lock examples of docs/clients.md, run as written: each must print its
 fencing token, still hold the lock after its 3 s TTL (the keepalive works),
-and leave it free when it exits."""
+and leave it free when it exits. The TLS examples (`interop:python-tls`,
+`interop:node-tls`) run against a coord serving TLS with auth on: with an API
+key they take the lock in the namespace they name, over a quota they wait out
+`retry-after-ms`, and in a namespace the key is not granted they fail at once
+with PERMISSION_DENIED."""
 
 import os
 import re
@@ -10,7 +14,8 @@ import time
 
 import pytest
 from coord.v1 import lock_pb2, lock_pb2_grpc
-from harness import HERE, NODE, ROOT
+from harness import HERE, NODE, ROOT, client_env, new_key
+from pyclient import channel
 
 DOC = ROOT / "docs" / "clients.md"
 RUNNERS = {"python": [sys.executable], "node": [NODE]}
@@ -70,3 +75,68 @@ def test_docs_lock_example_stops_when_its_lock_is_force_released(coord, tmp_path
     finally:
         proc.kill()
     assert proc.returncode == 75, f"exit {proc.returncode}\nstdout:\n{out}\nstderr:\n{err}"
+
+
+def run_tls(secure, pki, tmp_path, language, token, namespace, hold=None):
+    """Runs the TLS example with this key and namespace; returns (process,
+    stdout, stderr). `hold`: (stub, lease id) of a holder of the example's
+    lock in that namespace, released once the example has waited 1.5 s."""
+    script = tmp_path / f"example-tls{SUFFIX[language]}"
+    script.write_text(example(f"{language}-tls"))
+    env = client_env({"COORD_ADDR": secure.addr, "COORD_PROTO_DIR": str(ROOT / "proto"),
+                      "NODE_PATH": str(HERE / "node_modules"), "COORD_TLS_CA": str(pki.ca),
+                      "COORD_TOKEN": token, "COORD_NAMESPACE": namespace})
+    proc = subprocess.Popen([*RUNNERS[language], str(script)], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        if hold:
+            stub, lease_id = hold
+            time.sleep(1.5)
+            assert proc.poll() is None, "the example did not wait for the lock held in its namespace"
+            stub.Release(lock_pb2.ReleaseRequest(name=NAME, lease_id=lease_id),
+                         metadata=[("coord-namespace", namespace)], timeout=10)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    return proc, out, err
+
+
+@pytest.mark.parametrize("language", sorted(RUNNERS))
+def test_docs_tls_example_takes_the_lock_in_its_namespace_with_an_api_key(secure, pki, principals, tmp_path,
+                                                                           language):
+    namespace = "orders-docs"  # granted to orders by the pattern orders-*
+    locks = lock_pb2_grpc.LockServiceStub(channel(secure.addr, {"COORD_TLS_CA": str(pki.ca),
+                                                                "COORD_TOKEN": principals.key("orders")}))
+    ns = [("coord-namespace", namespace)]
+    held = locks.Acquire(lock_pb2.AcquireRequest(name=NAME, ttl_ms=30_000, owner="docs-test"), metadata=ns, timeout=10)
+    assert held.status == lock_pb2.ACQUIRE_STATUS_ACQUIRED
+    proc, out, err = run_tls(secure, pki, tmp_path, language, principals.key("orders"), namespace,
+                             hold=(locks, held.lease_id))
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{out}\nstderr:\n{err}"
+    match = re.fullmatch(r"fencing token (\d+)\n", out)
+    assert match and int(match.group(1)) > held.fencing_token, out
+    assert not locks.Describe(lock_pb2.DescribeRequest(name=NAME), metadata=ns, timeout=10).lock.held
+
+
+@pytest.mark.parametrize("language", sorted(RUNNERS))
+def test_docs_tls_example_waits_out_its_quota(secure, pki, principals, tmp_path, language):
+    # 1 request per second: Release right after Acquire is RESOURCE_EXHAUSTED with retry-after-ms.
+    proc, out, err = run_tls(secure, pki, tmp_path, language, principals.key("throttled"), "throttled")
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{out}\nstderr:\n{err}"
+    assert re.fullmatch(r"fencing token \d+\n", out), out
+    assert re.search(r"^over quota, retrying in \d+ ms$", err, re.M), err
+
+
+@pytest.mark.parametrize("language", sorted(RUNNERS))
+@pytest.mark.parametrize("case", ["namespace not granted", "unknown key"])
+def test_docs_tls_example_fails_at_once_without_a_grant_or_a_valid_key(secure, pki, principals, tmp_path,
+                                                                       language, case):
+    token, namespace, code = {
+        "namespace not granted": (principals.key("orders"), "billing", "PERMISSION_DENIED"),
+        "unknown key": (new_key("nobody")[0], "orders", "UNAUTHENTICATED"),
+    }[case]
+    started = time.monotonic()
+    proc, out, err = run_tls(secure, pki, tmp_path, language, token, namespace)
+    assert proc.returncode != 0 and out == "", f"exit {proc.returncode}\nstdout:\n{out}\nstderr:\n{err}"
+    assert code in err and "over quota" not in err, err
+    assert time.monotonic() - started < 10  # not retried
