@@ -53,6 +53,8 @@ for what in "$@"; do
       if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
         apt_install nodejs npm
       fi
+      # Throwaway CA and certificates for the TLS interop tests.
+      command -v openssl >/dev/null || apt_install openssl
       if [ ! -d tests/interop/node_modules/@grpc/grpc-js ] || [ ! -d tests/interop/node_modules/@grpc/proto-loader ]; then
         echo "installing @grpc/grpc-js and @grpc/proto-loader (npm) into tests/interop" >&2
         (cd tests/interop && npm ci --no-audit --no-fund --loglevel=error)

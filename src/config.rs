@@ -862,10 +862,10 @@ impl Config {
         if tls.client_ca_file.is_some() && !tls.enabled() {
             return Err(ConfigError::new("server.tls.client_ca_file", "mTLS needs server.tls.cert_file and key_file"));
         }
-        if let Some(health) = s.health_listen {
-            if same_port(health, s.listen) || (self.metrics.enabled && same_port(health, self.metrics.listen)) {
-                return Err(ConfigError::new("server.health_listen", format!("{health} clashes with another port")));
-            }
+        if let Some(health) = s.health_listen
+            && (same_port(health, s.listen) || (self.metrics.enabled && same_port(health, self.metrics.listen)))
+        {
+            return Err(ConfigError::new("server.health_listen", format!("{health} clashes with another port")));
         }
         if self.metrics.tls && !tls.enabled() {
             return Err(ConfigError::new("metrics.tls", "needs server.tls.cert_file and key_file"));

@@ -181,7 +181,7 @@ async fn client_certificates_map_to_principals_and_bad_ones_are_refused() {
             Err(e) => tonic::Status::unavailable(e.to_string()),
         };
         // Refused by the transport (how the client words it varies).
-        assert!(matches!(status.code(), Code::Unavailable | Code::Unknown), "{what}: {status:?}");
+        assert!(matches!(status.code(), Code::Unavailable | Code::Unknown | Code::Cancelled), "{what}: {status:?}");
         assert!(format!("{status:?}").contains("transport"), "{what}: {status:?}");
     }
     let plaintext = Channel::from_shared(format!("http://127.0.0.1:{}", coord.addr.port())).unwrap().connect_lazy();
@@ -191,7 +191,7 @@ async fn client_certificates_map_to_principals_and_bad_ones_are_refused() {
         Ok(channel) => check(channel, "orders").await,
         Err(e) => tonic::Status::unavailable(e.to_string()),
     };
-    assert!(matches!(status.code(), Code::Unavailable | Code::Unknown), "{status:?}");
+    assert!(matches!(status.code(), Code::Unavailable | Code::Unknown | Code::Cancelled), "{status:?}");
     coord.shutdown().await;
 }
 
@@ -379,30 +379,35 @@ async fn the_cli_calls_over_tls_with_a_token() {
         "principals.toml",
         &format!(
             "[[principal]]\nname = \"shop\"\nkeys = [{{ id = {id:?}, sha256 = {digest:?} }}]\n\
-             grants = [{{ namespaces = [\"shop\"], permissions = [\"ratelimit.check\"] }}]\n"
+             grants = [{{ namespaces = [\"shop\"], permissions = [\"ratelimit.check\", \"lock\"] }}]\n"
         ),
     ));
     let coord = Coord::start_with(config).await;
     wait_serving(channel(&coord, &ca, None).await.unwrap()).await;
     let ca_file = files.put("ca.pem", &ca.pem);
     let endpoint = format!("https://localhost:{}", coord.addr.port());
-    let run = |token: Option<String>| {
+    // No --namespace: the key's own (shop) is used.
+    let run_with = |token: Option<String>, command: &'static [&'static str]| {
         let (endpoint, ca_file) = (endpoint.clone(), ca_file.clone());
         tokio::task::spawn_blocking(move || {
             let mut cmd = support::process::coord_command();
-            cmd.args(["--endpoint", &endpoint, "--tls-ca", ca_file.to_str().unwrap(), "--namespace", "shop"]);
-            cmd.args(["limit", "check", "visitor", "--limit", "fixed:5/1m"]);
+            cmd.args(["--endpoint", &endpoint, "--tls-ca", ca_file.to_str().unwrap()]);
+            cmd.args(command);
             if let Some(token) = token {
                 cmd.env("COORD_TOKEN", token);
             }
             cmd.output().unwrap()
         })
     };
-    let ok = run(Some(key)).await.unwrap();
+    let run = |token| run_with(token, &["limit", "check", "visitor", "--limit", "fixed:5/1m"]);
+    let ok = run(Some(key.clone())).await.unwrap();
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
     let refused = run(None).await.unwrap();
     assert_eq!(refused.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("UNAUTHENTICATED"), "{refused:?}");
+    // `lock run` keeps its lease alive through the Rust client, token included.
+    let held = run_with(Some(key), &["lock", "run", "door", "--ttl", "2s", "--", "sleep", "1"]).await.unwrap();
+    assert!(held.status.success(), "{}", String::from_utf8_lossy(&held.stderr));
     coord.shutdown().await;
 }
 

@@ -23,7 +23,7 @@ use std::{
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind, jwk::JwkSet};
 use serde::Deserialize;
 
-use super::{Authenticated, Grant, NamespacePattern, Permissions, Principal, Principals, Quota};
+use super::{Authenticated, Grant, NamespacePattern, Permissions, Principal, Principals};
 use crate::{error::Error, redis::Namespace};
 
 /// Where the verification keys come from (`[auth.jwt]`).
@@ -212,7 +212,7 @@ fn principal(claims: Claims, principals: &Principals, leeway: Duration) -> Resul
         Some(ns) => Some(Namespace::parse(ns).map_err(|e| bad(format!("default_namespace: {e}")))?),
         None => None,
     };
-    let quota = principals.by_name.get(&claims.sub).map(|p| p.quota.clone()).unwrap_or_else(Quota::default);
+    let quota = principals.by_name.get(&claims.sub).map(|p| p.quota.clone()).unwrap_or_default();
     let grants = vec![Grant { namespaces, permissions }];
     let principal = Arc::new(Principal::new(claims.sub, default_namespace, grants, quota));
     Ok(Authenticated { principal, expires: Some(UNIX_EPOCH + Duration::from_secs(claims.exp) + leeway) })

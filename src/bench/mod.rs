@@ -339,7 +339,9 @@ pub async fn run(client: &ClientArgs, args: BenchArgs) -> Result<std::process::E
     for _ in 0..args.connections {
         channels.push(client.channel().await?);
     }
-    let pool = Pool { channels, namespace: client.namespace.clone(), metadata: client.metadata() };
+    // --vs-redis names coord's keys, so it needs the namespace they are in.
+    let namespace = client.namespace.clone().unwrap_or_else(|| crate::redis::keys::DEFAULT_NAMESPACE.to_owned());
+    let pool = Pool { channels, namespace, metadata: client.metadata() };
     let cpu_before = args.server_pid.and_then(proc_cpu_ticks);
     let wall = Instant::now();
     let mut report = scenarios::run(&args, &pool).await?;

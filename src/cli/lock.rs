@@ -120,7 +120,13 @@ async fn hold(
     wait: Duration,
     command: Option<Vec<String>>,
 ) -> Result<ExitCode, CliError> {
-    let client = LockClient::new(channel).with_namespace(&args.namespace).map_err(cli_error)?;
+    let mut client = LockClient::new(channel);
+    if let Some(ns) = &args.namespace {
+        client = client.with_namespace(ns).map_err(cli_error)?;
+    }
+    if let Some(token) = &args.token {
+        client = client.with_token(token).map_err(cli_error)?;
+    }
     let owner = format!("coord-cli@{}", hostname());
     let options = LockOptions { ttl, wait, owner, timeout: args.timeout, ..Default::default() };
     let guard = match client.lock(name, options).await {

@@ -22,9 +22,10 @@ pub struct ClientArgs {
     /// coord's gRPC endpoint
     #[arg(long, global = true, env = "COORD_ENDPOINT", default_value = "http://127.0.0.1:50051")]
     pub endpoint: String,
-    /// Tenant namespace (the coord-namespace header)
-    #[arg(long, global = true, env = "COORD_NAMESPACE", default_value = "default")]
-    pub namespace: String,
+    /// Tenant namespace (the coord-namespace header) [default: `default`,
+    /// or with auth enabled the caller's own]
+    #[arg(long, global = true, env = "COORD_NAMESPACE")]
+    pub namespace: Option<String>,
     /// Output format
     #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
@@ -116,7 +117,9 @@ impl ClientArgs {
     /// The namespace and credentials every call carries.
     pub fn metadata(&self) -> tonic::metadata::MetadataMap {
         let mut metadata = tonic::metadata::MetadataMap::new();
-        if let Ok(ns) = MetadataValue::try_from(self.namespace.as_str()) {
+        if let Some(ns) = &self.namespace
+            && let Ok(ns) = MetadataValue::try_from(ns.as_str())
+        {
             metadata.insert(NAMESPACE_HEADER, ns);
         }
         if let Some(token) = &self.token
