@@ -389,6 +389,23 @@ async fn the_namespace_defaults_to_the_principals_own_and_denials_reveal_nothing
     assert_eq!(locks.revoke(revoke("alpha")).await.unwrap_err().code(), Code::PermissionDenied);
     let ttl: i64 = redis.cli(&["pttl", &format!("coord:alpha:lease:{{{lease}}}")]).parse().unwrap();
     assert!(ttl > 0, "alpha's lease must still be alive, pttl {ttl}");
+
+    // A live KeepAlive stream in beta cannot renew alpha's lease: it is not
+    // there, and alpha's TTL keeps running down.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(pb::KeepAliveRequest { lease_id: lease.clone() }).await.unwrap();
+    let mut stream = locks
+        .keep_alive(with(tokio_stream::wrappers::ReceiverStream::new(rx), &beta_key, Some("beta")))
+        .await
+        .unwrap()
+        .into_inner();
+    match stream.next().await.unwrap().unwrap().event {
+        Some(pb::keep_alive_response::Event::Renewed(r)) => assert_eq!(r.ttl_ms, 0, "{r:?}"),
+        other => panic!("{other:?}"),
+    }
+    let after: i64 = redis.cli(&["pttl", &format!("coord:alpha:lease:{{{lease}}}")]).parse().unwrap();
+    assert!(after <= ttl, "alpha's lease was renewed from beta: pttl {ttl} -> {after}");
+    drop(tx);
     coord.shutdown().await;
 }
 
