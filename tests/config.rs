@@ -204,3 +204,56 @@ fn check_config_failures_name_the_setting() {
     // No Redis configured means the embedded mode, which needs its binary.
     fails(&["--redis-server", &path("no-redis-server")], "redis.embedded_binary");
 }
+
+#[test]
+fn check_config_validates_tls_and_credential_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let url = "--redis-url=redis://127.0.0.1:1";
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap().self_signed(&key).unwrap();
+    std::fs::write(path("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(path("key.pem"), key.serialize_pem()).unwrap();
+    let other = rcgen::KeyPair::generate().unwrap();
+    std::fs::write(path("other-key.pem"), other.serialize_pem()).unwrap();
+    let (_, id, digest) = coord::auth::principals::new_key().unwrap();
+    std::fs::write(
+        path("principals.toml"),
+        format!(
+            "[[principal]]\nname = \"a\"\nkeys = [{{ id = {id:?}, sha256 = {digest:?} }}]\n\
+             grants = [{{ namespaces = [\"a\"], permissions = [\"lock\"] }}]\n"
+        ),
+    )
+    .unwrap();
+    let tls = ["--tls-cert-file", &path("cert.pem"), "--tls-key-file", &path("key.pem")];
+    let auth = ["--auth-enabled", "true", "--auth-principals-file", &path("principals.toml")];
+    let mut args = vec![url];
+    args.extend(tls);
+    args.extend(auth);
+    let (code, stdout, stderr) = check_config(&args, &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("(TLS)") && stdout.contains("auth on (1 principals)"), "{stdout}");
+
+    let fails = |args: &[&str], setting: &str| {
+        let (code, stdout, stderr) = check_config(args, &[]);
+        assert_eq!(code, Some(2), "{args:?} passed: {stdout}");
+        assert!(stderr.contains(setting), "{args:?}: expected {setting} in {stderr}");
+    };
+    fails(&[url, "--tls-cert-file", &path("cert.pem")], "server.tls.key_file");
+    fails(
+        &[url, "--tls-cert-file", &path("cert.pem"), "--tls-key-file", &path("other-key.pem")],
+        "server.tls.key_file",
+    );
+    fails(&[url, "--tls-cert-file", &path("key.pem"), "--tls-key-file", &path("key.pem")], "server.tls.cert_file");
+    fails(&[url, "--tls-client-ca-file", &path("cert.pem")], "server.tls.client_ca_file");
+    fails(&[url, "--auth-enabled", "true"], "auth.principals_file");
+    std::fs::write(
+        path("bad.toml"),
+        "[[principal]]\nname = \"a\"\ngrants = [{ namespaces = [\"a\"], permissions = [\"locks\"] }]\n",
+    )
+    .unwrap();
+    fails(
+        &[url, "--auth-enabled", "true", "--auth-principals-file", &path("bad.toml")],
+        "principal[0].grants[0].permissions[0]",
+    );
+}
