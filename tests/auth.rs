@@ -712,3 +712,44 @@ async fn quotas_limit_a_noisy_tenant_without_starving_another() {
     assert!(load < base * 20 + Duration::from_millis(100), "quiet p99 {load:?} vs {base:?} alone");
     coord.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_leases_are_capped_per_principal_and_freed_by_revoke_or_expiry() {
+    let redis = RedisServer::start();
+    let (team, t) = principal("team", &[("team", &["lock"])]);
+    let t = t + "quota = { leases = 2 }\n";
+    let dir = tempfile::tempdir().unwrap();
+    let file = tempfile(&dir, "principals.toml", &t);
+    let coord = support::serving_with(auth_config(&redis, &file)).await;
+    let mut locks = coord.locks();
+    let grant = |ttl_ms: i64| with(pb::GrantRequest { ttl_ms, owner: "t".into() }, &team.key, None);
+    let leases = || redis.cli(&["--scan", "--pattern", "coord:team:lease:*"]).lines().count();
+
+    // One lease kept alive well past its first TTL still counts.
+    let kept = locks.grant(grant(300)).await.unwrap().into_inner().lease_id;
+    let short = locks.grant(grant(300)).await.unwrap().into_inner().lease_id;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut keepalive = locks
+        .keep_alive(with(tokio_stream::wrappers::ReceiverStream::new(rx), &team.key, None))
+        .await
+        .unwrap()
+        .into_inner();
+    for _ in 0..8 {
+        tx.send(pb::KeepAliveRequest { lease_id: kept.clone() }).await.unwrap();
+        keepalive.next().await.unwrap().unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // `short` expired meanwhile: its place is free, `kept`'s is not.
+    let third = locks.grant(grant(5000)).await.unwrap().into_inner().lease_id;
+    let over = locks.grant(grant(5000)).await.unwrap_err();
+    assert_eq!(over.code(), Code::ResourceExhausted, "{over:?}");
+    assert!(over.message().contains("2 live leases"), "{over:?}");
+    assert_eq!(leases(), 2, "a refused grant leaves no lease behind");
+    let _ = short;
+
+    // Revoking one frees a place at once.
+    locks.revoke(with(pb::RevokeRequest { lease_id: third }, &team.key, None)).await.unwrap();
+    locks.grant(grant(5000)).await.expect("a revoked lease's place is free");
+    drop(tx);
+    coord.shutdown().await;
+}

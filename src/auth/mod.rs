@@ -204,6 +204,8 @@ pub struct Quota {
     pub streams: Option<u32>,
     /// Open Subscribe streams per coord instance.
     pub subscriptions: Option<u32>,
+    /// Live leases (from Grant) across every coord instance.
+    pub leases: Option<u32>,
 }
 
 impl Quota {
@@ -217,6 +219,7 @@ impl Quota {
         positive("burst", self.burst)?;
         positive("streams", self.streams.map(u64::from))?;
         positive("subscriptions", self.subscriptions.map(u64::from))?;
+        positive("leases", self.leases.map(u64::from))?;
         if self.burst.is_some() && self.requests_per_second.is_none() {
             return Err("burst: needs requests_per_second".into());
         }

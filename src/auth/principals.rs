@@ -15,7 +15,7 @@
 //!   { namespaces = ["orders", "orders-*"], permissions = ["lock", "ratelimit.check", "pubsub.*"] },
 //!   { namespaces = ["catalog"], permissions = ["board.read"] },
 //! ]
-//! quota = { requests_per_second = 500, burst = 1000, streams = 100, subscriptions = 50 }
+//! quota = { requests_per_second = 500, burst = 1000, streams = 100, subscriptions = 50, leases = 1000 }
 //! ```
 
 use std::{collections::HashMap, sync::Arc};
@@ -74,6 +74,7 @@ struct QuotaSpec {
     burst: Option<u64>,
     streams: Option<u32>,
     subscriptions: Option<u32>,
+    leases: Option<u32>,
 }
 
 /// A stored API key: its principal and the digest to compare against.
@@ -130,6 +131,7 @@ impl Principals {
                 burst: spec.quota.burst,
                 streams: spec.quota.streams,
                 subscriptions: spec.quota.subscriptions,
+                leases: spec.quota.leases,
             };
             quota.validate().map_err(|e| format!("{at}.quota.{e}"))?;
             let principal = Arc::new(Principal::new(spec.name.clone(), default_namespace, grants, quota));

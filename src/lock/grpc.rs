@@ -41,7 +41,12 @@ impl LockService for Service {
     async fn grant(&self, request: Request<pb::GrantRequest>) -> Reply<pb::GrantResponse> {
         let ctx = RequestContext::from_request(&request)?;
         let req = request.into_inner();
-        let (lease, ttl) = self.locks.grant(&ctx.namespace, req.ttl_ms, &req.owner).await?;
+        let (lease, ttl) = match ctx.principal.as_deref().and_then(|p| Some((p.name.as_str(), p.quota.leases?))) {
+            Some((principal, max)) => {
+                self.locks.grant_capped(&ctx.namespace, req.ttl_ms, &req.owner, principal, max).await?
+            }
+            None => self.locks.grant(&ctx.namespace, req.ttl_ms, &req.owner).await?,
+        };
         Ok(Response::new(pb::GrantResponse { lease_id: lease.as_str().to_owned(), ttl_ms: ttl as i64 }))
     }
 
@@ -49,6 +54,10 @@ impl LockService for Service {
         let ctx = RequestContext::from_request(&request)?;
         let lease = LeaseId::parse(&request.get_ref().lease_id)?;
         let released = self.locks.revoke(&ctx.namespace, &lease).await?;
+        if let Some(principal) = ctx.principal.as_deref().filter(|p| p.quota.leases.is_some()) {
+            // Another principal's revoke is settled at that one's next Grant.
+            self.locks.uncount_lease(&ctx.namespace, &lease, &principal.name).await?;
+        }
         Ok(Response::new(pb::RevokeResponse { released }))
     }
 

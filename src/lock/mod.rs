@@ -257,6 +257,11 @@ pub struct Locks {
     shutdown: CancellationToken,
 }
 
+/// A lease in a principal's live-lease set.
+fn lease_member(ns: &Namespace, lease: &LeaseId) -> String {
+    format!("{}\n{}", ns.as_str(), lease.as_str())
+}
+
 impl Locks {
     /// Locks on the backend's Redis, or on `redlock`'s nodes when given.
     pub fn new(
@@ -295,6 +300,54 @@ impl Locks {
         let lease = self.store.grant(ns, ttl, owner).await?;
         metrics::counter!("coord_lock_leases_granted_total").increment(1);
         Ok((lease, ttl))
+    }
+
+    /// [`Locks::grant`] for a principal that may hold at most `max` live
+    /// leases (its quota): RESOURCE_EXHAUSTED, and no lease, when it holds
+    /// that many. The count lives in a sorted set on the main Redis; members
+    /// whose leases may have expired are checked against the leases first,
+    /// so expired and revoked leases free their places.
+    pub async fn grant_capped(
+        &self,
+        ns: &Namespace,
+        ttl_ms: i64,
+        owner: &str,
+        principal: &str,
+        max: u32,
+    ) -> Result<(LeaseId, u64)> {
+        let (lease, ttl) = self.grant(ns, ttl_ms, owner).await?;
+        let taken = async {
+            let mut checked = Vec::new();
+            for member in self.keys.lease_quota_due(principal, 100).await? {
+                let remaining = match member.rsplit_once('\n') {
+                    Some((ns, id)) => match Namespace::parse(ns) {
+                        Ok(ns) => self.store.lease_info(&ns, id).await?.map_or(0, |(ttl, _)| ttl),
+                        Err(_) => 0,
+                    },
+                    None => 0,
+                };
+                checked.push((member, remaining));
+            }
+            self.keys.lease_quota_take(principal, &lease_member(ns, &lease), ttl, max, &checked).await
+        };
+        match taken.await {
+            Ok((true, _)) => Ok((lease, ttl)),
+            outcome => {
+                // Over the quota, or it could not be counted: no lease.
+                let _ = self.revoke(ns, &lease).await;
+                match outcome {
+                    Ok((_, count)) => Err(Error::ResourceExhausted(format!(
+                        "principal {principal:?} holds {count} live leases, its quota of {max}; revoke one first"
+                    ))),
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    }
+
+    /// Stops counting a revoked lease against `principal`'s quota.
+    pub async fn uncount_lease(&self, ns: &Namespace, lease: &LeaseId, principal: &str) -> Result<()> {
+        self.keys.lease_quota_drop(principal, &lease_member(ns, lease)).await
     }
 
     /// Ends a lease and every lock held under it; returns the released

@@ -228,6 +228,56 @@ impl Store {
         Ok(())
     }
 
+    /// The key of `principal`'s live-lease set (auth quota `leases`).
+    fn lease_quota_key(&self, principal: &str) -> String {
+        self.keys.internal("lease-quota", principal).as_str().to_owned()
+    }
+
+    /// Members of `principal`'s lease set whose leases may have expired.
+    pub async fn lease_quota_due(&self, principal: &str, limit: usize) -> Result<Vec<String>> {
+        let key = self.lease_quota_key(principal);
+        self.redis
+            .invoke(&scripts::LEASE_QUOTA, |inv| {
+                inv.key(&key).arg("due").arg(limit);
+            })
+            .await
+    }
+
+    /// Counts `member` against `max` (settling the checked `due` members
+    /// first); false when the principal is at its quota.
+    pub async fn lease_quota_take(
+        &self,
+        principal: &str,
+        member: &str,
+        ttl_ms: u64,
+        max: u32,
+        checked: &[(String, i64)],
+    ) -> Result<(bool, u64)> {
+        let key = self.lease_quota_key(principal);
+        let (taken, count): (i64, u64) = self
+            .redis
+            .invoke(&scripts::LEASE_QUOTA, |inv| {
+                inv.key(&key).arg("take").arg(member).arg(ttl_ms).arg(max);
+                for (m, ttl) in checked {
+                    inv.arg(m).arg(*ttl);
+                }
+            })
+            .await?;
+        Ok((taken == 1, count))
+    }
+
+    /// Stops counting `member` (its lease was revoked).
+    pub async fn lease_quota_drop(&self, principal: &str, member: &str) -> Result<()> {
+        let key = self.lease_quota_key(principal);
+        let _: i64 = self
+            .redis
+            .invoke(&scripts::LEASE_QUOTA, |inv| {
+                inv.key(&key).arg("drop").arg(member);
+            })
+            .await?;
+        Ok(())
+    }
+
     /// Remaining TTL and owner of a shared lease, None when it is gone.
     pub async fn lease_info(&self, ns: &Namespace, lease: &str) -> Result<Option<(i64, String)>> {
         let key = self.lease_key(ns, lease)?;

@@ -45,6 +45,7 @@ scripts! {
     LEASE_INFO => "lease_info.lua",
     LEASE_ATTACH => "lease_attach.lua",
     LEASE_REVOKE => "lease_revoke.lua",
+    LEASE_QUOTA => "lease_quota.lua",
     RENEW => "renew.lua",
     ACQUIRE => "acquire.lua",
     RELEASE => "release.lua",
