@@ -43,7 +43,7 @@ impl<U: Message + Default> tonic::codec::Decoder for Decoder<U> {
     type Error = Status;
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
-        self.0.decode(buf).map_err(|status| Status::invalid_argument(format!("request: {}", status.message())))
+        self.0.decode(buf).map_err(|status| Status::from(crate::error::Error::invalid("request", status.message())))
     }
 
     fn buffer_settings(&self) -> BufferSettings {

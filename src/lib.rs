@@ -5,6 +5,7 @@
 //! # Layout
 //! - [`server`]: the tonic server, health, reflection, graceful shutdown.
 //! - [`config`]: settings from file, `COORD_*` environment and flags.
+//! - [`backend`]: what every service is built on (Redis client, key builder), below the services and the server.
 //! - [`error`]: the one error enum and its mapping to gRPC codes.
 //! - [`context`]: the per-request caller context (namespace, principal).
 //! - [`auth`]: principals, API keys, JWTs, permissions, quotas; the layer that authorises every call.
@@ -20,6 +21,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod backend;
 pub mod bench;
 pub mod cli;
 pub mod client;

@@ -5,11 +5,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use coord::{
+    backend::Backend,
     cli::{self, ClientArgs},
     config::{Config, ServeArgs},
     redis::embedded,
-    server::{self, Backend},
-    telemetry,
+    server, telemetry,
 };
 
 // glibc malloc's arena locks showed up as ~15 % of the server's CPU under
@@ -159,7 +159,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
 }
 
 async fn run(config: &Config, embedded: bool) -> Result<(), server::ServeError> {
-    let backend = Backend::connect(config, embedded)?;
+    let backend = Backend::connect(config, embedded).map_err(server::ServeError::Config)?;
     let addr = config.server.listen;
     let listener = tokio::net::TcpListener::bind(addr)
         .await

@@ -258,9 +258,10 @@ where
                     rpc.record(14);
                 }
                 let mut trailers = HeaderMap::new();
-                trailers.insert("grpc-status", HeaderValue::from_static("14"));
-                trailers.insert("grpc-message", HeaderValue::from_static("server shutting down"));
-                Poll::Ready(Some(Ok(Frame::trailers(trailers))))
+                match tonic::Status::from(crate::error::Error::ShuttingDown).add_header(&mut trailers) {
+                    Ok(()) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
+                    Err(_) => Poll::Ready(None),
+                }
             }
         }
     }

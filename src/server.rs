@@ -21,41 +21,14 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use crate::{
     admin,
     auth::{Auth, layer::AuthLayer},
+    backend::Backend,
     config::Config,
     leaderboard, lock,
     metrics::{self, RpcLayer},
     pb, pubsub, ratelimit,
-    redis::{KeyBuilder, Redis, Topology, scripts},
+    redis::{KeyBuilder, Topology, scripts},
     transport::{self, Tls},
 };
-
-/// The backend every service shares.
-#[derive(Clone)]
-pub struct Backend {
-    pub redis: Redis,
-    pub keys: KeyBuilder,
-    /// True when `redis` is coord's own embedded redis-server.
-    pub embedded: bool,
-    /// This instance's health probe key.
-    pub probe_key: String,
-}
-
-impl Backend {
-    /// Connects (lazily) to the Redis the configuration names.
-    pub fn connect(config: &Config, embedded: bool) -> Result<Self, ServeError> {
-        let opts = config.redis.connect_options().map_err(|e| ServeError::Config(e.to_string()))?;
-        let redis = if config.redis.cluster.is_empty() {
-            Redis::single(&config.redis.url, &opts)
-        } else {
-            Redis::cluster(&config.redis.cluster, &opts)
-        }
-        .map_err(|e| ServeError::Config(e.to_string()))?;
-        let keys = KeyBuilder::new(&config.redis.key_prefix).map_err(|e| ServeError::Config(e.to_string()))?;
-        let instance = uuid::Uuid::new_v4().simple().to_string();
-        let probe_key = keys.internal("health", &instance).as_str().to_owned();
-        Ok(Backend { redis, keys, embedded, probe_key })
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -101,7 +74,7 @@ pub fn check(config: &Config) -> Result<String, ServeError> {
         }
         format!("embedded {} (not started)", binary.display())
     } else {
-        let backend = Backend::connect(config, false)?;
+        let backend = Backend::connect(config, false).map_err(ServeError::Config)?;
         let tls = config.redis.tls_ca_file.is_some() || config.redis.tls_cert_file.is_some();
         let (what, urls) = match backend.redis.topology() {
             Topology::Single => ("single node", vec![config.redis.url.clone()]),

@@ -457,7 +457,9 @@ where
         if let Some(state) = &state
             && state.over_cap
         {
-            let status = tonic::Status::resource_exhausted("too many connections to this coord instance; retry later");
+            let status = tonic::Status::from(crate::error::Error::ResourceExhausted(
+                "too many connections to this coord instance; retry later".into(),
+            ));
             return Box::pin(
                 async move { Ok(status.into_http::<ResBody>().map(|b| CallBody { inner: b, call: None })) },
             );

@@ -7,10 +7,10 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tonic::{Request, Response, Status};
 
 use crate::{
+    backend::Backend,
     error::{Error, Result},
     pb::{self, admin_service_server::AdminService},
     redis::{Redis, Topology, scripts},
-    server::Backend,
 };
 
 /// What the backend reports about itself.

@@ -207,11 +207,11 @@ async fn admit(
         {
             let retry_ms = decision.limits.iter().map(|l| l.retry_after_ms).max().unwrap_or(0).max(1);
             metrics::counter!("coord_auth_quota_denials_total", "principal" => principal.name.clone(), "quota" => "requests_per_second").increment(1);
-            let mut status = tonic::Status::resource_exhausted(format!(
+            let mut status = tonic::Status::from(Error::ResourceExhausted(format!(
                 "principal {:?} is over its quota of {} requests per second; retry after {retry_ms} ms",
                 principal.name,
                 principal.quota.requests_per_second.unwrap_or_default()
-            ));
+            )));
             if let Ok(v) = retry_ms.to_string().parse() {
                 status.metadata_mut().insert("retry-after-ms", v);
             }
@@ -243,7 +243,7 @@ async fn revocation(
     tokio::pin!(expiry);
     loop {
         tokio::select! {
-            _ = &mut expiry => return tonic::Status::unauthenticated("credentials expired; stream ended"),
+            _ = &mut expiry => return Error::Unauthenticated("credentials expired; stream ended".into()).into(),
             changed = reloads.changed() => {
                 if changed.is_err() {
                     std::future::pending::<()>().await;
@@ -254,8 +254,12 @@ async fn revocation(
                 });
                 if let Err(e) = still {
                     tracing::info!(target: "coord::audit", event = "stream_revoked", namespace = namespace.as_str(), reason = %e, "stream ended: credentials no longer valid");
-                    let status = tonic::Status::from(e);
-                    return tonic::Status::new(status.code(), format!("stream ended: {}", status.message()));
+                    return match e {
+                        Error::Unauthenticated(m) => Error::Unauthenticated(format!("stream ended: {m}")),
+                        Error::PermissionDenied(m) => Error::PermissionDenied(format!("stream ended: {m}")),
+                        other => other,
+                    }
+                    .into();
                 }
             }
         }
@@ -272,10 +276,10 @@ impl StreamGuard {
     fn take(usage: Arc<Usage>, principal: &super::Principal, subscription: bool) -> Result<StreamGuard, tonic::Status> {
         let over = |quota: &str, limit: u32| {
             metrics::counter!("coord_auth_quota_denials_total", "principal" => principal.name.clone(), "quota" => quota.to_owned()).increment(1);
-            tonic::Status::resource_exhausted(format!(
+            tonic::Status::from(Error::ResourceExhausted(format!(
                 "principal {:?} has {limit} open {quota} on this instance, its quota; close one first",
                 principal.name
-            ))
+            )))
         };
         let streams = usage.streams.fetch_add(1, Ordering::AcqRel) + 1;
         let subscriptions = match subscription {

@@ -39,10 +39,10 @@ pub use self::redlock::Redlock;
 use self::store::{Attempt, EndState, Ended, Release, ReleaseReply, Renewal, Store, Try};
 pub use self::store::{NodeResult, Vote};
 use crate::{
+    backend::Backend,
     config::LockConfig,
     error::{Error, Result},
     redis::{Name, Namespace},
-    server::Backend,
 };
 
 /// Lock names: 1–512 bytes.

@@ -16,13 +16,14 @@ use std::{
 };
 
 use coord::{
+    backend::Backend,
     config::Config,
     pb::{
         admin_service_client::AdminServiceClient, leaderboard_service_client::LeaderboardServiceClient,
         lock_service_client::LockServiceClient, pub_sub_service_client::PubSubServiceClient,
         rate_limit_service_client::RateLimitServiceClient,
     },
-    server::{self, Backend, ServeError},
+    server::{self, ServeError},
 };
 use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::transport::Channel;
