@@ -9,6 +9,8 @@ use support::{Coord, process::coord_command, redis::RedisServer, serving};
 async fn bench(coord: &Coord, args: &[&str]) -> serde_json::Value {
     let mut cmd = coord_command();
     cmd.arg("--endpoint").arg(format!("http://{}", coord.addr)).arg("bench");
+    // coord runs in this process.
+    cmd.args(["--server-pid", &std::process::id().to_string()]);
     cmd.args(["--duration", "1s", "--warmup", "100ms", "--json", "--concurrency", "4", "--connections", "2"])
         .args(args);
     let out = tokio::task::spawn_blocking(move || cmd.output().expect("run coord bench")).await.unwrap();
@@ -23,18 +25,25 @@ async fn bench(coord: &Coord, args: &[&str]) -> serde_json::Value {
 async fn every_scenario_reports_throughput_without_errors() {
     let redis = RedisServer::start();
     let coord = serving(&redis.url()).await;
+    let url = redis.url();
     for scenario in ["lock", "lock-contended", "lock-handoff", "ratelimit"] {
-        let report = bench(&coord, &[scenario]).await;
+        let report = bench(&coord, &[scenario, "--redis-url", &url]).await;
         assert_eq!(report["scenario"], scenario);
         assert!(report["latency_ms"]["p99"].as_f64().unwrap() > 0.0);
+        // CPU per request: coord's from /proc, Redis's from its own accounting.
+        assert!(report["coord_cpu_us_per_op"].as_f64().is_some(), "{report}");
+        assert!(report["redis_cpu_us_per_op"].as_f64().is_some(), "{report}");
+        assert!(report["redis_cmd_us_per_op"].as_f64().unwrap() > 0.0, "{report}");
     }
     bench(&coord, &["ratelimit", "--algorithm", "gcra"]).await;
-    bench(&coord, &["keepalive", "--leases", "20", "--lease-ttl", "600ms"]).await;
+    let report = bench(&coord, &["keepalive", "--leases", "20", "--lease-ttl", "600ms", "--redis-url", &url]).await;
+    assert!(report["redis_cmd_us_per_op"].as_f64().unwrap() > 0.0, "{report}");
     for scenario in ["board-submit", "board-top", "board-around"] {
         bench(&coord, &[scenario, "--board-size", "300"]).await;
     }
-    let report = bench(&coord, &["pubsub", "--subscribers", "20", "--rate", "20"]).await;
+    let report = bench(&coord, &["pubsub", "--subscribers", "20", "--rate", "20", "--redis-url", &url]).await;
     assert!(report["publishes"].as_u64().unwrap() >= 10, "{report}");
+    assert!(report["redis_cmd_us_per_op"].as_f64().unwrap() > 0.0, "{report}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -234,6 +234,7 @@ where
     let warm_until = Instant::now() + args.warmup;
     let measure_until = warm_until + args.duration;
     let progress = spawn_progress(issued.clone(), warm_until, args.duration, args.json);
+    let meter = Meter::start_at(args, warm_until);
     let mut workers = Vec::with_capacity(args.concurrency);
     for w in 0..args.concurrency {
         let (op, issued) = (op.clone(), issued.clone());
@@ -273,6 +274,7 @@ where
     let mut report =
         Report::new(args.scenario, unit, latency, ended.saturating_duration_since(warm_until).as_secs_f64());
     report.errors = errors;
+    meter.finish(&mut report).await;
     report
 }
 
@@ -382,6 +384,77 @@ impl Pool {
         let mut request = tonic::Request::new(message);
         *request.metadata_mut() = self.metadata.clone();
         request
+    }
+}
+
+/// CPU counters at one moment: coord's (`/proc`, with `--server-pid`) and
+/// Redis's own accounting (`INFO cpu`, `INFO commandstats`, with
+/// `--redis-url`).
+#[derive(Debug, Default, Clone, Copy)]
+struct Sample {
+    coord_ticks: Option<u64>,
+    redis_cpu_us: Option<f64>,
+    redis_cmd_us: Option<u64>,
+}
+
+async fn sample(pid: Option<u32>, url: Option<&str>) -> Sample {
+    let mut s = Sample { coord_ticks: pid.and_then(proc_cpu_ticks), ..Default::default() };
+    let Some(url) = url else { return s };
+    let Ok(client) = redis::Client::open(url) else { return s };
+    let Ok(mut conn) = client.get_multiplexed_async_connection().await else { return s };
+    let info: String =
+        redis::cmd("INFO").arg("cpu").arg("commandstats").query_async(&mut conn).await.unwrap_or_default();
+    let field = |line: &str, name: &str| line.strip_prefix(name).and_then(|v| v.trim().parse::<f64>().ok());
+    let cpu: f64 = info.lines().filter_map(|l| field(l, "used_cpu_sys:").or_else(|| field(l, "used_cpu_user:"))).sum();
+    let cmd: u64 = info
+        .lines()
+        .filter(|l| l.starts_with("cmdstat_"))
+        .filter_map(|l| l.split(',').find_map(|kv| kv.strip_prefix("usec=")).and_then(|v| v.parse::<u64>().ok()))
+        .sum();
+    s.redis_cpu_us = Some(cpu * 1e6);
+    s.redis_cmd_us = Some(cmd);
+    s
+}
+
+/// Samples CPU when a scenario starts measuring and when it ends, and
+/// reports coord's and Redis's CPU µs per request.
+pub struct Meter {
+    start: tokio::task::JoinHandle<Sample>,
+    pid: Option<u32>,
+    url: Option<String>,
+}
+
+impl Meter {
+    /// Takes the first sample at `at` (the end of the warm-up).
+    pub fn start_at(args: &BenchArgs, at: Instant) -> Meter {
+        let (pid, url) = (args.server_pid, args.redis_url.clone());
+        let start = tokio::spawn({
+            let url = url.clone();
+            async move {
+                tokio::time::sleep_until(at).await;
+                sample(pid, url.as_deref()).await
+            }
+        });
+        Meter { start, pid, url }
+    }
+
+    /// Adds `coord_cpu_us_per_op`, `redis_cpu_us_per_op` (the whole Redis
+    /// process) and `redis_cmd_us_per_op` (command time only) to `report`.
+    pub async fn finish(self, report: &mut Report) {
+        let end = sample(self.pid, self.url.as_deref()).await;
+        let Ok(start) = self.start.await else { return };
+        let ops = report.requests.max(1) as f64;
+        let round = |us: f64| (us / ops * 10.0).round() / 10.0;
+        if let (Some(a), Some(b)) = (start.coord_ticks, end.coord_ticks) {
+            // Clock ticks are 10 ms (USER_HZ 100).
+            report.notes.insert("coord_cpu_us_per_op", json!(round(b.saturating_sub(a) as f64 * 10_000.0)));
+        }
+        if let (Some(a), Some(b)) = (start.redis_cpu_us, end.redis_cpu_us) {
+            report.notes.insert("redis_cpu_us_per_op", json!(round(b - a)));
+        }
+        if let (Some(a), Some(b)) = (start.redis_cmd_us, end.redis_cmd_us) {
+            report.notes.insert("redis_cmd_us_per_op", json!(round(b.saturating_sub(a) as f64)));
+        }
     }
 }
 

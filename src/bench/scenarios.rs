@@ -15,7 +15,7 @@ use serde_json::json;
 use tokio::{sync::mpsc, time::Instant};
 use tokio_stream::{StreamExt as _, wrappers::ReceiverStream};
 
-use super::{Algo, BenchArgs, Pool, Report, Scenario, code, drive, gather, redis_benchmark};
+use super::{Algo, BenchArgs, Meter, Pool, Report, Scenario, code, drive, gather, redis_benchmark};
 use crate::{
     cli::CliError,
     leaderboard::codec,
@@ -75,6 +75,7 @@ async fn handoff(args: &BenchArgs, pool: &Pool) -> Report {
     let released_at = Arc::new(AtomicU64::new(u64::MAX));
     let deadline = epoch + args.warmup + args.duration;
     let measure_from = epoch + args.warmup;
+    let meter = Meter::start_at(args, measure_from);
     let mut workers = Vec::new();
     for w in 0..args.concurrency {
         let (pool, released_at) = (pool.clone(), released_at.clone());
@@ -112,6 +113,7 @@ async fn handoff(args: &BenchArgs, pool: &Pool) -> Report {
     }
     let (latency, errors) = gather(workers).await;
     let mut report = Report::new(args.scenario, "handoffs", latency, args.duration.as_secs_f64());
+    meter.finish(&mut report).await;
     report.error("Failed", errors);
     report.notes.insert("waiters", json!(args.concurrency.saturating_sub(1)));
     report
@@ -143,6 +145,7 @@ async fn keepalive(args: &BenchArgs, pool: &Pool) -> Result<Report, CliError> {
     let interval = Duration::from_millis((ttl_ms / 3).max(1) as u64);
     let start = Instant::now() + args.warmup;
     let deadline = start + args.duration;
+    let meter = Meter::start_at(args, start);
     let mut tasks = Vec::new();
     for s in 0..streams {
         let pool = pool.clone();
@@ -182,6 +185,7 @@ async fn keepalive(args: &BenchArgs, pool: &Pool) -> Result<Report, CliError> {
     }
     let (latency, errors) = gather(tasks).await;
     let mut report = Report::new(args.scenario, "renewals", latency, args.duration.as_secs_f64());
+    meter.finish(&mut report).await;
     report.error("LeaseLostOrStreamFailed", errors);
     report.notes.insert("leases", json!(args.leases));
     report.notes.insert("streams", json!(streams));
@@ -489,6 +493,7 @@ async fn pubsub(args: &BenchArgs, pool: &Pool) -> Result<Report, CliError> {
     let mut errors = 0u64;
     let gap = Duration::from_secs_f64(1.0 / args.rate.max(1) as f64);
     let start = Instant::now();
+    let meter = Meter::start_at(args, start);
     let mut publishes = 0u64;
     while start.elapsed() < args.duration {
         let req = PublishRequest {
@@ -506,6 +511,7 @@ async fn pubsub(args: &BenchArgs, pool: &Pool) -> Result<Report, CliError> {
     c.publish(pool.request(end)).await?;
     let (latency, _) = gather(subscribers).await;
     let mut report = Report::new(args.scenario, "deliveries", latency, start.elapsed().as_secs_f64());
+    meter.finish(&mut report).await;
     let expected = publishes * (args.subscribers - failed) as u64;
     report.error("NotDelivered", expected.saturating_sub(report.requests));
     report.error("PublishFailed", errors);
