@@ -15,7 +15,8 @@
 //!   (released, forced, revoked), so the holder's KeepAlive reports the
 //!   right reason; a tombstone counts as free.
 //!
-//! Module layout: `store` (script calls), `redlock` (the same calls on N
+//! Module layout: `store` (the `LockStore` contract and its one-Redis
+//! implementation, one method per script call), `redlock` (the contract on N
 //! nodes, decided by majority), `events` (pub/sub fan-out), `keepalive`
 //! (the stream), `grpc` (the adapter); this file holds the domain types and
 //! the operations.
@@ -36,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use self::events::Hub;
 pub use self::redlock::Redlock;
-use self::store::{Attempt, EndState, Ended, Release, ReleaseReply, Renewal, Store, Try};
+use self::store::{Attempt, EndState, LockStore, Release, ReleaseReply, Store, Try};
 pub use self::store::{NodeResult, Vote};
 use crate::{
     backend::Backend,
@@ -194,62 +195,10 @@ impl From<&LockConfig> for Settings {
 
 // === operations ===
 
-/// Where locks live: one Redis (node or cluster), or N Redlock nodes.
-#[derive(Clone)]
-enum Stores {
-    Single(Box<Store>),
-    Redlock(Arc<Redlock>),
-}
-
-/// Forwards each store operation to the backend in use.
-macro_rules! delegate {
-    ($($name:ident($($arg:ident: $ty:ty),*) -> $ret:ty;)*) => {
-        impl Stores {
-            $(
-                async fn $name(&self, $($arg: $ty),*) -> Result<$ret> {
-                    match self {
-                        Stores::Single(s) => s.$name($($arg),*).await,
-                        Stores::Redlock(r) => r.$name($($arg),*).await,
-                    }
-                }
-            )*
-        }
-    };
-}
-
-delegate! {
-    grant(ns: &Namespace, ttl_ms: u64, owner: &str) -> LeaseId;
-    lease_info(ns: &Namespace, lease: &str) -> Option<(i64, String)>;
-    attach(ns: &Namespace, lease: &str, name: &Name) -> Option<i64>;
-    detach(ns: &Namespace, lease: &str, names: &[&str]) -> ();
-    release(ns: &Namespace, name: &Name, lease: &str, what: Release<'_>) -> ReleaseReply;
-    end(ns: &Namespace, name: &Name, lease: Option<&str>, state: EndState) -> Option<Ended>;
-    revoke(ns: &Namespace, lease: &str) -> Vec<String>;
-    renew(ns: &Namespace, lease: &LeaseId, names: &[String]) -> Renewal;
-    waiter(ns: &Namespace, name: &Name, id: &str, deadline_ms: Option<i64>) -> ();
-    describe(ns: &Namespace, name: &Name) -> LockInfo;
-    list(ns: &Namespace, prefix: &str, cursor: Option<&str>, limit: u32) -> (Vec<LockInfo>, Option<String>);
-}
-
-impl Stores {
-    async fn acquire(
-        &self,
-        ns: &Namespace,
-        name: &Name,
-        t: Try<'_>,
-        replicas: Option<(u32, Duration)>,
-    ) -> Result<Attempt> {
-        match self {
-            Stores::Single(s) => s.acquire(ns, name, t, replicas).await,
-            // Redlock nodes are independent masters: no replica WAIT.
-            Stores::Redlock(r) => r.acquire(ns, name, t).await,
-        }
-    }
-}
-
 /// The lock service's domain: everything but gRPC.
 pub struct Locks {
-    store: Stores,
+    /// Where locks live: one Redis (node or cluster), or Redlock nodes.
+    store: Arc<dyn LockStore>,
     /// Keys and channel; the same on every Redlock node.
     keys: Store,
     hub: Arc<Hub>,
@@ -272,9 +221,9 @@ impl Locks {
         shutdown: CancellationToken,
     ) -> Self {
         let keys = Store::new(backend.redis.clone(), backend.keys.clone(), Self::channel_for(&backend.keys));
-        let store = match redlock {
-            Some(r) => Stores::Redlock(r),
-            None => Stores::Single(Box::new(keys.clone())),
+        let store: Arc<dyn LockStore> = match redlock {
+            Some(r) => r,
+            None => Arc::new(keys.clone()),
         };
         Locks { store, keys, hub, settings, shutdown }
     }

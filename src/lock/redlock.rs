@@ -40,13 +40,16 @@ use std::{
     time::Duration,
 };
 
+use async_trait::async_trait;
 use futures_util::future::join_all;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{
     LeaseId, LockInfo,
-    store::{Attempt, EndState, Ended, LockState, NodeResult, Release, ReleaseReply, Renewal, Store, Try, Vote},
+    store::{
+        Attempt, EndState, Ended, LockState, LockStore, NodeResult, Release, ReleaseReply, Renewal, Store, Try, Vote,
+    },
 };
 use crate::{
     config::RedlockConfig,
@@ -261,32 +264,6 @@ impl Redlock {
         Instant::now() + left + Self::drift(self.max_ttl) + Duration::from_secs(1)
     }
 
-    pub async fn grant(&self, ns: &Namespace, ttl_ms: u64, owner: &str) -> Result<LeaseId> {
-        let lease = LeaseId::new_shared();
-        let replies = self.all(self.node_timeout(ttl_ms), |s| s.grant_id(ns, lease.as_str(), ttl_ms, owner)).await;
-        if self.answered(&replies).iter().filter(|created| ***created).count() >= self.quorum {
-            return Ok(lease);
-        }
-        let _ = self.revoke(ns, lease.as_str()).await;
-        Err(self.no_quorum("grant", &replies))
-    }
-
-    /// The lease's TTL (and owner) if a majority still has it.
-    pub async fn lease_info(&self, ns: &Namespace, lease: &str) -> Result<Option<(i64, String)>> {
-        let replies = self.all(self.op_timeout(), |s| s.lease_info(ns, lease)).await;
-        let answered = self.answered(&replies);
-        if answered.len() < self.quorum {
-            return Err(self.no_quorum("lease", &replies));
-        }
-        let live: Vec<&(i64, String)> = answered.iter().filter_map(|t| t.as_ref()).collect();
-        if live.len() < self.quorum {
-            return Ok(None);
-        }
-        let owner = live[0].1.clone();
-        // A majority has at least this much left.
-        Ok(Some((self.quorum_value(live.iter().map(|l| l.0).collect()), owner)))
-    }
-
     /// The value a majority reaches: the quorum-th largest of `values`
     /// (which has at least a quorum of entries).
     fn quorum_value<T: Ord + Copy + Default>(&self, mut values: Vec<T>) -> T {
@@ -294,164 +271,9 @@ impl Redlock {
         values.len().checked_sub(self.quorum).and_then(|i| values.get(i).copied()).unwrap_or_default()
     }
 
-    pub async fn acquire(&self, ns: &Namespace, name: &Name, t: Try<'_>) -> Result<Attempt> {
-        let timeout = if t.ttl_ms == 0 { self.op_timeout() } else { self.node_timeout(t.ttl_ms) };
-        let mut nodes_seen = Vec::new();
-        for round in 0..=self.settings.retry_count {
-            if round > 0 {
-                // Split votes or slow nodes: back off a random part of retry_delay.
-                let jitter = self.settings.retry_delay.mul_f64(rand_unit());
-                tokio::time::sleep(jitter).await;
-            }
-            // Each round is a try of its own, so undoing it never touches
-            // what a later round of this call was granted.
-            let tr = Try { seq: t.seq + u64::from(round), ..t };
-            let attempt = tr.attempt();
-            let started = Instant::now();
-            let replies = self
-                .each(timeout, |node| {
-                    let id = node.voter()?;
-                    Some(async move { node.store.acquire_on(ns, name, tr, None, &id).await })
-                })
-                .await;
-            let mut votes = Vec::new();
-            let mut held: Vec<(String, i64)> = Vec::new();
-            let mut results = Vec::new();
-            let mut gone = 0;
-            for (reply, node) in replies.iter().zip(&self.nodes) {
-                let (vote, detail) = match reply {
-                    Reply::Ok(Attempt::Acquired { token, count, ttl_ms, lease, .. }) => {
-                        votes.push((*token, *count, *ttl_ms, lease.clone()));
-                        (Vote::Acquired, String::new())
-                    }
-                    Reply::Ok(Attempt::WrongNode { run_id, uptime_s }) => {
-                        self.restarted(node, run_id, *uptime_s);
-                        (Vote::Quarantined, format!("restarted as {run_id}"))
-                    }
-                    Reply::Skipped => (Vote::Quarantined, String::new()),
-                    Reply::Ok(Attempt::Held { owner, ttl_ms, .. }) => {
-                        held.push((owner.clone(), *ttl_ms));
-                        (Vote::Held, String::new())
-                    }
-                    Reply::Ok(Attempt::LeaseGone) => {
-                        gone += 1;
-                        (Vote::Error, "lease gone".to_owned())
-                    }
-                    Reply::Ok(Attempt::NoQuorum { .. }) => (Vote::Error, String::new()),
-                    Reply::Timeout => (Vote::Timeout, String::new()),
-                    Reply::Err(e) => (Vote::Error, e.clone()),
-                };
-                metrics::counter!("coord_redlock_votes_total", "node" => node.label.clone(), "vote" => vote_name(vote))
-                    .increment(1);
-                results.push(NodeResult { node: node.label.clone(), vote, detail });
-            }
-            if votes.len() >= self.quorum {
-                let ttl = Duration::from_millis(votes.iter().map(|v| v.2.max(0) as u64).min().unwrap_or(0));
-                let token = votes.iter().map(|v| v.0).max().unwrap_or(0);
-                let holder = votes[0].3.clone();
-                let count = self.quorum_value(votes.iter().map(|v| v.1).collect());
-                if Self::valid(ttl, started) > Duration::ZERO {
-                    let raised = self.all(timeout, |s| s.raise_fence(ns, name, &holder, token)).await;
-                    let validity = Self::valid(ttl, started);
-                    if self.answered(&raised).len() >= self.quorum && validity > Duration::ZERO {
-                        return Ok(Attempt::Acquired {
-                            token,
-                            count,
-                            ttl_ms: ttl.as_millis() as i64,
-                            lease: holder,
-                            validity_ms: validity.as_millis() as i64,
-                            attempt,
-                        });
-                    }
-                }
-            }
-            // Not granted: undo this try wherever it may have been applied
-            // (also where it timed out and may still be applied).
-            if results.iter().any(|r| matches!(r.vote, Vote::Acquired | Vote::Timeout | Vote::Error)) {
-                let _ = self.release(ns, name, t.lease, Release::Try(&attempt)).await;
-            }
-            if gone >= self.quorum {
-                return Ok(Attempt::LeaseGone);
-            }
-            if let Some(ttl) = held.iter().map(|h| h.1).filter(|t| *t > 0).min() {
-                let owner = held.first().map(|h| h.0.clone()).unwrap_or_default();
-                return Ok(Attempt::Held { owner, ttl_ms: ttl, nodes: results });
-            }
-            let reachable = results.iter().filter(|r| matches!(r.vote, Vote::Acquired | Vote::Held)).count();
-            let slow = results.iter().any(|r| r.vote == Vote::Timeout);
-            nodes_seen = results;
-            if reachable < self.quorum && !slow {
-                // Not a split vote and nothing merely slow: too few nodes
-                // answer at all; retrying will not help now.
-                break;
-            }
-        }
-        Ok(Attempt::NoQuorum { nodes: nodes_seen })
-    }
-
     /// Validity left of a grant of `ttl` begun at `started`.
     fn valid(ttl: Duration, started: Instant) -> Duration {
         ttl.saturating_sub(started.elapsed()).saturating_sub(Self::drift(ttl))
-    }
-
-    pub async fn attach(&self, ns: &Namespace, lease: &str, name: &Name) -> Result<Option<i64>> {
-        let replies = self.all(self.op_timeout(), |s| s.attach(ns, lease, name)).await;
-        let answered = self.answered(&replies);
-        if answered.len() < self.quorum {
-            return Err(self.no_quorum("attach", &replies));
-        }
-        let live: Vec<i64> = answered.iter().filter_map(|t| **t).collect();
-        Ok((live.len() >= self.quorum).then(|| live.iter().copied().min().unwrap_or(0)))
-    }
-
-    pub async fn detach(&self, ns: &Namespace, lease: &str, names: &[&str]) -> Result<()> {
-        self.all(self.op_timeout(), |s| s.detach(ns, lease, names)).await;
-        Ok(())
-    }
-
-    /// Releases on every node, decided by majority. Nodes that did not
-    /// answer get the undo of the try, or the end of the grant this release
-    /// ended, repaired in the background.
-    pub async fn release(&self, ns: &Namespace, name: &Name, lease: &str, what: Release<'_>) -> Result<ReleaseReply> {
-        let replies = self.all(self.op_timeout(), |s| s.release(ns, name, lease, what)).await;
-        let answered = self.answered(&replies);
-        // (remaining, held ms, token, grant, latest try) where it was released.
-        let released: Vec<(u32, i64, u64, &str, &str)> = answered
-            .iter()
-            .filter_map(|r| match r {
-                ReleaseReply::Released { remaining, held_ms, grant, latest, token } => {
-                    Some((*remaining, *held_ms, *token, grant.as_str(), latest.as_str()))
-                }
-                _ => None,
-            })
-            .collect();
-        // A release that ended the grant must end it everywhere; one that
-        // only dropped a hold leaves nothing that outlives the final one.
-        let ended = released.iter().find(|r| r.0 == 0 && !r.3.is_empty()).map(|r| (r.3, r.4));
-        match (what, ended) {
-            (Release::Try(_), _) => self.repair(ns, name, lease, what, &replies),
-            (Release::Hold, Some((id, latest))) => {
-                self.repair(ns, name, lease, Release::Grant { id, latest }, &replies)
-            }
-            _ => {}
-        }
-        if answered.len() < self.quorum {
-            return Err(self.no_quorum("release", &replies));
-        }
-        let by_other = answered.iter().filter(|r| matches!(r, ReleaseReply::HeldByOther)).count();
-        Ok(if by_other >= self.quorum {
-            ReleaseReply::HeldByOther
-        } else if released.is_empty() {
-            ReleaseReply::NotHeld
-        } else {
-            ReleaseReply::Released {
-                remaining: released.iter().map(|r| r.0).max().unwrap_or(0),
-                held_ms: released.iter().map(|r| r.1).max().unwrap_or(0),
-                token: released.iter().map(|r| r.2).max().unwrap_or(0),
-                grant: ended.map_or_else(String::new, |e| e.0.to_owned()),
-                latest: ended.map_or_else(String::new, |e| e.1.to_owned()),
-            }
-        })
     }
 
     /// Nodes that did not answer may still run an earlier acquire of this
@@ -489,148 +311,6 @@ impl Redlock {
                 }
             });
         }
-    }
-
-    pub async fn end(
-        &self,
-        ns: &Namespace,
-        name: &Name,
-        lease: Option<&str>,
-        state: EndState,
-    ) -> Result<Option<Ended>> {
-        let replies = self.all(self.op_timeout(), |s| s.end(ns, name, lease, state)).await;
-        let answered = self.answered(&replies);
-        if answered.is_empty() {
-            return Err(self.no_quorum("end", &replies));
-        }
-        let mut ended: Vec<Ended> = answered.into_iter().flatten().cloned().collect();
-        ended.sort_by_key(|e| std::cmp::Reverse(e.token));
-        Ok(ended.into_iter().next())
-    }
-
-    pub async fn revoke(&self, ns: &Namespace, lease: &str) -> Result<Vec<String>> {
-        let replies = self.all(self.op_timeout(), |s| s.revoke(ns, lease)).await;
-        let names: HashSet<String> = self.answered(&replies).into_iter().flatten().cloned().collect();
-        Ok(names.into_iter().collect())
-    }
-
-    /// Renews on every node; a lease or lock counts as held only on a
-    /// majority, and within validity.
-    pub async fn renew(&self, ns: &Namespace, lease: &LeaseId, names: &[String]) -> Result<Renewal> {
-        let started = Instant::now();
-        let replies = self.all(self.op_timeout(), |s| s.renew(ns, lease, names)).await;
-        let answered = self.answered(&replies);
-        if answered.len() < self.quorum {
-            return Err(Error::QuorumLost(self.no_quorum("renew", &replies).to_string()));
-        }
-        let mut ttls: Vec<i64> = answered.iter().map(|r| r.ttl_ms).filter(|t| *t > 0).collect();
-        ttls.sort_unstable();
-        let ttl_ms = if ttls.len() >= self.quorum {
-            let ttl = Duration::from_millis(ttls[ttls.len() - self.quorum] as u64);
-            Self::valid(ttl, started).as_millis() as i64
-        } else {
-            0
-        };
-        let index: HashSet<String> = answered.iter().flat_map(|r| r.index.iter().cloned()).collect();
-        let mut per_lock: HashMap<String, Vec<(LockState, u64, i64)>> = HashMap::new();
-        for reply in &answered {
-            for (name, state, token, ttl) in &reply.locks {
-                per_lock.entry(name.clone()).or_default().push((*state, *token, *ttl));
-            }
-        }
-        let locks = per_lock
-            .into_iter()
-            .map(|(name, states)| {
-                let held = states.iter().filter(|s| s.0 == LockState::Held).count();
-                let token = states.iter().map(|s| s.1).max().unwrap_or(0);
-                let any = |st: LockState| states.iter().any(|s| s.0 == st);
-                let state = if held >= self.quorum {
-                    LockState::Held
-                } else if any(LockState::Forced) {
-                    LockState::Forced
-                } else if any(LockState::Revoked) {
-                    LockState::Revoked
-                } else if any(LockState::Released) {
-                    LockState::Released
-                } else if held > 0 {
-                    LockState::QuorumLost
-                } else {
-                    LockState::Gone
-                };
-                (name, state, token, ttl_ms)
-            })
-            .collect();
-        Ok(Renewal { ttl_ms, index: index.into_iter().collect(), locks })
-    }
-
-    pub async fn waiter(&self, ns: &Namespace, name: &Name, id: &str, deadline_ms: Option<i64>) -> Result<()> {
-        self.all(self.op_timeout(), |s| s.waiter(ns, name, id, deadline_ms)).await;
-        Ok(())
-    }
-
-    pub async fn describe(&self, ns: &Namespace, name: &Name) -> Result<LockInfo> {
-        let replies = self.all(self.op_timeout(), |s| s.describe(ns, name)).await;
-        let answered = self.answered(&replies);
-        if answered.len() < self.quorum {
-            return Err(self.no_quorum("describe", &replies));
-        }
-        let waiters = answered.iter().map(|i| i.waiters).max().unwrap_or(0);
-        let mut by_lease: HashMap<&str, Vec<&LockInfo>> = HashMap::new();
-        for info in answered.iter().filter(|i| i.held) {
-            by_lease.entry(info.lease.as_str()).or_default().push(info);
-        }
-        let Some(infos) = by_lease.into_values().find(|v| v.len() >= self.quorum) else {
-            return Ok(LockInfo { name: name.as_str().to_owned(), waiters, ..LockInfo::default() });
-        };
-        let mut info = infos[0].clone();
-        info.token = infos.iter().map(|i| i.token).max().unwrap_or(0);
-        info.ttl_ms = infos.iter().map(|i| i.ttl_ms).min().unwrap_or(0);
-        info.waiters = waiters;
-        Ok(info)
-    }
-
-    /// Pages node by node (cursor `<node>/<node's cursor>`), describing each
-    /// name by majority.
-    pub async fn list(
-        &self,
-        ns: &Namespace,
-        prefix: &str,
-        cursor: Option<&str>,
-        limit: u32,
-    ) -> Result<(Vec<LockInfo>, Option<String>)> {
-        let (index, inner) = match cursor {
-            None => (0usize, None),
-            Some(text) => {
-                let (i, rest) = text
-                    .split_once('/')
-                    .ok_or_else(|| Error::invalid("page.cursor", "not a cursor returned by this service"))?;
-                let i =
-                    i.parse().map_err(|_| Error::invalid("page.cursor", "not a cursor returned by this service"))?;
-                (i, (!rest.is_empty()).then(|| rest.to_owned()))
-            }
-        };
-        let Some(node) = self.nodes.get(index) else { return Ok((Vec::new(), None)) };
-        let (names, next) = node.store.list_names(ns, prefix, inner.as_deref(), limit).await?;
-        let described = join_all(
-            names
-                .iter()
-                .filter_map(|n| Name::parse("name", n).ok())
-                .map(|name| async move { self.describe(ns, &name).await }),
-        )
-        .await;
-        let mut locks = Vec::new();
-        for info in described {
-            let info = info?;
-            if info.held {
-                locks.push(info);
-            }
-        }
-        let next = match next {
-            Some(c) => Some(format!("{index}/{c}")),
-            None if index + 1 < self.nodes.len() => Some(format!("{}/", index + 1)),
-            None => None,
-        };
-        Ok((locks, next))
     }
 
     /// Watches every node: reachability and identity. A changed `run_id`
@@ -744,4 +424,332 @@ fn rand_unit() -> f64 {
     let mut bytes = [0u8; 8];
     let _ = getrandom::fill(&mut bytes);
     (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+// Redlock nodes are independent masters: no replica WAIT, so `_replicas`
+// is ignored.
+#[async_trait]
+impl LockStore for Redlock {
+    async fn grant(&self, ns: &Namespace, ttl_ms: u64, owner: &str) -> Result<LeaseId> {
+        let lease = LeaseId::new_shared();
+        let replies = self.all(self.node_timeout(ttl_ms), |s| s.grant_id(ns, lease.as_str(), ttl_ms, owner)).await;
+        if self.answered(&replies).iter().filter(|created| ***created).count() >= self.quorum {
+            return Ok(lease);
+        }
+        let _ = self.revoke(ns, lease.as_str()).await;
+        Err(self.no_quorum("grant", &replies))
+    }
+
+    /// The lease's TTL (and owner) if a majority still has it.
+    async fn lease_info(&self, ns: &Namespace, lease: &str) -> Result<Option<(i64, String)>> {
+        let replies = self.all(self.op_timeout(), |s| s.lease_info(ns, lease)).await;
+        let answered = self.answered(&replies);
+        if answered.len() < self.quorum {
+            return Err(self.no_quorum("lease", &replies));
+        }
+        let live: Vec<&(i64, String)> = answered.iter().filter_map(|t| t.as_ref()).collect();
+        if live.len() < self.quorum {
+            return Ok(None);
+        }
+        let owner = live[0].1.clone();
+        // A majority has at least this much left.
+        Ok(Some((self.quorum_value(live.iter().map(|l| l.0).collect()), owner)))
+    }
+
+    async fn acquire(
+        &self,
+        ns: &Namespace,
+        name: &Name,
+        t: Try<'_>,
+        _replicas: Option<(u32, Duration)>,
+    ) -> Result<Attempt> {
+        let timeout = if t.ttl_ms == 0 { self.op_timeout() } else { self.node_timeout(t.ttl_ms) };
+        let mut nodes_seen = Vec::new();
+        for round in 0..=self.settings.retry_count {
+            if round > 0 {
+                // Split votes or slow nodes: back off a random part of retry_delay.
+                let jitter = self.settings.retry_delay.mul_f64(rand_unit());
+                tokio::time::sleep(jitter).await;
+            }
+            // Each round is a try of its own, so undoing it never touches
+            // what a later round of this call was granted.
+            let tr = Try { seq: t.seq + u64::from(round), ..t };
+            let attempt = tr.attempt();
+            let started = Instant::now();
+            let replies = self
+                .each(timeout, |node| {
+                    let id = node.voter()?;
+                    Some(async move { node.store.acquire_on(ns, name, tr, None, &id).await })
+                })
+                .await;
+            let mut votes = Vec::new();
+            let mut held: Vec<(String, i64)> = Vec::new();
+            let mut results = Vec::new();
+            let mut gone = 0;
+            for (reply, node) in replies.iter().zip(&self.nodes) {
+                let (vote, detail) = match reply {
+                    Reply::Ok(Attempt::Acquired { token, count, ttl_ms, lease, .. }) => {
+                        votes.push((*token, *count, *ttl_ms, lease.clone()));
+                        (Vote::Acquired, String::new())
+                    }
+                    Reply::Ok(Attempt::WrongNode { run_id, uptime_s }) => {
+                        self.restarted(node, run_id, *uptime_s);
+                        (Vote::Quarantined, format!("restarted as {run_id}"))
+                    }
+                    Reply::Skipped => (Vote::Quarantined, String::new()),
+                    Reply::Ok(Attempt::Held { owner, ttl_ms, .. }) => {
+                        held.push((owner.clone(), *ttl_ms));
+                        (Vote::Held, String::new())
+                    }
+                    Reply::Ok(Attempt::LeaseGone) => {
+                        gone += 1;
+                        (Vote::Error, "lease gone".to_owned())
+                    }
+                    Reply::Ok(Attempt::NoQuorum { .. }) => (Vote::Error, String::new()),
+                    Reply::Timeout => (Vote::Timeout, String::new()),
+                    Reply::Err(e) => (Vote::Error, e.clone()),
+                };
+                metrics::counter!("coord_redlock_votes_total", "node" => node.label.clone(), "vote" => vote_name(vote))
+                    .increment(1);
+                results.push(NodeResult { node: node.label.clone(), vote, detail });
+            }
+            if votes.len() >= self.quorum {
+                let ttl = Duration::from_millis(votes.iter().map(|v| v.2.max(0) as u64).min().unwrap_or(0));
+                let token = votes.iter().map(|v| v.0).max().unwrap_or(0);
+                let holder = votes[0].3.clone();
+                let count = self.quorum_value(votes.iter().map(|v| v.1).collect());
+                if Self::valid(ttl, started) > Duration::ZERO {
+                    let raised = self.all(timeout, |s| s.raise_fence(ns, name, &holder, token)).await;
+                    let validity = Self::valid(ttl, started);
+                    if self.answered(&raised).len() >= self.quorum && validity > Duration::ZERO {
+                        return Ok(Attempt::Acquired {
+                            token,
+                            count,
+                            ttl_ms: ttl.as_millis() as i64,
+                            lease: holder,
+                            validity_ms: validity.as_millis() as i64,
+                            attempt,
+                        });
+                    }
+                }
+            }
+            // Not granted: undo this try wherever it may have been applied
+            // (also where it timed out and may still be applied).
+            if results.iter().any(|r| matches!(r.vote, Vote::Acquired | Vote::Timeout | Vote::Error)) {
+                let _ = self.release(ns, name, t.lease, Release::Try(&attempt)).await;
+            }
+            if gone >= self.quorum {
+                return Ok(Attempt::LeaseGone);
+            }
+            if let Some(ttl) = held.iter().map(|h| h.1).filter(|t| *t > 0).min() {
+                let owner = held.first().map(|h| h.0.clone()).unwrap_or_default();
+                return Ok(Attempt::Held { owner, ttl_ms: ttl, nodes: results });
+            }
+            let reachable = results.iter().filter(|r| matches!(r.vote, Vote::Acquired | Vote::Held)).count();
+            let slow = results.iter().any(|r| r.vote == Vote::Timeout);
+            nodes_seen = results;
+            if reachable < self.quorum && !slow {
+                // Not a split vote and nothing merely slow: too few nodes
+                // answer at all; retrying will not help now.
+                break;
+            }
+        }
+        Ok(Attempt::NoQuorum { nodes: nodes_seen })
+    }
+
+    async fn attach(&self, ns: &Namespace, lease: &str, name: &Name) -> Result<Option<i64>> {
+        let replies = self.all(self.op_timeout(), |s| s.attach(ns, lease, name)).await;
+        let answered = self.answered(&replies);
+        if answered.len() < self.quorum {
+            return Err(self.no_quorum("attach", &replies));
+        }
+        let live: Vec<i64> = answered.iter().filter_map(|t| **t).collect();
+        Ok((live.len() >= self.quorum).then(|| live.iter().copied().min().unwrap_or(0)))
+    }
+
+    async fn detach(&self, ns: &Namespace, lease: &str, names: &[&str]) -> Result<()> {
+        self.all(self.op_timeout(), |s| s.detach(ns, lease, names)).await;
+        Ok(())
+    }
+
+    /// Releases on every node, decided by majority. Nodes that did not
+    /// answer get the undo of the try, or the end of the grant this release
+    /// ended, repaired in the background.
+    async fn release(&self, ns: &Namespace, name: &Name, lease: &str, what: Release<'_>) -> Result<ReleaseReply> {
+        let replies = self.all(self.op_timeout(), |s| s.release(ns, name, lease, what)).await;
+        let answered = self.answered(&replies);
+        // (remaining, held ms, token, grant, latest try) where it was released.
+        let released: Vec<(u32, i64, u64, &str, &str)> = answered
+            .iter()
+            .filter_map(|r| match r {
+                ReleaseReply::Released { remaining, held_ms, grant, latest, token } => {
+                    Some((*remaining, *held_ms, *token, grant.as_str(), latest.as_str()))
+                }
+                _ => None,
+            })
+            .collect();
+        // A release that ended the grant must end it everywhere; one that
+        // only dropped a hold leaves nothing that outlives the final one.
+        let ended = released.iter().find(|r| r.0 == 0 && !r.3.is_empty()).map(|r| (r.3, r.4));
+        match (what, ended) {
+            (Release::Try(_), _) => self.repair(ns, name, lease, what, &replies),
+            (Release::Hold, Some((id, latest))) => {
+                self.repair(ns, name, lease, Release::Grant { id, latest }, &replies)
+            }
+            _ => {}
+        }
+        if answered.len() < self.quorum {
+            return Err(self.no_quorum("release", &replies));
+        }
+        let by_other = answered.iter().filter(|r| matches!(r, ReleaseReply::HeldByOther)).count();
+        Ok(if by_other >= self.quorum {
+            ReleaseReply::HeldByOther
+        } else if released.is_empty() {
+            ReleaseReply::NotHeld
+        } else {
+            ReleaseReply::Released {
+                remaining: released.iter().map(|r| r.0).max().unwrap_or(0),
+                held_ms: released.iter().map(|r| r.1).max().unwrap_or(0),
+                token: released.iter().map(|r| r.2).max().unwrap_or(0),
+                grant: ended.map_or_else(String::new, |e| e.0.to_owned()),
+                latest: ended.map_or_else(String::new, |e| e.1.to_owned()),
+            }
+        })
+    }
+
+    async fn end(&self, ns: &Namespace, name: &Name, lease: Option<&str>, state: EndState) -> Result<Option<Ended>> {
+        let replies = self.all(self.op_timeout(), |s| s.end(ns, name, lease, state)).await;
+        let answered = self.answered(&replies);
+        if answered.is_empty() {
+            return Err(self.no_quorum("end", &replies));
+        }
+        let mut ended: Vec<Ended> = answered.into_iter().flatten().cloned().collect();
+        ended.sort_by_key(|e| std::cmp::Reverse(e.token));
+        Ok(ended.into_iter().next())
+    }
+
+    async fn revoke(&self, ns: &Namespace, lease: &str) -> Result<Vec<String>> {
+        let replies = self.all(self.op_timeout(), |s| s.revoke(ns, lease)).await;
+        let names: HashSet<String> = self.answered(&replies).into_iter().flatten().cloned().collect();
+        Ok(names.into_iter().collect())
+    }
+
+    /// Renews on every node; a lease or lock counts as held only on a
+    /// majority, and within validity.
+    async fn renew(&self, ns: &Namespace, lease: &LeaseId, names: &[String]) -> Result<Renewal> {
+        let started = Instant::now();
+        let replies = self.all(self.op_timeout(), |s| s.renew(ns, lease, names)).await;
+        let answered = self.answered(&replies);
+        if answered.len() < self.quorum {
+            return Err(Error::QuorumLost(self.no_quorum("renew", &replies).to_string()));
+        }
+        let mut ttls: Vec<i64> = answered.iter().map(|r| r.ttl_ms).filter(|t| *t > 0).collect();
+        ttls.sort_unstable();
+        let ttl_ms = if ttls.len() >= self.quorum {
+            let ttl = Duration::from_millis(ttls[ttls.len() - self.quorum] as u64);
+            Self::valid(ttl, started).as_millis() as i64
+        } else {
+            0
+        };
+        let index: HashSet<String> = answered.iter().flat_map(|r| r.index.iter().cloned()).collect();
+        let mut per_lock: HashMap<String, Vec<(LockState, u64, i64)>> = HashMap::new();
+        for reply in &answered {
+            for (name, state, token, ttl) in &reply.locks {
+                per_lock.entry(name.clone()).or_default().push((*state, *token, *ttl));
+            }
+        }
+        let locks = per_lock
+            .into_iter()
+            .map(|(name, states)| {
+                let held = states.iter().filter(|s| s.0 == LockState::Held).count();
+                let token = states.iter().map(|s| s.1).max().unwrap_or(0);
+                let any = |st: LockState| states.iter().any(|s| s.0 == st);
+                let state = if held >= self.quorum {
+                    LockState::Held
+                } else if any(LockState::Forced) {
+                    LockState::Forced
+                } else if any(LockState::Revoked) {
+                    LockState::Revoked
+                } else if any(LockState::Released) {
+                    LockState::Released
+                } else if held > 0 {
+                    LockState::QuorumLost
+                } else {
+                    LockState::Gone
+                };
+                (name, state, token, ttl_ms)
+            })
+            .collect();
+        Ok(Renewal { ttl_ms, index: index.into_iter().collect(), locks })
+    }
+
+    async fn waiter(&self, ns: &Namespace, name: &Name, id: &str, deadline_ms: Option<i64>) -> Result<()> {
+        self.all(self.op_timeout(), |s| s.waiter(ns, name, id, deadline_ms)).await;
+        Ok(())
+    }
+
+    async fn describe(&self, ns: &Namespace, name: &Name) -> Result<LockInfo> {
+        let replies = self.all(self.op_timeout(), |s| s.describe(ns, name)).await;
+        let answered = self.answered(&replies);
+        if answered.len() < self.quorum {
+            return Err(self.no_quorum("describe", &replies));
+        }
+        let waiters = answered.iter().map(|i| i.waiters).max().unwrap_or(0);
+        let mut by_lease: HashMap<&str, Vec<&LockInfo>> = HashMap::new();
+        for info in answered.iter().filter(|i| i.held) {
+            by_lease.entry(info.lease.as_str()).or_default().push(info);
+        }
+        let Some(infos) = by_lease.into_values().find(|v| v.len() >= self.quorum) else {
+            return Ok(LockInfo { name: name.as_str().to_owned(), waiters, ..LockInfo::default() });
+        };
+        let mut info = infos[0].clone();
+        info.token = infos.iter().map(|i| i.token).max().unwrap_or(0);
+        info.ttl_ms = infos.iter().map(|i| i.ttl_ms).min().unwrap_or(0);
+        info.waiters = waiters;
+        Ok(info)
+    }
+
+    /// Pages node by node (cursor `<node>/<node's cursor>`), describing each
+    /// name by majority.
+    async fn list(
+        &self,
+        ns: &Namespace,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<(Vec<LockInfo>, Option<String>)> {
+        let (index, inner) = match cursor {
+            None => (0usize, None),
+            Some(text) => {
+                let (i, rest) = text
+                    .split_once('/')
+                    .ok_or_else(|| Error::invalid("page.cursor", "not a cursor returned by this service"))?;
+                let i =
+                    i.parse().map_err(|_| Error::invalid("page.cursor", "not a cursor returned by this service"))?;
+                (i, (!rest.is_empty()).then(|| rest.to_owned()))
+            }
+        };
+        let Some(node) = self.nodes.get(index) else { return Ok((Vec::new(), None)) };
+        let (names, next) = node.store.list_names(ns, prefix, inner.as_deref(), limit).await?;
+        let described = join_all(
+            names
+                .iter()
+                .filter_map(|n| Name::parse("name", n).ok())
+                .map(|name| async move { self.describe(ns, &name).await }),
+        )
+        .await;
+        let mut locks = Vec::new();
+        for info in described {
+            let info = info?;
+            if info.held {
+                locks.push(info);
+            }
+        }
+        let next = match next {
+            Some(c) => Some(format!("{index}/{c}")),
+            None if index + 1 < self.nodes.len() => Some(format!("{}/", index + 1)),
+            None => None,
+        };
+        Ok((locks, next))
+    }
 }

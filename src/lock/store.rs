@@ -1,8 +1,9 @@
 //! LockService's Redis store: one method per script call. Keys of a lock
 //! share its name's hash tag; keys of a lease share the lease id's.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, time::Duration};
 
+use async_trait::async_trait;
 use redis::cluster_routing::Slot;
 
 use super::{LeaseId, LockInfo};
@@ -179,6 +180,49 @@ pub struct Store {
     pub channel: String,
 }
 
+/// What the lock domain needs from where locks live: one Redis, a node or a
+/// cluster ([`Store`]), or a majority of independent nodes
+/// ([`super::Redlock`]). Each operation is one atomic script per node.
+#[async_trait]
+pub trait LockStore: Send + Sync {
+    /// Creates a shared lease of `ttl_ms` with an owner label.
+    async fn grant(&self, ns: &Namespace, ttl_ms: u64, owner: &str) -> Result<LeaseId>;
+    /// A shared lease's remaining TTL and owner; None when it is gone.
+    async fn lease_info(&self, ns: &Namespace, lease: &str) -> Result<Option<(i64, String)>>;
+    /// One try at lock `name` (`replicas`: acknowledgements to wait for).
+    async fn acquire(
+        &self,
+        ns: &Namespace,
+        name: &Name,
+        t: Try<'_>,
+        replicas: Option<(u32, Duration)>,
+    ) -> Result<Attempt>;
+    /// Records that lock `name` is held under shared lease `lease`; the
+    /// lease's TTL, or None when the lease is gone.
+    async fn attach(&self, ns: &Namespace, lease: &str, name: &Name) -> Result<Option<i64>>;
+    /// Forgets locks of a lease (they ended).
+    async fn detach(&self, ns: &Namespace, lease: &str, names: &[&str]) -> Result<()>;
+    /// Releases a hold, undoes a try or repairs a grant ([`Release`]).
+    async fn release(&self, ns: &Namespace, name: &Name, lease: &str, what: Release<'_>) -> Result<ReleaseReply>;
+    /// Ends a grant whatever its holds (force-release, revocation).
+    async fn end(&self, ns: &Namespace, name: &Name, lease: Option<&str>, state: EndState) -> Result<Option<Ended>>;
+    /// Ends a shared lease; the names of the locks it held.
+    async fn revoke(&self, ns: &Namespace, lease: &str) -> Result<Vec<String>>;
+    /// Renews a lease and the locks it holds.
+    async fn renew(&self, ns: &Namespace, lease: &LeaseId, names: &[String]) -> Result<Renewal>;
+    /// Queues (or refreshes) waiter `id` of lock `name`.
+    async fn waiter(&self, ns: &Namespace, name: &Name, id: &str, deadline_ms: Option<i64>) -> Result<()>;
+    async fn describe(&self, ns: &Namespace, name: &Name) -> Result<LockInfo>;
+    /// A page of locks whose names start with `prefix`, and the next cursor.
+    async fn list(
+        &self,
+        ns: &Namespace,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<(Vec<LockInfo>, Option<String>)>;
+}
+
 impl Store {
     pub fn new(redis: Redis, keys: KeyBuilder, channel: String) -> Self {
         Store { redis, keys, channel }
@@ -190,16 +234,6 @@ impl Store {
 
     fn lease_key(&self, ns: &Namespace, lease: &str) -> Result<ResourceKey> {
         Ok(self.keys.resource(ns, "lease", &Name::parse("lease_id", lease)?))
-    }
-
-    pub async fn grant(&self, ns: &Namespace, ttl_ms: u64, owner: &str) -> Result<LeaseId> {
-        for _ in 0..3 {
-            let lease = LeaseId::new_shared();
-            if self.grant_id(ns, lease.as_str(), ttl_ms, owner).await? {
-                return Ok(lease);
-            }
-        }
-        Err(Error::Internal("lease id collided three times".into()))
     }
 
     /// Creates the lease `id`; false when it already exists.
@@ -278,30 +312,6 @@ impl Store {
         Ok(())
     }
 
-    /// Remaining TTL and owner of a shared lease, None when it is gone.
-    pub async fn lease_info(&self, ns: &Namespace, lease: &str) -> Result<Option<(i64, String)>> {
-        let key = self.lease_key(ns, lease)?;
-        let (ttl, owner): (i64, String) = self
-            .redis
-            .invoke(&scripts::LEASE_INFO, |inv| {
-                inv.key(key.as_str());
-            })
-            .await?;
-        Ok((ttl > 0).then_some((ttl, owner)))
-    }
-
-    /// One attempt; with `replicas`, the grant must be acknowledged by that
-    /// many replicas (else it is undone and the call is UNAVAILABLE).
-    pub async fn acquire(
-        &self,
-        ns: &Namespace,
-        name: &Name,
-        t: Try<'_>,
-        replicas: Option<(u32, std::time::Duration)>,
-    ) -> Result<Attempt> {
-        self.acquire_on(ns, name, t, replicas, "").await
-    }
-
     /// One attempt on a node that must be `node_id` (its run_id; '' = any).
     pub async fn acquire_on(
         &self,
@@ -346,9 +356,105 @@ impl Store {
         parse_attempt(reply, &attempt)
     }
 
+    /// One renew.lua call. `lock_ttl` applies without lease keys: 0 = each
+    /// lock's own TTL, -1 = report only.
+    async fn renew_call(
+        &self,
+        lease: &str,
+        lease_key: Option<&ResourceKey>,
+        locks: &[(String, ResourceKey)],
+        lock_ttl: i64,
+    ) -> Result<(i64, Vec<String>, Vec<(String, LockState, u64, i64)>)> {
+        let index = lease_key.map(|k| k.sub("locks"));
+        let (ttl, names, codes): (i64, Vec<String>, Vec<i64>) = self
+            .redis
+            .invoke(&scripts::RENEW, |inv| {
+                if let (Some(key), Some(index)) = (lease_key, &index) {
+                    inv.key(key.as_str()).key(index);
+                }
+                for (_, key) in locks {
+                    inv.key(key.as_str());
+                }
+                inv.arg(lease).arg(if lease_key.is_some() { "1" } else { "0" }).arg(lock_ttl);
+            })
+            .await?;
+        let states = locks
+            .iter()
+            .zip(codes.chunks(3))
+            .map(|((name, _), c)| {
+                let (code, token, ttl) =
+                    (c.first().copied().unwrap_or(0), c.get(1).copied().unwrap_or(0), c.get(2).copied().unwrap_or(0));
+                (name.clone(), LockState::from_code(code), token.max(0) as u64, ttl)
+            })
+            .collect();
+        Ok((ttl, names, states))
+    }
+
+    /// Names of lock keys (held, or tombstones) starting with `prefix`.
+    pub async fn list_names(
+        &self,
+        ns: &Namespace,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<(Vec<String>, Option<String>)> {
+        let pattern = self.keys.scan_pattern(ns, "lock", prefix);
+        let mut names = Vec::new();
+        let mut cursor = cursor.map(str::to_owned);
+        // Bounded work per page: a sparse keyspace yields short pages.
+        for _ in 0..16 {
+            let (keys, next) = self.redis.scan(&pattern, cursor.as_deref(), limit).await?;
+            names.extend(keys.iter().filter_map(|k| crate::redis::keys::name_of(k)));
+            cursor = next;
+            if cursor.is_none() || names.len() >= limit as usize {
+                break;
+            }
+        }
+        names.sort();
+        names.dedup();
+        Ok((names, cursor))
+    }
+}
+
+#[async_trait]
+impl LockStore for Store {
+    async fn grant(&self, ns: &Namespace, ttl_ms: u64, owner: &str) -> Result<LeaseId> {
+        for _ in 0..3 {
+            let lease = LeaseId::new_shared();
+            if self.grant_id(ns, lease.as_str(), ttl_ms, owner).await? {
+                return Ok(lease);
+            }
+        }
+        Err(Error::Internal("lease id collided three times".into()))
+    }
+
+    /// Remaining TTL and owner of a shared lease, None when it is gone.
+    async fn lease_info(&self, ns: &Namespace, lease: &str) -> Result<Option<(i64, String)>> {
+        let key = self.lease_key(ns, lease)?;
+        let (ttl, owner): (i64, String) = self
+            .redis
+            .invoke(&scripts::LEASE_INFO, |inv| {
+                inv.key(key.as_str());
+            })
+            .await?;
+        Ok((ttl > 0).then_some((ttl, owner)))
+    }
+
+    /// One attempt; with `replicas`, the grant must be acknowledged by that
+    /// many replicas (else it is undone and the call is UNAVAILABLE).
+    async fn acquire(
+        &self,
+        ns: &Namespace,
+        name: &Name,
+        t: Try<'_>,
+        replicas: Option<(u32, std::time::Duration)>,
+    ) -> Result<Attempt> {
+        self.acquire_on(ns, name, t, replicas, "").await
+    }
+
     /// Records a granted lock in its shared lease's index; None when the
     /// lease is gone.
-    pub async fn attach(&self, ns: &Namespace, lease: &str, name: &Name) -> Result<Option<i64>> {
+    async fn attach(&self, ns: &Namespace, lease: &str, name: &Name) -> Result<Option<i64>> {
         let key = self.lease_key(ns, lease)?;
         let index = key.sub("locks");
         let ttl: i64 = self
@@ -361,7 +467,7 @@ impl Store {
     }
 
     /// Removes lock names from a shared lease's index.
-    pub async fn detach(&self, ns: &Namespace, lease: &str, names: &[&str]) -> Result<()> {
+    async fn detach(&self, ns: &Namespace, lease: &str, names: &[&str]) -> Result<()> {
         if names.is_empty() {
             return Ok(());
         }
@@ -371,7 +477,7 @@ impl Store {
     }
 
     /// Releases what `what` names of `lease`'s hold on the lock.
-    pub async fn release(&self, ns: &Namespace, name: &Name, lease: &str, what: Release<'_>) -> Result<ReleaseReply> {
+    async fn release(&self, ns: &Namespace, name: &Name, lease: &str, what: Release<'_>) -> Result<ReleaseReply> {
         let key = self.lock_key(ns, name);
         let (id, latest) = match what {
             Release::Hold => ("", ""),
@@ -399,13 +505,7 @@ impl Store {
     }
 
     /// Ends a grant (held by `lease`, or by anyone when None).
-    pub async fn end(
-        &self,
-        ns: &Namespace,
-        name: &Name,
-        lease: Option<&str>,
-        state: EndState,
-    ) -> Result<Option<Ended>> {
+    async fn end(&self, ns: &Namespace, name: &Name, lease: Option<&str>, state: EndState) -> Result<Option<Ended>> {
         let key = self.lock_key(ns, name);
         let reply: Vec<redis::Value> = self
             .redis
@@ -423,7 +523,7 @@ impl Store {
     }
 
     /// Deletes a shared lease; returns the names its index listed.
-    pub async fn revoke(&self, ns: &Namespace, lease: &str) -> Result<Vec<String>> {
+    async fn revoke(&self, ns: &Namespace, lease: &str) -> Result<Vec<String>> {
         let key = self.lease_key(ns, lease)?;
         let index = key.sub("locks");
         let (_existed, names): (i64, Vec<String>) = self
@@ -439,7 +539,7 @@ impl Store {
     /// its lock; a shared lease's locks are renewed in the same call as the
     /// lease on a single node, and per cluster slot on Redis Cluster (a
     /// script may only touch keys of one slot there).
-    pub async fn renew(&self, ns: &Namespace, lease: &LeaseId, names: &[String]) -> Result<Renewal> {
+    async fn renew(&self, ns: &Namespace, lease: &LeaseId, names: &[String]) -> Result<Renewal> {
         let named: Vec<(String, ResourceKey)> = names
             .iter()
             .filter_map(|n| Name::parse("name", n).ok().map(|name| (n.clone(), self.lock_key(ns, &name))))
@@ -484,42 +584,8 @@ impl Store {
         }
     }
 
-    /// One renew.lua call. `lock_ttl` applies without lease keys: 0 = each
-    /// lock's own TTL, -1 = report only.
-    async fn renew_call(
-        &self,
-        lease: &str,
-        lease_key: Option<&ResourceKey>,
-        locks: &[(String, ResourceKey)],
-        lock_ttl: i64,
-    ) -> Result<(i64, Vec<String>, Vec<(String, LockState, u64, i64)>)> {
-        let index = lease_key.map(|k| k.sub("locks"));
-        let (ttl, names, codes): (i64, Vec<String>, Vec<i64>) = self
-            .redis
-            .invoke(&scripts::RENEW, |inv| {
-                if let (Some(key), Some(index)) = (lease_key, &index) {
-                    inv.key(key.as_str()).key(index);
-                }
-                for (_, key) in locks {
-                    inv.key(key.as_str());
-                }
-                inv.arg(lease).arg(if lease_key.is_some() { "1" } else { "0" }).arg(lock_ttl);
-            })
-            .await?;
-        let states = locks
-            .iter()
-            .zip(codes.chunks(3))
-            .map(|((name, _), c)| {
-                let (code, token, ttl) =
-                    (c.first().copied().unwrap_or(0), c.get(1).copied().unwrap_or(0), c.get(2).copied().unwrap_or(0));
-                (name.clone(), LockState::from_code(code), token.max(0) as u64, ttl)
-            })
-            .collect();
-        Ok((ttl, names, states))
-    }
-
     /// Registers (deadline Some) or removes a waiter.
-    pub async fn waiter(&self, ns: &Namespace, name: &Name, id: &str, deadline_ms: Option<i64>) -> Result<()> {
+    async fn waiter(&self, ns: &Namespace, name: &Name, id: &str, deadline_ms: Option<i64>) -> Result<()> {
         let waiters = self.lock_key(ns, name).sub("waiters");
         let _: i64 = self
             .redis
@@ -534,7 +600,7 @@ impl Store {
         Ok(())
     }
 
-    pub async fn describe(&self, ns: &Namespace, name: &Name) -> Result<LockInfo> {
+    async fn describe(&self, ns: &Namespace, name: &Name) -> Result<LockInfo> {
         let key = self.lock_key(ns, name);
         let waiters = key.sub("waiters");
         let reply: Vec<redis::Value> = self
@@ -563,7 +629,7 @@ impl Store {
     }
 
     /// Up to about `limit` held locks whose names start with `prefix`.
-    pub async fn list(
+    async fn list(
         &self,
         ns: &Namespace,
         prefix: &str,
@@ -586,31 +652,6 @@ impl Store {
             }
         }
         Ok((locks, cursor))
-    }
-
-    /// Names of lock keys (held, or tombstones) starting with `prefix`.
-    pub async fn list_names(
-        &self,
-        ns: &Namespace,
-        prefix: &str,
-        cursor: Option<&str>,
-        limit: u32,
-    ) -> Result<(Vec<String>, Option<String>)> {
-        let pattern = self.keys.scan_pattern(ns, "lock", prefix);
-        let mut names = Vec::new();
-        let mut cursor = cursor.map(str::to_owned);
-        // Bounded work per page: a sparse keyspace yields short pages.
-        for _ in 0..16 {
-            let (keys, next) = self.redis.scan(&pattern, cursor.as_deref(), limit).await?;
-            names.extend(keys.iter().filter_map(|k| crate::redis::keys::name_of(k)));
-            cursor = next;
-            if cursor.is_none() || names.len() >= limit as usize {
-                break;
-            }
-        }
-        names.sort();
-        names.dedup();
-        Ok((names, cursor))
     }
 }
 
