@@ -210,7 +210,7 @@ pub async fn serve(
 
     // One pub/sub connection per instance carries every lock event and
     // every PubSubService subscription.
-    let hub = Arc::new(lock::Hub::default());
+    let hub = Arc::new(lock::LockEvents::default());
     let channel = lock::Locks::channel_for(&backend.keys);
     let subscribed = Arc::new(AtomicBool::new(false));
     let lock_events: Arc<dyn crate::redis::pubsub::Handler> = hub.clone();

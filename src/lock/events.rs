@@ -1,6 +1,6 @@
 //! In-process fan-out of lock events from the pub/sub reader: every grant
-//! end (released, force-released, revoked) wakes the lock's waiters and
-//! reaches the KeepAlive streams of its lease.
+//! end (released, force-released, revoked) wakes one of the lock's local
+//! waiters and reaches the KeepAlive streams of its lease.
 
 use std::{
     collections::HashMap,
@@ -52,14 +52,14 @@ impl GrantEnded {
 type LeaseWatchers = HashMap<(String, String), Vec<(u64, mpsc::UnboundedSender<GrantEnded>)>>;
 
 #[derive(Default)]
-pub struct Hub {
+pub struct LockEvents {
     /// Lock key → the Notify its local waiters park on.
     waiters: Mutex<HashMap<String, Weak<Notify>>>,
     /// (namespace, lease) → streams that renew it.
     leases: Mutex<LeaseWatchers>,
 }
 
-impl Hub {
+impl LockEvents {
     /// The Notify for `key`'s local waiters (see `released`).
     pub fn waiter(&self, key: &str) -> Arc<Notify> {
         let Ok(mut map) = self.waiters.lock() else { return Arc::new(Notify::new()) };
@@ -120,7 +120,7 @@ impl Hub {
     }
 }
 
-impl Handler for Hub {
+impl Handler for LockEvents {
     fn on_message(&self, payload: &[u8]) {
         match GrantEnded::parse(payload) {
             Some(event) => {

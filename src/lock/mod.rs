@@ -35,7 +35,7 @@ use std::{
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-pub use self::events::Hub;
+pub use self::events::LockEvents;
 pub use self::redlock::Redlock;
 use self::store::{Attempt, EndState, LockStore, Release, ReleaseReply, Store, Try};
 pub use self::store::{NodeResult, Vote};
@@ -201,7 +201,7 @@ pub struct Locks {
     store: Arc<dyn LockStore>,
     /// Keys and channel; the same on every Redlock node.
     keys: Store,
-    hub: Arc<Hub>,
+    hub: Arc<LockEvents>,
     settings: Settings,
     shutdown: CancellationToken,
 }
@@ -216,7 +216,7 @@ impl Locks {
     pub fn new(
         backend: &Backend,
         redlock: Option<Arc<Redlock>>,
-        hub: Arc<Hub>,
+        hub: Arc<LockEvents>,
         settings: Settings,
         shutdown: CancellationToken,
     ) -> Self {
