@@ -27,7 +27,11 @@ use futures_util::{StreamExt as _, stream::FuturesUnordered};
 use tokio::{sync::mpsc, time::Instant};
 use tokio_util::sync::CancellationToken;
 
-use super::{LeaseId, Locks, LostReason, events::GrantEnded, store::LockState};
+use super::{
+    LeaseId, Locks, LostReason,
+    events::GrantEnded,
+    store::{LockRenewal, LockState},
+};
 use crate::{
     error::{Error, Result},
     redis::Namespace,
@@ -149,7 +153,7 @@ pub async fn run(
                         tracked.failing = None;
                         let gone = renewal.ttl_ms <= 0;
                         let mut reasons: HashMap<String, LostReason> = HashMap::new();
-                        for (name, state, token, _) in &renewal.locks {
+                        for LockRenewal { name, state, token, .. } in &renewal.locks {
                             // Held once by this lease: seen by this stream, or
                             // listed in the lease's index (follow-ups).
                             let ours = tracked.locks.contains_key(name) || !done.reply;
@@ -181,7 +185,7 @@ pub async fn run(
                             tracked.expires = done.sent_at + Duration::from_millis(renewal.ttl_ms as u64);
                             // Locks granted under this lease elsewhere since
                             // the last renewal: renew them now too.
-                            let known: HashSet<&String> = renewal.locks.iter().map(|l| &l.0).collect();
+                            let known: HashSet<&String> = renewal.locks.iter().map(|l| &l.name).collect();
                             let new: Vec<String> = renewal
                                 .index
                                 .iter()
@@ -194,7 +198,7 @@ pub async fn run(
                         }
                         for (name, reason) in reasons {
                             let token = tracked.locks.remove(&name).unwrap_or_else(|| {
-                                renewal.locks.iter().find(|l| l.0 == name).map(|l| l.2).unwrap_or(0)
+                                renewal.locks.iter().find(|l| l.name == name).map(|l| l.token).unwrap_or(0)
                             });
                             if let Some(event) = lost(tracked, name, reason, token) {
                                 events.push(event);

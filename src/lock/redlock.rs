@@ -48,7 +48,8 @@ use tokio_util::sync::CancellationToken;
 use super::{
     LeaseId, LockInfo,
     store::{
-        Attempt, EndState, Ended, LockState, LockStore, NodeResult, Release, ReleaseReply, Renewal, Store, Try, Vote,
+        Attempt, EndState, Ended, LockRenewal, LockState, LockStore, NodeResult, Release, ReleaseReply, Renewal, Store,
+        Try, Vote,
     },
 };
 use crate::{
@@ -654,8 +655,8 @@ impl LockStore for Redlock {
         let index: HashSet<String> = answered.iter().flat_map(|r| r.index.iter().cloned()).collect();
         let mut per_lock: HashMap<String, Vec<(LockState, u64, i64)>> = HashMap::new();
         for reply in &answered {
-            for (name, state, token, ttl) in &reply.locks {
-                per_lock.entry(name.clone()).or_default().push((*state, *token, *ttl));
+            for l in &reply.locks {
+                per_lock.entry(l.name.clone()).or_default().push((l.state, l.token, l.ttl_ms));
             }
         }
         let locks = per_lock
@@ -677,7 +678,7 @@ impl LockStore for Redlock {
                 } else {
                     LockState::Gone
                 };
-                (name, state, token, ttl_ms)
+                LockRenewal { name, state, token, ttl_ms }
             })
             .collect();
         Ok(Renewal { ttl_ms, index: index.into_iter().collect(), locks })

@@ -168,8 +168,19 @@ pub struct Renewal {
     pub ttl_ms: i64,
     /// Lock names the lease's index lists (shared leases).
     pub index: Vec<String>,
-    /// Per lock name given: state, token, TTL.
-    pub locks: Vec<(String, LockState, u64, i64)>,
+    /// One entry per lock name given.
+    pub locks: Vec<LockRenewal>,
+}
+
+/// What renewing a lease found for one of its locks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockRenewal {
+    pub name: String,
+    pub state: LockState,
+    /// The grant's fencing token (0 when the lock is gone).
+    pub token: u64,
+    /// The lock's TTL after renewal.
+    pub ttl_ms: i64,
 }
 
 #[derive(Clone)]
@@ -364,7 +375,7 @@ impl Store {
         lease_key: Option<&ResourceKey>,
         locks: &[(String, ResourceKey)],
         lock_ttl: i64,
-    ) -> Result<(i64, Vec<String>, Vec<(String, LockState, u64, i64)>)> {
+    ) -> Result<(i64, Vec<String>, Vec<LockRenewal>)> {
         let index = lease_key.map(|k| k.sub("locks"));
         let (ttl, names, codes): (i64, Vec<String>, Vec<i64>) = self
             .redis
@@ -378,13 +389,23 @@ impl Store {
                 inv.arg(lease).arg(if lease_key.is_some() { "1" } else { "0" }).arg(lock_ttl);
             })
             .await?;
+        // Three numbers per lock: a reply of another shape is an error.
+        if codes.len() != 3 * locks.len() {
+            return Err(Error::Internal(format!(
+                "renew.lua: expected {} numbers for {} locks, got {}",
+                3 * locks.len(),
+                locks.len(),
+                codes.len()
+            )));
+        }
         let states = locks
             .iter()
-            .zip(codes.chunks(3))
-            .map(|((name, _), c)| {
-                let (code, token, ttl) =
-                    (c.first().copied().unwrap_or(0), c.get(1).copied().unwrap_or(0), c.get(2).copied().unwrap_or(0));
-                (name.clone(), LockState::from_code(code), token.max(0) as u64, ttl)
+            .zip(codes.chunks_exact(3))
+            .map(|((name, _), c)| LockRenewal {
+                name: name.clone(),
+                state: LockState::from_code(c[0]),
+                token: c[1].max(0) as u64,
+                ttl_ms: c[2],
             })
             .collect();
         Ok((ttl, names, states))
@@ -550,7 +571,7 @@ impl LockStore for Store {
                 let (_, _, mut locks) =
                     self.renew_call(lease.as_str(), None, &[(name.as_str().to_owned(), key)], 0).await?;
                 let ttl_ms = match locks.first() {
-                    Some((_, LockState::Held, _, ttl)) => *ttl,
+                    Some(LockRenewal { state: LockState::Held, ttl_ms, .. }) => *ttl_ms,
                     _ => 0,
                 };
                 locks.truncate(1);
