@@ -35,6 +35,7 @@ pub mod metrics;
 pub mod pubsub;
 pub mod ratelimit;
 pub mod redis;
+pub mod reload;
 pub mod server;
 pub mod telemetry;
 pub mod transport;

@@ -124,20 +124,10 @@ impl Tls {
     /// Reloads whenever a file's contents change (checked every
     /// `interval`, which also catches Kubernetes' Secret symlink swaps).
     pub async fn watch(self: Arc<Self>, interval: Duration, shutdown: CancellationToken) {
-        let files = self.settings.files();
-        let contents = || files.iter().map(|f| std::fs::read(f).ok()).collect::<Vec<_>>();
-        let mut last = contents();
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(interval) => {}
-            }
-            let now = contents();
-            if now != last {
-                last = now;
-                let _ = self.reload();
-            }
-        }
+        crate::reload::on_change(self.settings.files(), interval, false, shutdown, || {
+            let _ = self.reload();
+        })
+        .await;
     }
 }
 

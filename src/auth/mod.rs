@@ -451,35 +451,10 @@ impl Auth {
     /// Reloads when any credential file changes (checked every
     /// `interval`) and on SIGHUP.
     pub async fn watch(self: Arc<Self>, interval: Duration, shutdown: CancellationToken) {
-        let files = self.files();
-        if files.is_empty() {
-            return;
-        }
-        let contents = || files.iter().map(|f| std::fs::read(f).ok()).collect::<Vec<_>>();
-        let mut last = contents();
-        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-        loop {
-            let sighup = async {
-                match hangup.as_mut() {
-                    Some(s) => s.recv().await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = sighup => {
-                    last = contents();
-                    let _ = self.reload();
-                }
-                _ = tokio::time::sleep(interval) => {
-                    let now = contents();
-                    if now != last {
-                        last = now;
-                        let _ = self.reload();
-                    }
-                }
-            }
-        }
+        crate::reload::on_change(self.files(), interval, true, shutdown, || {
+            let _ = self.reload();
+        })
+        .await;
     }
 
     fn files(&self) -> Vec<PathBuf> {

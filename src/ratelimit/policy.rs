@@ -269,32 +269,11 @@ impl PolicyStore {
     /// Reloads when the file's contents change (checked every `interval`,
     /// which also catches Kubernetes' ConfigMap symlink swaps) and on SIGHUP.
     pub async fn watch(self: Arc<Self>, interval: Duration, shutdown: CancellationToken) {
-        let Some(path) = self.path.clone() else { return };
-        let mut last = std::fs::read(&path).ok();
-        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-        loop {
-            let sighup = async {
-                match hangup.as_mut() {
-                    Some(s) => s.recv().await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = sighup => {
-                    tracing::info!("SIGHUP: reloading rate-limit policies");
-                    last = std::fs::read(&path).ok();
-                    let _ = self.reload();
-                }
-                _ = tokio::time::sleep(interval) => {
-                    let now = std::fs::read(&path).ok();
-                    if now != last {
-                        last = now;
-                        let _ = self.reload();
-                    }
-                }
-            }
-        }
+        let files = self.path.iter().cloned().collect();
+        crate::reload::on_change(files, interval, true, shutdown, || {
+            let _ = self.reload();
+        })
+        .await;
     }
 }
 
