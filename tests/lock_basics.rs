@@ -389,3 +389,123 @@ async fn a_lock_under_a_granted_lease_shows_the_lease_owner() {
     let info = c.describe(DescribeRequest { name: "named".into() }).await.unwrap().into_inner().lock.unwrap();
     assert_eq!(info.owner, "job-1");
 }
+
+/// The Redis commands coord sent (not those its scripts ran) since the
+/// slow log was reset, that mention `needle`: one per round trip.
+async fn round_trips(redis: &RedisServer, needle: &str) -> Vec<String> {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let entries: Vec<redis::Value> = redis::cmd("SLOWLOG").arg("GET").arg(1000).query_async(&mut conn).await.unwrap();
+    let mut commands = Vec::new();
+    for entry in entries {
+        let redis::Value::Array(fields) = entry else { continue };
+        let Some(redis::Value::Array(args)) = fields.get(3) else { continue };
+        // A script's own commands are logged too, from client "?:0".
+        if matches!(fields.get(4), Some(redis::Value::BulkString(addr)) if addr.as_slice() == b"?:0") {
+            continue;
+        }
+        let words: Vec<String> = args
+            .iter()
+            .map(|a| match a {
+                redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        if words.iter().any(|w| w.contains(needle)) {
+            commands.push(words[0].to_uppercase());
+        }
+    }
+    commands
+}
+
+/// Under a shared lease, Acquire and Release each take one Redis round
+/// trip on a single node: the script reads the lease, grants the lock with
+/// the lease's TTL and records it in the lease's index (Release removes it),
+/// instead of separate calls before and after.
+#[tokio::test]
+async fn shared_lease_acquire_and_release_are_one_round_trip_each() {
+    let redis = RedisServer::start();
+    let coord = serving(&redis.url()).await;
+    let mut c = coord.locks();
+    let lease = c.grant(GrantRequest { ttl_ms: 10_000, owner: "etl".into() }).await.unwrap().into_inner().lease_id;
+    // The slow log keeps every command, with the client that sent it.
+    redis.cli(&["CONFIG", "SET", "slowlog-log-slower-than", "0"]);
+    redis.cli(&["CONFIG", "SET", "slowlog-max-len", "1000"]);
+
+    redis.cli(&["SLOWLOG", "RESET"]);
+    let got = acquire_lease(&mut c, "one-trip", &lease).await;
+    assert!(acquired(&got));
+    assert_eq!(round_trips(&redis, "one-trip").await, ["EVALSHA"], "acquire");
+    let index = format!("coord:default:lease:{{{lease}}}:locks");
+    assert_eq!(redis.cli(&["SMEMBERS", &index]), "one-trip");
+    let info = c.describe(DescribeRequest { name: "one-trip".into() }).await.unwrap().into_inner().lock.unwrap();
+    assert_eq!(info.owner, "etl", "the lease's owner label");
+    assert!(info.ttl_ms > 9_000 && info.ttl_ms <= 10_000, "the lease's TTL: {info:?}");
+
+    redis.cli(&["SLOWLOG", "RESET"]);
+    assert_eq!(release(&mut c, "one-trip", &lease).await.status, ReleaseStatus::Released as i32);
+    assert_eq!(round_trips(&redis, "one-trip").await, ["EVALSHA"], "release");
+    assert_eq!(redis.cli(&["SCARD", &index]), "0", "the index forgets a released lock");
+
+    // A lease that is gone is NOT_FOUND, in the same one call.
+    c.revoke(coord::pb::RevokeRequest { lease_id: lease.clone() }).await.unwrap();
+    redis.cli(&["SLOWLOG", "RESET"]);
+    let err =
+        c.acquire(AcquireRequest { name: "one-trip".into(), lease_id: lease, ..Default::default() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    assert_eq!(round_trips(&redis, "one-trip").await, ["EVALSHA"], "acquire under a gone lease");
+}
+
+/// A grant's end is published only when someone listens for it: a release
+/// nobody waits for publishes nothing (no event for every instance to
+/// read), while one a caller queued for still wakes it, here on another
+/// instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_is_published_only_when_a_waiter_or_stream_listens() {
+    let redis = RedisServer::start();
+    let a = serving(&redis.url()).await;
+    let b = serving(&redis.url()).await;
+    let mut c = a.locks();
+    let publishes = || {
+        let stats = redis.cli(&["INFO", "commandstats"]);
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix("cmdstat_publish:calls="))
+            .and_then(|v| v.split(',').next())
+            .map_or(0, |n| n.parse::<u64>().unwrap())
+    };
+
+    for i in 0..5 {
+        let got = acquire_ttl(&mut c, &format!("quiet{i}"), 5_000, "").await;
+        assert_eq!(release(&mut c, &format!("quiet{i}"), &got.lease_id).await.status, ReleaseStatus::Released as i32);
+    }
+    assert_eq!(publishes(), 0, "nobody listened");
+
+    let held = acquire_ttl(&mut c, "busy", 30_000, "").await;
+    let waiter = {
+        let mut wc = b.locks();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let got = wc
+                .acquire(AcquireRequest { name: "busy".into(), ttl_ms: 5_000, wait_ms: 20_000, ..Default::default() })
+                .await
+                .unwrap()
+                .into_inner();
+            (got, started.elapsed())
+        })
+    };
+    // Until the waiter is queued in Redis.
+    let waiters = || async {
+        c.clone().describe(DescribeRequest { name: "busy".into() }).await.unwrap().into_inner().lock.unwrap().waiters
+    };
+    let until = Instant::now() + Duration::from_secs(10);
+    while waiters().await == 0 {
+        assert!(Instant::now() < until, "the waiter never queued");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    release(&mut c, "busy", &held.lease_id).await;
+    let (got, waited) = waiter.await.unwrap();
+    assert!(acquired(&got));
+    assert!(waited < Duration::from_secs(15), "woken by the event, not the holder's TTL: {waited:?}");
+    assert_eq!(publishes(), 1, "one event, for the waiter");
+}

@@ -31,7 +31,9 @@ async fn every_registered_script_loads_with_its_sha() {
     let redis = Redis::single(&server.url(), &opts()).unwrap();
     redis.load_scripts(scripts::ALL).await.expect("all scripts compile on Redis");
     for script in scripts::ALL {
-        assert!(script.source.starts_with("--"), "{} starts with its contract comment", script.name);
+        let body = script.source.strip_prefix(scripts::PRELUDE).expect("the prelude comes first");
+        let stem = script.name.trim_end_matches(".lua");
+        assert!(body.starts_with(&format!("-- {stem}:")), "{} starts with its contract comment", script.name);
         let exists = server.cli(&["SCRIPT", "EXISTS", &script.sha()]);
         assert_eq!(exists, "1", "{} is loaded", script.name);
     }

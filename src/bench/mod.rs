@@ -27,6 +27,9 @@ use crate::cli::{CliError, ClientArgs};
 pub enum Scenario {
     /// Acquire + release of distinct lock names (one request = one cycle)
     Lock,
+    /// Acquire + release of distinct lock names under one shared lease per
+    /// worker (Grant once, then Acquire with its lease_id)
+    LockShared,
     /// Acquire (waiting) + release of one lock name by every worker
     LockContended,
     /// Latency from a release to the next waiter holding the lock
@@ -394,7 +397,7 @@ impl Pool {
 struct Sample {
     coord_ticks: Option<u64>,
     redis_cpu_us: Option<f64>,
-    redis_cmd_us: Option<u64>,
+    redis_script_us: Option<u64>,
 }
 
 async fn sample(pid: Option<u32>, url: Option<&str>) -> Sample {
@@ -406,13 +409,16 @@ async fn sample(pid: Option<u32>, url: Option<&str>) -> Sample {
         redis::cmd("INFO").arg("cpu").arg("commandstats").query_async(&mut conn).await.unwrap_or_default();
     let field = |line: &str, name: &str| line.strip_prefix(name).and_then(|v| v.trim().parse::<f64>().ok());
     let cpu: f64 = info.lines().filter_map(|l| field(l, "used_cpu_sys:").or_else(|| field(l, "used_cpu_user:"))).sum();
+    // Script time includes the commands a script calls, which commandstats
+    // also lists on their own: count the scripts only, not those again.
+    let script = ["cmdstat_eval", "cmdstat_evalsha", "cmdstat_evalsha_ro", "cmdstat_eval_ro", "cmdstat_fcall"];
     let cmd: u64 = info
         .lines()
-        .filter(|l| l.starts_with("cmdstat_"))
+        .filter(|l| l.split(':').next().is_some_and(|name| script.contains(&name)))
         .filter_map(|l| l.split(',').find_map(|kv| kv.strip_prefix("usec=")).and_then(|v| v.parse::<u64>().ok()))
         .sum();
     s.redis_cpu_us = Some(cpu * 1e6);
-    s.redis_cmd_us = Some(cmd);
+    s.redis_script_us = Some(cmd);
     s
 }
 
@@ -439,7 +445,8 @@ impl Meter {
     }
 
     /// Adds `coord_cpu_us_per_op`, `redis_cpu_us_per_op` (the whole Redis
-    /// process) and `redis_cmd_us_per_op` (command time only) to `report`.
+    /// process) and `redis_script_us_per_op` (script time, with the commands
+    /// scripts call) to `report`.
     pub async fn finish(self, report: &mut Report) {
         let end = sample(self.pid, self.url.as_deref()).await;
         let Ok(start) = self.start.await else { return };
@@ -452,8 +459,8 @@ impl Meter {
         if let (Some(a), Some(b)) = (start.redis_cpu_us, end.redis_cpu_us) {
             report.notes.insert("redis_cpu_us_per_op", json!(round(b - a)));
         }
-        if let (Some(a), Some(b)) = (start.redis_cmd_us, end.redis_cmd_us) {
-            report.notes.insert("redis_cmd_us_per_op", json!(round(b.saturating_sub(a) as f64)));
+        if let (Some(a), Some(b)) = (start.redis_script_us, end.redis_script_us) {
+            report.notes.insert("redis_script_us_per_op", json!(round(b.saturating_sub(a) as f64)));
         }
     }
 }

@@ -33,6 +33,7 @@ pub async fn run(args: &BenchArgs, pool: &Pool) -> Result<Report, CliError> {
     match args.scenario {
         Scenario::Lock => Ok(lock_cycles(args, pool, false).await),
         Scenario::LockContended => Ok(lock_cycles(args, pool, true).await),
+        Scenario::LockShared => Ok(lock_shared(args, pool).await),
         Scenario::LockHandoff => Ok(handoff(args, pool).await),
         Scenario::Keepalive => keepalive(args, pool).await,
         Scenario::Ratelimit => rate_limit(args, pool).await,
@@ -62,6 +63,37 @@ async fn lock_cycles(args: &BenchArgs, pool: &Pool, contended: bool) -> Report {
                 return Err("NotAcquired".into());
             }
             c.release(pool.request(ReleaseRequest { name, lease_id: got.lease_id })).await.map_err(code)?;
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// The etcd pattern: one lease per worker, granted on first use (before the
+/// measured window), holding each lock it takes in turn.
+async fn lock_shared(args: &BenchArgs, pool: &Pool) -> Report {
+    let pool = pool.clone();
+    let leases: Arc<Vec<tokio::sync::OnceCell<String>>> =
+        Arc::new((0..args.concurrency).map(|_| tokio::sync::OnceCell::new()).collect());
+    drive(args, "acquire+release cycles", move |w, i| {
+        let (pool, leases) = (pool.clone(), leases.clone());
+        async move {
+            let mut c = LockServiceClient::new(pool.channel(w));
+            let lease_id = leases[w]
+                .get_or_try_init(|| {
+                    let mut c = c.clone();
+                    let grant = pool.request(GrantRequest { ttl_ms: 600_000, owner: format!("bench-{w}") });
+                    async move { c.grant(grant).await.map(|r| r.into_inner().lease_id).map_err(code) }
+                })
+                .await?
+                .clone();
+            let name = format!("bench-{w}-{}", i % 1000);
+            let req = AcquireRequest { name: name.clone(), lease_id: lease_id.clone(), ..Default::default() };
+            let got = c.acquire(pool.request(req)).await.map_err(code)?.into_inner();
+            if got.status() != AcquireStatus::Acquired {
+                return Err("NotAcquired".into());
+            }
+            c.release(pool.request(ReleaseRequest { name, lease_id })).await.map_err(code)?;
             Ok(())
         }
     })

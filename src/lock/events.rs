@@ -1,6 +1,6 @@
 //! In-process fan-out of lock events from the pub/sub reader: every grant
-//! end (released, force-released, revoked) wakes one of the lock's local
-//! waiters and reaches the KeepAlive streams of its lease.
+//! end ([`GrantEnd`]) wakes one of the lock's local waiters and reaches the
+//! KeepAlive streams of its lease.
 
 use std::{
     collections::HashMap,
@@ -9,7 +9,7 @@ use std::{
 
 use tokio::sync::{Notify, mpsc};
 
-use super::{LostReason, store::EndState};
+use super::{GrantEnd, LostReason};
 use crate::redis::pubsub::Handler;
 
 /// A grant of `lease` ended (the event of release.lua and lock_end.lua).
@@ -20,18 +20,14 @@ pub struct GrantEnded {
     pub ns: String,
     pub lease: String,
     pub name: String,
-    pub state: EndState,
+    pub state: GrantEnd,
     pub token: u64,
 }
 
 impl GrantEnded {
     /// What the holder lost, or None when it released the lock itself.
     pub fn lost(&self) -> Option<LostReason> {
-        match self.state {
-            EndState::Released => None,
-            EndState::Forced => Some(LostReason::ForceReleased),
-            EndState::Revoked => Some(LostReason::LeaseRevoked),
-        }
+        self.state.lost()
     }
 
     /// The scripts' event: `e|<state>|<token>|<lease length>|<lease><key>`
@@ -39,7 +35,7 @@ impl GrantEnded {
     pub fn parse(payload: &[u8]) -> Option<GrantEnded> {
         let text = std::str::from_utf8(payload.strip_prefix(b"e|")?).ok()?;
         let mut parts = text.splitn(4, '|');
-        let state = EndState::parse(parts.next()?)?;
+        let state = GrantEnd::parse(parts.next()?.as_bytes())?;
         let token = parts.next()?.parse().ok()?;
         let len: usize = parts.next()?.parse().ok()?;
         let rest = parts.next()?;
@@ -159,7 +155,7 @@ mod tests {
             let event = GrantEnded::parse(payload.as_bytes()).expect(name);
             assert_eq!(event.key, key.as_str());
             assert_eq!((event.ns.as_str(), event.name.as_str(), event.lease.as_str()), (ns, name, lease.as_str()));
-            assert_eq!((event.state, event.token), (EndState::Forced, 1_796_000_000_000_001));
+            assert_eq!((event.state, event.token), (GrantEnd::Forced, 1_796_000_000_000_001));
         }
         for bad in ["", "e|", "e|gone|1|0|coord:default:lock:{a}", "e|released|x|0|k", "e|released|1|99|short"] {
             assert_eq!(GrantEnded::parse(bad.as_bytes()), None, "{bad}");

@@ -101,7 +101,6 @@ impl LockService for Service {
 
     async fn acquire(&self, request: Request<pb::AcquireRequest>) -> Reply<pb::AcquireResponse> {
         let ctx = RequestContext::from_request(&request)?;
-        let deadline = grpc_deadline(&request);
         let req = request.into_inner();
         let holder = match (req.lease_id.is_empty(), req.ttl_ms) {
             (false, 0) => Holder::Lease(LeaseId::parse(&req.lease_id)?),
@@ -129,7 +128,7 @@ impl LockService for Service {
         tokio::spawn(async move {
             let ns = ctx.namespace;
             let name = params.name.clone();
-            let result = locks.acquire(&ns, params, deadline, cancel).await;
+            let result = locks.acquire(&ns, params, ctx.deadline, cancel).await;
             if let Err(Ok(granted)) = reply_tx.send(result) {
                 // The handler is gone: nobody will hear of this grant.
                 locks.undo(&ns, &name, &granted).await;
@@ -250,42 +249,5 @@ fn info_to_pb(info: LockInfo) -> pb::LockInfo {
         ttl_ms: info.ttl_ms,
         hold_count: info.hold_count,
         waiters: info.waiters,
-    }
-}
-
-/// When the caller stops waiting, from the `grpc-timeout` header, less a
-/// margin so the NOT_ACQUIRED answer still arrives in time.
-fn grpc_deadline<T>(request: &Request<T>) -> Option<tokio::time::Instant> {
-    let timeout = parse_grpc_timeout(request.metadata().get("grpc-timeout")?.to_str().ok()?)?;
-    let margin = (timeout / 10).min(Duration::from_millis(50));
-    Some(tokio::time::Instant::now() + timeout.saturating_sub(margin))
-}
-
-/// `grpc-timeout`: up to 8 digits and a unit (H, M, S, m, u, n).
-fn parse_grpc_timeout(text: &str) -> Option<Duration> {
-    let (digits, unit) = text.split_at(text.len().checked_sub(1)?);
-    let n: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n.saturating_mul(3600)),
-        "M" => Duration::from_secs(n.saturating_mul(60)),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn grpc_timeouts_parse() {
-        assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_grpc_timeout("3S"), Some(Duration::from_secs(3)));
-        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
-        assert_eq!(parse_grpc_timeout(""), None);
-        assert_eq!(parse_grpc_timeout("5x"), None);
     }
 }

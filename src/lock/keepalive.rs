@@ -27,11 +27,7 @@ use futures_util::{StreamExt as _, stream::FuturesUnordered};
 use tokio::{sync::mpsc, time::Instant};
 use tokio_util::sync::CancellationToken;
 
-use super::{
-    LeaseId, Locks, LostReason,
-    events::GrantEnded,
-    store::{LockRenewal, LockState},
-};
+use super::{GrantEnd, LeaseId, LockState, Locks, LostReason, events::GrantEnded, store::LockRenewal};
 use crate::{
     error::{Error, Result},
     redis::Namespace,
@@ -164,16 +160,21 @@ pub async fn run(
                                 LockState::Held if !gone => {
                                     tracked.locks.insert(name.clone(), *token);
                                 }
-                                LockState::Released => {
+                                LockState::Ended(GrantEnd::Released) => {
                                     tracked.locks.remove(name);
                                 }
-                                LockState::Forced => { reasons.insert(name.clone(), LostReason::ForceReleased); }
-                                LockState::Revoked => { reasons.insert(name.clone(), LostReason::LeaseRevoked); }
-                                LockState::QuorumLost => { reasons.insert(name.clone(), LostReason::QuorumLost); }
-                                LockState::Held | LockState::Gone if ours => { reasons.insert(name.clone(), LostReason::Expired); }
-                                // A private lease whose lock was never seen:
-                                // the lease is simply gone (TTL 0).
-                                LockState::Held | LockState::Gone => {}
+                                // Held by a gone lease, or gone: expired, if
+                                // it was ours; a private lease whose lock was
+                                // never seen is simply gone (TTL 0).
+                                LockState::Held | LockState::Gone if !ours => {}
+                                LockState::Held => {
+                                    reasons.insert(name.clone(), LostReason::Expired);
+                                }
+                                lost => {
+                                    if let Some(reason) = lost.lost() {
+                                        reasons.insert(name.clone(), reason);
+                                    }
+                                }
                             }
                         }
                         if gone {

@@ -32,12 +32,12 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use tokio::time::Instant;
+use tokio::{sync::Notify, time::Instant};
 use tokio_util::sync::CancellationToken;
 
 pub use self::events::LockEvents;
 pub use self::redlock::Redlock;
-use self::store::{Attempt, EndState, LockStore, Release, ReleaseReply, Store, Try};
+use self::store::{Attempt, LockStore, Release, ReleaseReply, Store, Try};
 pub use self::store::{NodeResult, Vote};
 use crate::{
     backend::Backend,
@@ -125,6 +125,83 @@ impl LostReason {
     }
 }
 
+/// How a grant ended, other than by expiry. The scripts spell it in the
+/// lock's tombstone (`state`), in its event and in renew.lua's reply with
+/// [`GrantEnd::as_str`]; ordered by which end a Redlock renewal reports when
+/// nodes disagree (the strongest claim wins).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum GrantEnd {
+    /// By its holder: not a loss.
+    Released,
+    Revoked,
+    Forced,
+}
+
+impl GrantEnd {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            GrantEnd::Released => "released",
+            GrantEnd::Revoked => "revoked",
+            GrantEnd::Forced => "forced",
+        }
+    }
+
+    pub fn parse(text: &[u8]) -> Option<Self> {
+        [GrantEnd::Released, GrantEnd::Revoked, GrantEnd::Forced].into_iter().find(|s| s.as_str().as_bytes() == text)
+    }
+
+    /// What the holder lost, or None when it released the lock itself.
+    pub fn lost(self) -> Option<LostReason> {
+        match self {
+            GrantEnd::Released => None,
+            GrantEnd::Revoked => Some(LostReason::LeaseRevoked),
+            GrantEnd::Forced => Some(LostReason::ForceReleased),
+        }
+    }
+}
+
+/// What renewing a lease found for one of its locks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockState {
+    /// Held by the lease (and renewed with it).
+    Held,
+    /// Expired, or re-granted with no trace of this lease.
+    Gone,
+    /// The lease's grant ended this way (its tombstone says so).
+    Ended(GrantEnd),
+    /// Redlock mode: still held on some nodes, but not on a majority.
+    QuorumLost,
+}
+
+impl LockState {
+    /// What the holder lost, or None while it holds the lock or released
+    /// it itself.
+    pub fn lost(self) -> Option<LostReason> {
+        match self {
+            LockState::Held => None,
+            LockState::Gone => Some(LostReason::Expired),
+            LockState::Ended(end) => end.lost(),
+            LockState::QuorumLost => Some(LostReason::QuorumLost),
+        }
+    }
+}
+
+/// renew.lua's word for a lock: `held`, `gone` or a [`GrantEnd`].
+impl redis::FromRedisValue for LockState {
+    fn from_redis_value(v: redis::Value) -> Result<Self, redis::ParsingError> {
+        let redis::Value::BulkString(word) = &v else {
+            return Err(format!("lock state: expected a word, got {v:?}").into());
+        };
+        match word.as_slice() {
+            b"held" => Ok(LockState::Held),
+            b"gone" => Ok(LockState::Gone),
+            other => GrantEnd::parse(other)
+                .map(LockState::Ended)
+                .ok_or_else(|| format!("lock state: unknown {:?}", String::from_utf8_lossy(other)).into()),
+        }
+    }
+}
+
 /// A lock's state for Describe and List.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LockInfo {
@@ -136,6 +213,32 @@ pub struct LockInfo {
     pub ttl_ms: i64,
     pub hold_count: u32,
     pub waiters: u32,
+}
+
+/// describe.lua's reply, `{state, lease, owner, token, count, TTL, waiters}`
+/// (the name is the caller's). Anything but a held lock reads as free.
+impl redis::FromRedisValue for LockInfo {
+    fn from_redis_value(v: redis::Value) -> Result<Self, redis::ParsingError> {
+        use store::{int, list, malformed, text, uint};
+        let items = list(v, "describe")?;
+        let [state, lease, owner, token, count, ttl, waiters] = items.as_slice() else {
+            return Err(malformed("describe", &items));
+        };
+        let waiters = uint(waiters)?;
+        if text(state)? != "held" {
+            return Ok(LockInfo { waiters, ..LockInfo::default() });
+        }
+        Ok(LockInfo {
+            name: String::new(),
+            held: true,
+            lease: text(lease)?,
+            owner: text(owner)?,
+            token: uint(token)?,
+            hold_count: uint(count)?,
+            ttl_ms: int(Some(ttl))?.max(0),
+            waiters,
+        })
+    }
 }
 
 /// Under which lease an Acquire holds the lock.
@@ -309,8 +412,8 @@ impl Locks {
         let mut released = Vec::new();
         for name in names {
             let Ok(lock) = Name::parse("name", &name) else { continue };
-            if let Some(ended) = self.store.end(ns, &lock, Some(lease.as_str()), EndState::Revoked).await? {
-                self.local_end(ns, &lock, &ended.lease, EndState::Revoked, ended.token);
+            if let Some(ended) = self.store.end(ns, &lock, Some(lease.as_str()), GrantEnd::Revoked).await? {
+                self.local_end(ns, &lock, &ended.lease, GrantEnd::Revoked, ended.token);
                 released.push(name);
             }
         }
@@ -340,15 +443,11 @@ impl Locks {
         }
         let name = &params.name;
 
-        // The lease and the TTL the lock gets: never more than the lease's.
-        // A lock under a shared lease shows the lease's owner unless the
-        // request names one.
-        let mut owner = params.owner.clone();
-        let (lease, mut ttl_ms) = match &params.holder {
-            Holder::Ttl(ttl) => {
-                let ttl = self.clamp_ttl("ttl_ms", *ttl)?;
-                (LeaseId::new_private(name), ttl)
-            }
+        // The lease and the TTL the lock gets. A shared lease gives its
+        // own remaining TTL (a lock never outlives its lease) and, unless
+        // the request names one, its owner label.
+        let (lease, ttl_ms) = match &params.holder {
+            Holder::Ttl(ttl) => (LeaseId::new_private(name), self.clamp_ttl("ttl_ms", *ttl)?),
             Holder::Lease(lease @ LeaseId::Private { name: own, .. }) => {
                 if own != name {
                     return Err(Error::invalid(
@@ -359,15 +458,7 @@ impl Locks {
                 // 0: re-enter only, keeping the lock's TTL.
                 (lease.clone(), 0)
             }
-            Holder::Lease(lease @ LeaseId::Shared(id)) => match self.store.lease_info(ns, id).await? {
-                Some((ttl, lease_owner)) => {
-                    if owner.is_empty() {
-                        owner = lease_owner;
-                    }
-                    (lease.clone(), ttl as u64)
-                }
-                None => return Err(Error::NotFound(format!("lease_id {id}"))),
-            },
+            Holder::Lease(lease @ LeaseId::Shared(_)) => (lease.clone(), 0),
         };
         // Every try of this call carries its id, so none takes a second hold.
         let instance = LeaseId::random_hex();
@@ -377,25 +468,31 @@ impl Locks {
             let wait_end = started + params.wait;
             deadline.map_or(wait_end, |d| d.min(wait_end))
         };
-        let key = self.keys.lock_key(ns, name);
-        let notify = self.hub.waiter(key.as_str());
-        let mut waiter: Option<String> = None;
+        // A caller that may wait is queued by the try that finds the lock
+        // held, in the same call, so every later release wakes it.
+        let waiter = (until > started).then(LeaseId::random_hex);
+        let queue_until = epoch_ms() + until.saturating_duration_since(started).as_millis() as i64;
+        let mut queued = false;
+        // Only a caller that may wait parks on the lock's local Notify.
+        let notify = waiter.as_ref().map(|_| self.hub.waiter(self.keys.lock_key(ns, name).as_str()));
         let mut tries: u64 = 0;
         let result = loop {
             // Enabled before the attempt, so a release between the attempt
             // and the wait still wakes us.
-            let notified = notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
+            let mut notified = std::pin::pin!(notify.as_deref().map(Notify::notified));
+            if let Some(n) = notified.as_mut().as_pin_mut() {
+                n.enable();
+            }
 
             // Room for Redlock's rounds within one try (retry_count ≤ 100).
             let seq = tries * 1000;
             tries += 1;
             let t = Try {
-                lease: lease.as_str(),
+                lease: &lease,
                 ttl_ms,
-                owner: &owner,
+                owner: &params.owner,
                 waiter: waiter.as_deref(),
+                queue: (!queued).then_some(queue_until).filter(|_| waiter.is_some()),
                 call: &call,
                 instance: &instance,
                 seq,
@@ -435,47 +532,39 @@ impl Locks {
                         self.undo(ns, name, &granted).await;
                         break Err(Error::DeadlineExceeded(started.elapsed()));
                     }
-                    break self.attached(ns, name, &lease, granted).await;
+                    break Ok(granted);
                 }
-                Ok(Attempt::Held { owner, ttl_ms, nodes }) => (owner, ttl_ms, nodes),
+                Ok(Attempt::Held { owner, ttl_ms, nodes }) => {
+                    queued |= t.queue.is_some();
+                    (owner, ttl_ms, nodes)
+                }
             };
             let now = Instant::now();
             if now >= until {
                 metrics::counter!("coord_lock_not_acquired_total").increment(1);
                 break Ok(AcquireOutcome::NotAcquired { holder_owner: owner, holder_ttl_ms: holder_ttl.max(0), nodes });
             }
-            if waiter.is_none() {
-                let id = LeaseId::random_hex();
-                let deadline_ms = epoch_ms() + (until - now).as_millis() as i64;
-                if let Err(e) = self.store.waiter(ns, name, &id, Some(deadline_ms)).await {
-                    break Err(e);
-                }
-                waiter = Some(id);
-            }
             // Expiry publishes nothing: also wake when the holder's TTL ends.
             let holder_left = Duration::from_millis(holder_ttl.max(1) as u64);
             let sleep = tokio::time::sleep_until(until.min(now + holder_left));
+            let woken = async {
+                match notified.as_mut().as_pin_mut() {
+                    Some(n) => n.await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
-                _ = &mut notified => {}
+                _ = woken => {}
                 _ = sleep => {}
                 _ = cancel.cancelled() => break Err(Error::DeadlineExceeded(started.elapsed())),
                 _ = self.shutdown.cancelled() => break Err(Error::ShuttingDown),
             }
-            // The lease was likely renewed while we waited: grant with its
-            // current TTL, and fail if it ran out.
-            if let LeaseId::Shared(id) = &lease {
-                match self.store.lease_info(ns, id).await {
-                    Ok(Some((ttl, _))) => ttl_ms = ttl as u64,
-                    Ok(None) => break Err(Error::NotFound(format!("lease_id {id}"))),
-                    Err(e) => break Err(e),
-                }
-            }
         };
-        if let Some(id) = waiter {
+        if let Some(id) = waiter.filter(|_| queued) {
             // Detached from the caller: a cancelled call still cleans up.
             let (store, ns, name) = (self.store.clone(), ns.clone(), name.clone());
             tokio::spawn(async move {
-                let _ = store.waiter(&ns, &name, &id, None).await;
+                let _ = store.unqueue(&ns, &name, &id).await;
             });
             metrics::histogram!("coord_lock_wait_seconds").record(started.elapsed().as_secs_f64());
         }
@@ -488,34 +577,6 @@ impl Locks {
         result
     }
 
-    /// After a grant under a shared lease: record it in the lease's index,
-    /// checking the lease still lives (it may have expired while we waited).
-    /// A replayed request's grant (another lease) was recorded the first time.
-    async fn attached(
-        &self,
-        ns: &Namespace,
-        name: &Name,
-        lease: &LeaseId,
-        granted: AcquireOutcome,
-    ) -> Result<AcquireOutcome> {
-        let LeaseId::Shared(id) = lease else { return Ok(granted) };
-        if !matches!(&granted, AcquireOutcome::Acquired { lease: holder, .. } if holder == id) {
-            return Ok(granted);
-        }
-        match self.store.attach(ns, id, name).await {
-            Ok(Some(_)) => Ok(granted),
-            Ok(None) => {
-                let _ = self.store.end(ns, name, Some(id), EndState::Revoked).await;
-                Err(Error::NotFound(format!("lease_id {id}")))
-            }
-            Err(e) => {
-                // Unrecorded locks would not be renewed: give it back.
-                self.undo(ns, name, &granted).await;
-                Err(e)
-            }
-        }
-    }
-
     /// Takes back a grant whose caller never heard of it (it cancelled, or
     /// its deadline passed): exactly the hold that call's try took, never a
     /// later grant or another call's hold. Best effort.
@@ -525,10 +586,7 @@ impl Locks {
             Ok(ReleaseReply::Released { remaining, token, .. }) => {
                 metrics::counter!("coord_lock_grants_undone_total").increment(1);
                 if remaining == 0 {
-                    self.local_end(ns, name, lease, EndState::Released, token);
-                    if let Ok(LeaseId::Shared(id)) = LeaseId::parse(lease) {
-                        let _ = self.store.detach(ns, &id, &[name.as_str()]).await;
-                    }
+                    self.local_end(ns, name, lease, GrantEnd::Released, token);
                 }
             }
             Ok(_) => {}
@@ -540,16 +598,15 @@ impl Locks {
 
     pub async fn release(&self, ns: &Namespace, name: &Name, lease: &LeaseId) -> Result<ReleaseOutcome> {
         Ok(match self.store.release(ns, name, lease.as_str(), Release::Hold).await? {
-            ReleaseReply::Released { remaining, held_ms, token, .. } => {
+            ReleaseReply::Released { remaining, token, .. } => {
                 if remaining == 0 {
                     // Same-instance waiters and streams need not wait for
                     // the pub/sub echo.
-                    self.local_end(ns, name, lease.as_str(), EndState::Released, token);
-                    metrics::histogram!("coord_lock_hold_seconds").record(held_ms.max(0) as f64 / 1000.0);
-                    if let LeaseId::Shared(id) = lease {
-                        // Best effort: a stale index entry reads as "released".
-                        let _ = self.store.detach(ns, id, &[name.as_str()]).await;
-                    }
+                    self.local_end(ns, name, lease.as_str(), GrantEnd::Released, token);
+                    // The token is the grant's Redis TIME in µs (see
+                    // acquire.lua), against our clock: enough for a histogram.
+                    let held_ms = (epoch_ms() - (token / 1000) as i64).max(0);
+                    metrics::histogram!("coord_lock_hold_seconds").record(held_ms as f64 / 1000.0);
                 }
                 ReleaseOutcome::Released { remaining }
             }
@@ -577,11 +634,11 @@ impl Locks {
 
     /// Administrative release; returns the removed holder's (lease, owner).
     pub async fn force_release(&self, ns: &Namespace, name: &Name) -> Result<Option<(String, String)>> {
-        let ended = self.store.end(ns, name, None, EndState::Forced).await?;
+        let ended = self.store.end(ns, name, None, GrantEnd::Forced).await?;
         Ok(ended.map(|e| {
-            self.local_end(ns, name, &e.lease, EndState::Forced, e.token);
-            if e.lease.starts_with('l') {
-                let (store, ns, lease, name) = (self.store.clone(), ns.clone(), e.lease.clone(), name.clone());
+            self.local_end(ns, name, &e.lease, GrantEnd::Forced, e.token);
+            if let Ok(LeaseId::Shared(lease)) = LeaseId::parse(&e.lease) {
+                let (store, ns, name) = (self.store.clone(), ns.clone(), name.clone());
                 tokio::spawn(async move {
                     let _ = store.detach(&ns, &lease, &[name.as_str()]).await;
                 });
@@ -592,7 +649,7 @@ impl Locks {
 
     /// Tells this instance's waiters and streams at once; other instances
     /// hear it through pub/sub (duplicates are ignored by the streams).
-    fn local_end(&self, ns: &Namespace, name: &Name, lease: &str, state: EndState, token: u64) {
+    fn local_end(&self, ns: &Namespace, name: &Name, lease: &str, state: GrantEnd, token: u64) {
         let key = self.keys.lock_key(ns, name).as_str().to_owned();
         self.hub.released(&key);
         self.hub.ended(events::GrantEnded {
@@ -644,6 +701,48 @@ mod tests {
             assert!(err.to_string().starts_with("lease_id:"), "{bad:?}: {err}");
         }
         assert_ne!(LeaseId::new_shared(), LeaseId::new_shared());
+    }
+
+    #[test]
+    fn renewal_states_decode_from_the_scripts_words_and_nothing_else() {
+        use redis::{FromRedisValue, Value};
+        let word = |w: &str| Value::BulkString(w.as_bytes().to_vec());
+        for end in [GrantEnd::Released, GrantEnd::Revoked, GrantEnd::Forced] {
+            assert_eq!(GrantEnd::parse(end.as_str().as_bytes()), Some(end));
+            assert_eq!(LockState::from_redis_value(word(end.as_str())).unwrap(), LockState::Ended(end));
+        }
+        assert_eq!(LockState::from_redis_value(word("held")).unwrap(), LockState::Held);
+        assert_eq!(LockState::from_redis_value(word("gone")).unwrap(), LockState::Gone);
+        for bad in [word("expired"), word(""), Value::Int(1), Value::Nil] {
+            assert!(LockState::from_redis_value(bad.clone()).is_err(), "{bad:?} is not a state");
+        }
+        assert_eq!(LockState::Ended(GrantEnd::Released).lost(), None);
+        assert_eq!(LockState::Ended(GrantEnd::Forced).lost(), Some(LostReason::ForceReleased));
+        assert_eq!(LockState::Gone.lost(), Some(LostReason::Expired));
+        // Redlock reports the strongest end any node kept.
+        assert!(GrantEnd::Forced > GrantEnd::Revoked && GrantEnd::Revoked > GrantEnd::Released);
+    }
+
+    #[test]
+    fn malformed_lock_replies_are_errors_not_defaults() {
+        use redis::{FromRedisValue, Value};
+        let reply = |items: Vec<Value>| Value::Array(items);
+        assert!(store::Attempt::from_redis_value(reply(vec![Value::Int(1), Value::Int(5)])).is_err());
+        assert!(store::Attempt::from_redis_value(reply(vec![Value::Int(7)])).is_err());
+        assert!(store::Attempt::from_redis_value(Value::Int(1)).is_err());
+        assert!(LockInfo::from_redis_value(reply(vec![Value::Nil; 3])).is_err());
+        let negative = reply(vec![Value::Int(1), Value::Int(-1), Value::Nil, Value::Int(1), Value::Nil]);
+        assert!(store::ReleaseReply::from_redis_value(negative).is_err(), "a negative hold count");
+        let free = reply(vec![
+            Value::Nil,
+            Value::Nil,
+            Value::Nil,
+            Value::Int(0),
+            Value::Int(0),
+            Value::Int(-2),
+            Value::Int(3),
+        ]);
+        assert_eq!(LockInfo::from_redis_value(free).unwrap(), LockInfo { waiters: 3, ..LockInfo::default() });
     }
 
     #[test]

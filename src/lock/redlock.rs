@@ -46,11 +46,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    LeaseId, LockInfo,
-    store::{
-        Attempt, EndState, Ended, LockRenewal, LockState, LockStore, NodeResult, Release, ReleaseReply, Renewal, Store,
-        Try, Vote,
-    },
+    GrantEnd, LeaseId, LockInfo, LockState,
+    store::{Attempt, Ended, LockRenewal, LockStore, NodeResult, Release, ReleaseReply, Renewal, Store, Try, Vote},
 };
 use crate::{
     config::RedlockConfig,
@@ -464,6 +461,15 @@ impl LockStore for Redlock {
         t: Try<'_>,
         _replicas: Option<(u32, Duration)>,
     ) -> Result<Attempt> {
+        // A shared lease must live on a majority; each node's lock gets that
+        // node's lease TTL, this one bounds the rounds.
+        let t = match t.lease {
+            LeaseId::Shared(id) => match self.lease_info(ns, id).await? {
+                Some((ttl, _)) => Try { ttl_ms: ttl.max(1) as u64, ..t },
+                None => return Ok(Attempt::LeaseGone),
+            },
+            LeaseId::Private { .. } => t,
+        };
         let timeout = if t.ttl_ms == 0 { self.op_timeout() } else { self.node_timeout(t.ttl_ms) };
         let mut nodes_seen = Vec::new();
         for round in 0..=self.settings.retry_count {
@@ -537,7 +543,7 @@ impl LockStore for Redlock {
             // Not granted: undo this try wherever it may have been applied
             // (also where it timed out and may still be applied).
             if results.iter().any(|r| matches!(r.vote, Vote::Acquired | Vote::Timeout | Vote::Error)) {
-                let _ = self.release(ns, name, t.lease, Release::Try(&attempt)).await;
+                let _ = self.release(ns, name, t.lease.as_str(), Release::Try(&attempt)).await;
             }
             if gone >= self.quorum {
                 return Ok(Attempt::LeaseGone);
@@ -558,16 +564,6 @@ impl LockStore for Redlock {
         Ok(Attempt::NoQuorum { nodes: nodes_seen })
     }
 
-    async fn attach(&self, ns: &Namespace, lease: &str, name: &Name) -> Result<Option<i64>> {
-        let replies = self.all(self.op_timeout(), |s| s.attach(ns, lease, name)).await;
-        let answered = self.answered(&replies);
-        if answered.len() < self.quorum {
-            return Err(self.no_quorum("attach", &replies));
-        }
-        let live: Vec<i64> = answered.iter().filter_map(|t| **t).collect();
-        Ok((live.len() >= self.quorum).then(|| live.iter().copied().min().unwrap_or(0)))
-    }
-
     async fn detach(&self, ns: &Namespace, lease: &str, names: &[&str]) -> Result<()> {
         self.all(self.op_timeout(), |s| s.detach(ns, lease, names)).await;
         Ok(())
@@ -579,19 +575,19 @@ impl LockStore for Redlock {
     async fn release(&self, ns: &Namespace, name: &Name, lease: &str, what: Release<'_>) -> Result<ReleaseReply> {
         let replies = self.all(self.op_timeout(), |s| s.release(ns, name, lease, what)).await;
         let answered = self.answered(&replies);
-        // (remaining, held ms, token, grant, latest try) where it was released.
-        let released: Vec<(u32, i64, u64, &str, &str)> = answered
+        // (remaining, token, grant, latest try) where it was released.
+        let released: Vec<(u32, u64, &str, &str)> = answered
             .iter()
             .filter_map(|r| match r {
-                ReleaseReply::Released { remaining, held_ms, grant, latest, token } => {
-                    Some((*remaining, *held_ms, *token, grant.as_str(), latest.as_str()))
+                ReleaseReply::Released { remaining, grant, latest, token } => {
+                    Some((*remaining, *token, grant.as_str(), latest.as_str()))
                 }
                 _ => None,
             })
             .collect();
         // A release that ended the grant must end it everywhere; one that
         // only dropped a hold leaves nothing that outlives the final one.
-        let ended = released.iter().find(|r| r.0 == 0 && !r.3.is_empty()).map(|r| (r.3, r.4));
+        let ended = released.iter().find(|r| r.0 == 0 && !r.2.is_empty()).map(|r| (r.2, r.3));
         match (what, ended) {
             (Release::Try(_), _) => self.repair(ns, name, lease, what, &replies),
             (Release::Hold, Some((id, latest))) => {
@@ -610,16 +606,15 @@ impl LockStore for Redlock {
         } else {
             ReleaseReply::Released {
                 remaining: released.iter().map(|r| r.0).max().unwrap_or(0),
-                held_ms: released.iter().map(|r| r.1).max().unwrap_or(0),
-                token: released.iter().map(|r| r.2).max().unwrap_or(0),
+                token: released.iter().map(|r| r.1).max().unwrap_or(0),
                 grant: ended.map_or_else(String::new, |e| e.0.to_owned()),
                 latest: ended.map_or_else(String::new, |e| e.1.to_owned()),
             }
         })
     }
 
-    async fn end(&self, ns: &Namespace, name: &Name, lease: Option<&str>, state: EndState) -> Result<Option<Ended>> {
-        let replies = self.all(self.op_timeout(), |s| s.end(ns, name, lease, state)).await;
+    async fn end(&self, ns: &Namespace, name: &Name, lease: Option<&str>, how: GrantEnd) -> Result<Option<Ended>> {
+        let replies = self.all(self.op_timeout(), |s| s.end(ns, name, lease, how)).await;
         let answered = self.answered(&replies);
         if answered.is_empty() {
             return Err(self.no_quorum("end", &replies));
@@ -664,15 +659,18 @@ impl LockStore for Redlock {
             .map(|(name, states)| {
                 let held = states.iter().filter(|s| s.0 == LockState::Held).count();
                 let token = states.iter().map(|s| s.1).max().unwrap_or(0);
-                let any = |st: LockState| states.iter().any(|s| s.0 == st);
+                // The strongest end any node kept (GrantEnd's order).
+                let ended = states
+                    .iter()
+                    .filter_map(|s| match s.0 {
+                        LockState::Ended(end) => Some(end),
+                        _ => None,
+                    })
+                    .max();
                 let state = if held >= self.quorum {
                     LockState::Held
-                } else if any(LockState::Forced) {
-                    LockState::Forced
-                } else if any(LockState::Revoked) {
-                    LockState::Revoked
-                } else if any(LockState::Released) {
-                    LockState::Released
+                } else if let Some(end) = ended {
+                    LockState::Ended(end)
                 } else if held > 0 {
                     LockState::QuorumLost
                 } else {
@@ -684,8 +682,8 @@ impl LockStore for Redlock {
         Ok(Renewal { ttl_ms, index: index.into_iter().collect(), locks })
     }
 
-    async fn waiter(&self, ns: &Namespace, name: &Name, id: &str, deadline_ms: Option<i64>) -> Result<()> {
-        self.all(self.op_timeout(), |s| s.waiter(ns, name, id, deadline_ms)).await;
+    async fn unqueue(&self, ns: &Namespace, name: &Name, id: &str) -> Result<()> {
+        self.all(self.op_timeout(), |s| s.unqueue(ns, name, id)).await;
         Ok(())
     }
 

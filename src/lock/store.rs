@@ -6,7 +6,9 @@ use std::{collections::HashMap, time::Duration};
 use async_trait::async_trait;
 use redis::cluster_routing::Slot;
 
-use super::{LeaseId, LockInfo};
+use redis::{FromRedisValue, ParsingError, Value};
+
+use super::{GrantEnd, LeaseId, LockInfo, LockState};
 use crate::{
     error::{Error, Result},
     redis::{KeyBuilder, Name, Namespace, Redis, ResourceKey, Topology, scripts},
@@ -16,39 +18,18 @@ use crate::{
 /// it expires because they never fall below Redis TIME (see acquire.lua).
 const FENCE_TTL_MS: u64 = 7 * 24 * 3600 * 1000;
 
-/// How a grant ended, as kept in the lock's tombstone and published in its
-/// event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EndState {
-    /// By its holder: not a loss.
-    Released,
-    Forced,
-    Revoked,
-}
-
-impl EndState {
-    fn as_str(self) -> &'static str {
-        match self {
-            EndState::Released => "released",
-            EndState::Forced => "forced",
-            EndState::Revoked => "revoked",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        [EndState::Released, EndState::Forced, EndState::Revoked].into_iter().find(|s| s.as_str() == text)
-    }
-}
-
 /// The arguments of one acquire attempt.
 #[derive(Debug, Clone, Copy)]
 pub struct Try<'a> {
-    pub lease: &'a str,
-    /// TTL for the lock; 0 = re-enter only (a private lease).
+    pub lease: &'a LeaseId,
+    /// TTL for the lock under a private lease; 0 = re-enter only. A shared
+    /// lease gives the lock its own remaining TTL (this is ignored).
     pub ttl_ms: u64,
     pub owner: &'a str,
-    /// Waiter id to deregister on success.
+    /// Waiter id: deregistered on success; queued until `queue` (ms since
+    /// the epoch) when the lock is held by another.
     pub waiter: Option<&'a str>,
+    pub queue: Option<i64>,
     /// The Acquire call (the client's request id, else `instance`): its
     /// tries never take a second hold.
     pub call: &'a str,
@@ -80,6 +61,27 @@ pub enum Attempt {
     /// Redlock mode: the node is not the one coord confirmed (it restarted);
     /// nothing was written.
     WrongNode { run_id: String, uptime_s: u64 },
+}
+
+/// acquire.lua's reply. `attempt` is the caller's (not in the reply).
+impl FromRedisValue for Attempt {
+    fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
+        let items = list(v, "acquire")?;
+        Ok(match (int(items.first())?, items.as_slice()) {
+            (1, [_, token, count, ttl, lease]) => Attempt::Acquired {
+                token: uint(token)?,
+                count: uint(count)?,
+                ttl_ms: int(Some(ttl))?,
+                lease: text(lease)?,
+                validity_ms: 0,
+                attempt: String::new(),
+            },
+            (0, [_, owner, ttl]) => Attempt::Held { owner: text(owner)?, ttl_ms: int(Some(ttl))?, nodes: Vec::new() },
+            (-1, [_]) => Attempt::LeaseGone,
+            (-2, [_, run_id, uptime]) => Attempt::WrongNode { run_id: text(run_id)?, uptime_s: uint(uptime)? },
+            _ => return Err(malformed("acquire", &items)),
+        })
+    }
 }
 
 /// One Redlock node's answer to an acquire attempt.
@@ -119,13 +121,30 @@ pub enum ReleaseReply {
     /// release, which a repair of it on another node must match.
     Released {
         remaining: u32,
-        held_ms: i64,
         grant: String,
         latest: String,
         token: u64,
     },
     NotHeld,
     HeldByOther,
+}
+
+/// release.lua's reply.
+impl FromRedisValue for ReleaseReply {
+    fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
+        let items = list(v, "release")?;
+        Ok(match (int(items.first())?, items.as_slice()) {
+            (1, [_, remaining, grant, token, latest]) => ReleaseReply::Released {
+                remaining: uint(remaining)?,
+                grant: text(grant)?,
+                latest: text(latest)?,
+                token: uint(token)?,
+            },
+            (0, [_]) => ReleaseReply::NotHeld,
+            (2, [_]) => ReleaseReply::HeldByOther,
+            _ => return Err(malformed("release", &items)),
+        })
+    }
 }
 
 /// A grant ended by someone other than its holder.
@@ -136,27 +155,12 @@ pub struct Ended {
     pub token: u64,
 }
 
-/// What renew.lua reports about one lock of a lease.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LockState {
-    Held,
-    /// Gone: expired (or re-granted with no trace of this lease).
-    Gone,
-    Released,
-    Forced,
-    Revoked,
-    /// Redlock mode: still held on some nodes, but not on a majority.
-    QuorumLost,
-}
-
-impl LockState {
-    fn from_code(code: i64) -> Self {
-        match code {
-            1 => LockState::Held,
-            2 => LockState::Released,
-            3 => LockState::Forced,
-            4 => LockState::Revoked,
-            _ => LockState::Gone,
+/// lock_end.lua's reply when it ended a grant (nil, read as None, when not).
+impl FromRedisValue for Ended {
+    fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
+        match list(v, "lock_end")?.as_slice() {
+            [lease, owner, token] => Ok(Ended { lease: text(lease)?, owner: text(owner)?, token: uint(token)? }),
+            items => Err(malformed("lock_end", items)),
         }
     }
 }
@@ -183,6 +187,22 @@ pub struct LockRenewal {
     pub ttl_ms: i64,
 }
 
+/// One lock of renew.lua's reply, `{state, token, TTL}`; the name is the
+/// caller's (its keys were given in order).
+impl FromRedisValue for LockRenewal {
+    fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
+        match list(v, "renew")?.as_slice() {
+            [state, token, ttl] => Ok(LockRenewal {
+                name: String::new(),
+                state: LockState::from_redis_value_ref(state)?,
+                token: uint(token)?,
+                ttl_ms: int(Some(ttl))?,
+            }),
+            items => Err(malformed("renew", items)),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Store {
     redis: Redis,
@@ -201,6 +221,9 @@ pub trait LockStore: Send + Sync {
     /// A shared lease's remaining TTL and owner; None when it is gone.
     async fn lease_info(&self, ns: &Namespace, lease: &str) -> Result<Option<(i64, String)>>;
     /// One try at lock `name` (`replicas`: acknowledgements to wait for).
+    /// Under a shared lease the lock gets the lease's remaining TTL and is
+    /// recorded in the lease's index ([`Attempt::LeaseGone`] when the lease
+    /// is gone); held by another, the try's waiter is queued.
     async fn acquire(
         &self,
         ns: &Namespace,
@@ -208,21 +231,19 @@ pub trait LockStore: Send + Sync {
         t: Try<'_>,
         replicas: Option<(u32, Duration)>,
     ) -> Result<Attempt>;
-    /// Records that lock `name` is held under shared lease `lease`; the
-    /// lease's TTL, or None when the lease is gone.
-    async fn attach(&self, ns: &Namespace, lease: &str, name: &Name) -> Result<Option<i64>>;
-    /// Forgets locks of a lease (they ended).
+    /// Forgets locks of a shared lease (they ended without its holder).
     async fn detach(&self, ns: &Namespace, lease: &str, names: &[&str]) -> Result<()>;
-    /// Releases a hold, undoes a try or repairs a grant ([`Release`]).
+    /// Releases a hold, undoes a try or repairs a grant ([`Release`]); a
+    /// grant that ends leaves its shared lease's index.
     async fn release(&self, ns: &Namespace, name: &Name, lease: &str, what: Release<'_>) -> Result<ReleaseReply>;
     /// Ends a grant whatever its holds (force-release, revocation).
-    async fn end(&self, ns: &Namespace, name: &Name, lease: Option<&str>, state: EndState) -> Result<Option<Ended>>;
+    async fn end(&self, ns: &Namespace, name: &Name, lease: Option<&str>, how: GrantEnd) -> Result<Option<Ended>>;
     /// Ends a shared lease; the names of the locks it held.
     async fn revoke(&self, ns: &Namespace, lease: &str) -> Result<Vec<String>>;
     /// Renews a lease and the locks it holds.
     async fn renew(&self, ns: &Namespace, lease: &LeaseId, names: &[String]) -> Result<Renewal>;
-    /// Queues (or refreshes) waiter `id` of lock `name`.
-    async fn waiter(&self, ns: &Namespace, name: &Name, id: &str, deadline_ms: Option<i64>) -> Result<()>;
+    /// Removes waiter `id` of lock `name` (queued by [`LockStore::acquire`]).
+    async fn unqueue(&self, ns: &Namespace, name: &Name, id: &str) -> Result<()>;
     async fn describe(&self, ns: &Namespace, name: &Name) -> Result<LockInfo>;
     /// A page of locks whose names start with `prefix`, and the next cursor.
     async fn list(
@@ -323,48 +344,117 @@ impl Store {
         Ok(())
     }
 
+    /// Whether one script may touch both keys: always on one Redis, on a
+    /// cluster only when they hash to the same slot.
+    fn same_node(&self, a: &str, b: &str) -> bool {
+        match self.redis.topology() {
+            Topology::Single => true,
+            Topology::Cluster => Slot::for_key(a) == Slot::for_key(b),
+        }
+    }
+
     /// One attempt on a node that must be `node_id` (its run_id; '' = any).
+    /// Under a shared lease on the lock's node this is one acquire.lua call
+    /// that also reads and records the lease.
     pub async fn acquire_on(
         &self,
         ns: &Namespace,
         name: &Name,
         t: Try<'_>,
-        replicas: Option<(u32, std::time::Duration)>,
+        replicas: Option<(u32, Duration)>,
         node_id: &str,
     ) -> Result<Attempt> {
         let key = self.lock_key(ns, name);
+        let LeaseId::Shared(id) = t.lease else {
+            return self.acquire_call(ns, name, &key, None, t, replicas, node_id).await;
+        };
+        let lease = self.lease_key(ns, id)?;
+        if self.same_node(lease.as_str(), key.as_str()) {
+            return self.acquire_call(ns, name, &key, Some(&lease), t, replicas, node_id).await;
+        }
+        // Another cluster slot: read the lease, grant, then record the grant.
+        let Some((ttl, lease_owner)) = self.lease_info(ns, id).await? else { return Ok(Attempt::LeaseGone) };
+        let owner = if t.owner.is_empty() { lease_owner.as_str() } else { t.owner };
+        let t = Try { ttl_ms: ttl.max(1) as u64, owner, ..t };
+        let attempt = self.acquire_call(ns, name, &key, None, t, replicas, node_id).await?;
+        if matches!(&attempt, Attempt::Acquired { lease, .. } if lease == id) {
+            let index = lease.sub("locks");
+            let recorded: Result<i64> = self
+                .redis
+                .invoke(&scripts::LEASE_ATTACH, |inv| {
+                    inv.key(lease.as_str()).key(&index).arg(name.as_str());
+                })
+                .await;
+            match recorded {
+                Ok(ttl) if ttl >= 0 => {}
+                // It expired meanwhile: a lock must not outlive its lease.
+                Ok(_) => {
+                    let _ = self.end(ns, name, Some(id), GrantEnd::Revoked).await;
+                    return Ok(Attempt::LeaseGone);
+                }
+                // Unrecorded locks would not be renewed: give it back.
+                Err(e) => {
+                    let _ = self.release(ns, name, id, Release::Try(&t.attempt())).await;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(attempt)
+    }
+
+    /// One acquire.lua call; with `replicas`, the grant must be acknowledged
+    /// by that many replicas (else it is undone and the call is UNAVAILABLE).
+    #[allow(clippy::too_many_arguments)]
+    async fn acquire_call(
+        &self,
+        ns: &Namespace,
+        name: &Name,
+        key: &ResourceKey,
+        lease: Option<&ResourceKey>,
+        t: Try<'_>,
+        replicas: Option<(u32, Duration)>,
+        node_id: &str,
+    ) -> Result<Attempt> {
         let (fence, waiters) = (key.sub("fence"), key.sub("waiters"));
+        let index = lease.map(|l| l.sub("locks"));
         let attempt = t.attempt();
+        let queue = t.queue.map(|d| d.to_string()).unwrap_or_default();
         let prepare = |inv: &mut redis::ScriptInvocation<'_>| {
-            inv.key(key.as_str())
-                .key(&fence)
-                .key(&waiters)
-                .arg(t.lease)
+            inv.key(key.as_str()).key(&fence).key(&waiters);
+            if let (Some(lease), Some(index)) = (lease, &index) {
+                inv.key(lease.as_str()).key(index);
+            }
+            inv.arg(t.lease.as_str())
                 .arg(t.ttl_ms)
                 .arg(t.owner)
                 .arg(t.waiter.unwrap_or(""))
                 .arg(FENCE_TTL_MS)
                 .arg(t.call)
                 .arg(&attempt)
-                .arg(node_id);
+                .arg(node_id)
+                .arg(&queue)
+                .arg(name.as_str());
         };
-        let reply: Vec<redis::Value> = match replicas {
-            None => self.redis.invoke(&scripts::ACQUIRE, prepare).await?,
+        let (mut reply, acked) = match replicas {
+            None => (self.redis.invoke::<Attempt>(&scripts::ACQUIRE, prepare).await?, None),
             Some((want, timeout)) => {
-                let (reply, acked): (Vec<redis::Value>, i64) =
-                    self.redis.invoke_and_wait(&scripts::ACQUIRE, prepare, want, timeout).await?;
-                let parsed = parse_attempt(reply, &attempt)?;
-                if matches!(parsed, Attempt::Acquired { .. }) && acked < i64::from(want) {
-                    // Not durable enough: a failover could hand the lock out again.
-                    let _ = self.release(ns, name, t.lease, Release::Try(&attempt)).await;
-                    return Err(Error::Unavailable(format!(
-                        "only {acked} of {want} replicas acknowledged the grant within {timeout:?}"
-                    )));
-                }
-                return Ok(parsed);
+                let (reply, acked) = self.redis.invoke_and_wait(&scripts::ACQUIRE, prepare, want, timeout).await?;
+                (reply, Some((acked, want, timeout)))
             }
         };
-        parse_attempt(reply, &attempt)
+        if let Attempt::Acquired { attempt: of, .. } = &mut reply {
+            *of = attempt;
+            if let Some((acked, want, timeout)) = acked
+                && acked < i64::from(want)
+            {
+                // Not durable enough: a failover could hand the lock out again.
+                let _ = self.release(ns, name, t.lease.as_str(), Release::Try(of)).await;
+                return Err(Error::Unavailable(format!(
+                    "only {acked} of {want} replicas acknowledged the grant within {timeout:?}"
+                )));
+            }
+        }
+        Ok(reply)
     }
 
     /// One renew.lua call. `lock_ttl` applies without lease keys: 0 = each
@@ -377,7 +467,7 @@ impl Store {
         lock_ttl: i64,
     ) -> Result<(i64, Vec<String>, Vec<LockRenewal>)> {
         let index = lease_key.map(|k| k.sub("locks"));
-        let (ttl, names, codes): (i64, Vec<String>, Vec<i64>) = self
+        let (ttl, names, mut states): (i64, Vec<String>, Vec<LockRenewal>) = self
             .redis
             .invoke(&scripts::RENEW, |inv| {
                 if let (Some(key), Some(index)) = (lease_key, &index) {
@@ -389,25 +479,13 @@ impl Store {
                 inv.arg(lease).arg(if lease_key.is_some() { "1" } else { "0" }).arg(lock_ttl);
             })
             .await?;
-        // Three numbers per lock: a reply of another shape is an error.
-        if codes.len() != 3 * locks.len() {
-            return Err(Error::Internal(format!(
-                "renew.lua: expected {} numbers for {} locks, got {}",
-                3 * locks.len(),
-                locks.len(),
-                codes.len()
-            )));
+        // One state per lock given, in order.
+        if states.len() != locks.len() {
+            return Err(Error::Internal(format!("renew.lua: {} states for {} locks", states.len(), locks.len())));
         }
-        let states = locks
-            .iter()
-            .zip(codes.chunks_exact(3))
-            .map(|((name, _), c)| LockRenewal {
-                name: name.clone(),
-                state: LockState::from_code(c[0]),
-                token: c[1].max(0) as u64,
-                ttl_ms: c[2],
-            })
-            .collect();
+        for (state, (name, _)) in states.iter_mut().zip(locks) {
+            state.name.clone_from(name);
+        }
         Ok((ttl, names, states))
     }
 
@@ -461,30 +539,14 @@ impl LockStore for Store {
         Ok((ttl > 0).then_some((ttl, owner)))
     }
 
-    /// One attempt; with `replicas`, the grant must be acknowledged by that
-    /// many replicas (else it is undone and the call is UNAVAILABLE).
     async fn acquire(
         &self,
         ns: &Namespace,
         name: &Name,
         t: Try<'_>,
-        replicas: Option<(u32, std::time::Duration)>,
+        replicas: Option<(u32, Duration)>,
     ) -> Result<Attempt> {
         self.acquire_on(ns, name, t, replicas, "").await
-    }
-
-    /// Records a granted lock in its shared lease's index; None when the
-    /// lease is gone.
-    async fn attach(&self, ns: &Namespace, lease: &str, name: &Name) -> Result<Option<i64>> {
-        let key = self.lease_key(ns, lease)?;
-        let index = key.sub("locks");
-        let ttl: i64 = self
-            .redis
-            .invoke(&scripts::LEASE_ATTACH, |inv| {
-                inv.key(key.as_str()).key(&index).arg(name.as_str());
-            })
-            .await?;
-        Ok((ttl >= 0).then_some(ttl))
     }
 
     /// Removes lock names from a shared lease's index.
@@ -505,42 +567,40 @@ impl LockStore for Store {
             Release::Try(id) => (id, ""),
             Release::Grant { id, latest } => (id, latest),
         };
-        let reply: Vec<redis::Value> = self
+        // A shared lease's index on the lock's node is updated in the call.
+        let index = match LeaseId::parse(lease) {
+            Ok(LeaseId::Shared(lease)) => Some(self.lease_key(ns, &lease)?.sub("locks")),
+            _ => None,
+        };
+        let (folded, apart) = match index {
+            Some(index) if self.same_node(&index, key.as_str()) => (Some(index), None),
+            other => (None, other),
+        };
+        let reply: ReleaseReply = self
             .redis
             .invoke(&scripts::RELEASE, |inv| {
-                inv.key(key.as_str()).arg(lease).arg(&self.channel).arg(id).arg(latest);
+                inv.key(key.as_str());
+                if let Some(index) = &folded {
+                    inv.key(index);
+                }
+                inv.arg(lease).arg(&self.channel).arg(id).arg(latest).arg(name.as_str());
             })
             .await?;
-        match reply.as_slice() {
-            [flag, remaining, held_ms, grant, token, latest] if int(flag)? == 1 => Ok(ReleaseReply::Released {
-                remaining: u32::try_from(int(remaining)?).map_err(|_| bad_reply("release", &reply))?,
-                held_ms: int(held_ms)?,
-                grant: text(grant)?,
-                latest: text(latest)?,
-                token: int(token)?.max(0) as u64,
-            }),
-            [flag] if int(flag)? == 2 => Ok(ReleaseReply::HeldByOther),
-            [flag] if int(flag)? == 0 => Ok(ReleaseReply::NotHeld),
-            _ => Err(bad_reply("release", &reply)),
+        if let (Some(index), ReleaseReply::Released { remaining: 0, .. }) = (apart, &reply) {
+            // Best effort: a stale index entry reads as "released".
+            let _ = self.redis.query::<i64>(redis::cmd("SREM").arg(&index).arg(name.as_str())).await;
         }
+        Ok(reply)
     }
 
     /// Ends a grant (held by `lease`, or by anyone when None).
-    async fn end(&self, ns: &Namespace, name: &Name, lease: Option<&str>, state: EndState) -> Result<Option<Ended>> {
+    async fn end(&self, ns: &Namespace, name: &Name, lease: Option<&str>, how: GrantEnd) -> Result<Option<Ended>> {
         let key = self.lock_key(ns, name);
-        let reply: Vec<redis::Value> = self
-            .redis
+        self.redis
             .invoke(&scripts::LOCK_END, |inv| {
-                inv.key(key.as_str()).arg(lease.unwrap_or("")).arg(state.as_str()).arg(&self.channel);
+                inv.key(key.as_str()).arg(lease.unwrap_or("")).arg(how.as_str()).arg(&self.channel);
             })
-            .await?;
-        match reply.as_slice() {
-            [flag, lease, owner, token] if int(flag)? == 1 => {
-                Ok(Some(Ended { lease: text(lease)?, owner: text(owner)?, token: int(token)?.max(0) as u64 }))
-            }
-            [flag] if int(flag)? == 0 => Ok(None),
-            _ => Err(bad_reply("lock_end", &reply)),
-        }
+            .await
     }
 
     /// Deletes a shared lease; returns the names its index listed.
@@ -605,17 +665,12 @@ impl LockStore for Store {
         }
     }
 
-    /// Registers (deadline Some) or removes a waiter.
-    async fn waiter(&self, ns: &Namespace, name: &Name, id: &str, deadline_ms: Option<i64>) -> Result<()> {
+    async fn unqueue(&self, ns: &Namespace, name: &Name, id: &str) -> Result<()> {
         let waiters = self.lock_key(ns, name).sub("waiters");
         let _: i64 = self
             .redis
             .invoke(&scripts::WAITER, |inv| {
-                inv.key(&waiters);
-                match deadline_ms {
-                    Some(deadline) => inv.arg("add").arg(id).arg(deadline),
-                    None => inv.arg("remove").arg(id).arg(0),
-                };
+                inv.key(&waiters).arg("remove").arg(id).arg(0);
             })
             .await?;
         Ok(())
@@ -624,29 +679,13 @@ impl LockStore for Store {
     async fn describe(&self, ns: &Namespace, name: &Name) -> Result<LockInfo> {
         let key = self.lock_key(ns, name);
         let waiters = key.sub("waiters");
-        let reply: Vec<redis::Value> = self
+        let info: LockInfo = self
             .redis
             .invoke(&scripts::DESCRIBE, |inv| {
                 inv.key(key.as_str()).key(&waiters);
             })
             .await?;
-        let [state, lease, owner, token, count, ttl, waiters] = reply.as_slice() else {
-            return Err(bad_reply("describe", &reply));
-        };
-        let waiters = int(waiters)?.max(0) as u32;
-        if text(state)? != "held" {
-            return Ok(LockInfo { name: name.as_str().to_owned(), waiters, ..LockInfo::default() });
-        }
-        Ok(LockInfo {
-            name: name.as_str().to_owned(),
-            held: true,
-            lease: text(lease)?,
-            owner: text(owner)?,
-            token: int(token)?.max(0) as u64,
-            hold_count: int(count)?.max(0) as u32,
-            ttl_ms: int(ttl)?.max(0),
-            waiters,
-        })
+        Ok(LockInfo { name: name.as_str().to_owned(), ..info })
     }
 
     /// Up to about `limit` held locks whose names start with `prefix`.
@@ -676,40 +715,34 @@ impl LockStore for Store {
     }
 }
 
-fn parse_attempt(reply: Vec<redis::Value>, attempt: &str) -> Result<Attempt> {
-    match reply.as_slice() {
-        [flag, token, count, ttl, lease] if int(flag)? == 1 => Ok(Attempt::Acquired {
-            token: int(token)?.max(0) as u64,
-            count: int(count)?.max(0) as u32,
-            ttl_ms: int(ttl)?,
-            lease: text(lease)?,
-            validity_ms: 0,
-            attempt: attempt.to_owned(),
-        }),
-        [flag, owner, ttl] if int(flag)? == 0 => {
-            Ok(Attempt::Held { owner: text(owner)?, ttl_ms: int(ttl)?, nodes: Vec::new() })
-        }
-        [flag] if int(flag)? == -1 => Ok(Attempt::LeaseGone),
-        [flag, run_id, uptime] if int(flag)? == -2 => {
-            Ok(Attempt::WrongNode { run_id: text(run_id)?, uptime_s: int(uptime)?.max(0) as u64 })
-        }
-        _ => Err(bad_reply("acquire", &reply)),
+// Reply decoding: one failure rule, a malformed reply is an error (never a
+// default), which `Redis::invoke` reports as INTERNAL.
+
+pub(super) fn list(v: Value, script: &str) -> Result<Vec<Value>, ParsingError> {
+    match v {
+        Value::Array(items) => Ok(items),
+        other => Err(format!("{script}: expected a list, got {other:?}").into()),
     }
 }
 
-fn bad_reply(script: &str, reply: &[redis::Value]) -> Error {
-    Error::Internal(format!("unexpected {script} reply {reply:?}"))
+pub(super) fn malformed(script: &str, items: &[Value]) -> ParsingError {
+    format!("unexpected {script} reply {items:?}").into()
 }
 
-/// An integer reply; anything else is a malformed reply, never a default.
-fn int(value: &redis::Value) -> Result<i64> {
-    redis::from_redis_value_ref(value).map_err(|e| Error::Internal(format!("malformed script reply: {e}")))
-}
-
-/// A text reply (false/nil, from a missing hash field, reads as "").
-fn text(value: &redis::Value) -> Result<String> {
-    match value {
-        redis::Value::Nil => Ok(String::new()),
-        v => redis::from_redis_value_ref(v).map_err(|e| Error::Internal(format!("malformed script reply: {e}"))),
+pub(super) fn int(v: Option<&Value>) -> Result<i64, ParsingError> {
+    match v {
+        Some(v) => i64::from_redis_value_ref(v),
+        None => Err("empty reply".into()),
     }
+}
+
+/// A count or token: never negative.
+pub(super) fn uint<T: TryFrom<i64>>(v: &Value) -> Result<T, ParsingError> {
+    let n = int(Some(v))?;
+    T::try_from(n).map_err(|_| format!("{n} is out of range here").into())
+}
+
+/// Text; nil (a missing hash field) reads as "".
+pub(super) fn text(v: &Value) -> Result<String, ParsingError> {
+    Option::<String>::from_redis_value_ref(v).map(Option::unwrap_or_default)
 }

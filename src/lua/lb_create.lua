@@ -11,7 +11,6 @@ local cur = redis.call('HMGET', KEYS[1], 'inc', 'spec', 'created_ms')
 if cur[1] then
   return { 0, cur[1], cur[2], cur[3] }
 end
-local t = redis.call('TIME')
-local created = tostring(tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+local created = tostring(time_ms())
 redis.call('HSET', KEYS[1], 'inc', ARGV[1], 'spec', ARGV[2], 'created_ms', created)
 return { 1, ARGV[1], ARGV[2], created }

@@ -11,8 +11,7 @@
 if redis.call('HGET', KEYS[1], 'inc') ~= ARGV[1] then
   return { 'stale' }
 end
-local t = redis.call('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now_ms = time_ms()
 local n = (#KEYS - 1) / 2
 for i = 1, n do
   local s, e = tonumber(ARGV[3 * i]), tonumber(ARGV[3 * i + 1])

@@ -35,8 +35,7 @@ local H = 2147483648
 if redis.call('HGET', KEYS[1], 'inc') ~= ARGV[1] then
   return { 'stale' }
 end
-local t = redis.call('TIME')
-local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now_us = time_us()
 local now_ms = math.floor(now_us / 1000)
 local n = (#KEYS - 2) / 2
 for i = 1, n do

@@ -15,8 +15,7 @@
 --                   -> {1 taken | 0 over quota, members after}
 --          'drop' : ARGV[2] member -> 1 removed | 0 absent
 -- O(log n) per member touched
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = time_ms()
 local op = ARGV[1]
 if op == 'due' then
   return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))

@@ -20,8 +20,7 @@
 -- ARGV[8]  idempotency TTL, ms
 -- returns  {offset, epoch, receivers, time_ms, replayed 0|1}
 -- O(1) amortised + O(subscribers) for PUBLISH
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = time_ms()
 if ARGV[1] ~= 'recoverable' then
   local n = redis.call('PUBLISH', ARGV[2], '0::' .. now .. ':' .. ARGV[3])
   return { 0, '', n, now, 0 }

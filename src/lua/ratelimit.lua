@@ -16,8 +16,7 @@
 -- returns  {all allowed (1/0), {allowed, remaining, retry ms (-1 never),
 --          reset ms} per limit}
 -- O(limits), plus O(log N + cost) for sliding logs
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now = time_us()
 local cost = tonumber(ARGV[1])
 local mode = ARGV[2]
 local n = #KEYS

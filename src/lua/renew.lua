@@ -9,20 +9,24 @@
 -- ARGV[3]  without lease keys: TTL in ms for the locks, 0 = each lock's own
 -- returns  {lease TTL ms (0 = gone, -1 = no lease keys given),
 --           {lock names in the lease index},
---           {code, token, TTL ms} per lock key}
---          code 1 held and renewed; 0 gone (expired) or never ours;
---          2 released by this lease; 3 force-released; 4 lease revoked
+--           {{state, token, TTL ms} per lock key}}
+--          state 'held' (renewed); 'gone' (expired, or never ours); or how
+--          this lease's grant ended: 'released', 'forced', 'revoked'
+--          (lock::GrantEnd). TTL is 0 unless held
 -- O(locks given + locks in the index)
 local lease = ARGV[1]
-local ended = { released = 2, forced = 3, revoked = 4 }
 
--- Code and token of one lock for this lease; renews it when held, unless
+-- State and token of one lock for this lease; renews it when held, unless
 -- ttl is -1 (report only).
 local function check(key, ttl)
-  local f = redis.call('HMGET', key, 'lease', 'state', 'token', 'px', 'prev_lease', 'prev_state', 'prev_token')
+  local f = redis.call('HMGET', key, 'lease', 'state', 'token', 'px', 'prev_lease', 'prev_state', 'prev_token', 'ka')
   if f[1] == lease then
     if f[2] ~= 'held' then
-      return ended[f[2]] or 0, f[3]
+      return f[2], f[3]
+    end
+    if not f[8] then
+      -- A stream watches this lock: its end is published (release.lua).
+      redis.call('HSET', key, 'ka', 1)
     end
     if ttl ~= -1 then
       if ttl == 0 then
@@ -30,13 +34,13 @@ local function check(key, ttl)
       end
       redis.call('PEXPIRE', key, ttl)
     end
-    return 1, f[3]
+    return 'held', f[3]
   end
   -- Re-granted since: the previous grant's end is kept for its holder.
-  if f[5] == lease then
-    return ended[f[6]] or 0, f[7]
+  if f[5] == lease and f[6] ~= 'held' then
+    return f[6], f[7]
   end
-  return 0, 0
+  return 'gone', 0
 end
 
 local lease_ttl, names, first, lock_ttl = -1, {}, 1, tonumber(ARGV[3])
@@ -58,9 +62,8 @@ end
 
 local results = {}
 for i = first, #KEYS do
-  local code, token = check(KEYS[i], lock_ttl)
-  results[#results + 1] = code
-  results[#results + 1] = tonumber(token) or 0
-  results[#results + 1] = (code == 1) and redis.call('PTTL', KEYS[i]) or 0
+  local state, token = check(KEYS[i], lock_ttl)
+  local ttl = (state == 'held') and redis.call('PTTL', KEYS[i]) or 0
+  results[#results + 1] = { state, tonumber(token) or 0, ttl }
 end
 return { lease_ttl, names, results }

@@ -11,8 +11,7 @@
 --          {0, in flight, retry ms} full (nothing written)
 --          release: {1 | 0 released, in flight}
 -- O(log N + expired)
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = time_ms()
 local live = '(' .. now
 if ARGV[1] == 'release' then
   local removed = redis.call('ZREM', KEYS[1], ARGV[2])

@@ -9,8 +9,7 @@
 -- ARGV[3]  deadline, ms since epoch (add only)
 -- returns  waiters registered after the change
 -- O(log waiters + pruned)
-local t = redis.call('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now_ms = time_ms()
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms)
 if ARGV[1] == 'add' then
   redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2])

@@ -1,11 +1,15 @@
 //! The script registry: one `.lua` file per script under `src/lua/`, each
-//! compiled in with `include_str!` and invoked as EVALSHA. `redis::Script`
+//! compiled in with `include_str!` after the shared `prelude.lua` (time
+//! helpers) and invoked as EVALSHA. `redis::Script`
 //! loads the script and retries once when Redis answers NOSCRIPT (after a
 //! restart, failover or `SCRIPT FLUSH`), on whichever node the call went to.
 
 use std::sync::LazyLock;
 
 use redis::Script;
+
+/// The helpers every script starts with (`src/lua/prelude.lua`).
+pub const PRELUDE: &str = include_str!("../lua/prelude.lua");
 
 /// A named script; the name labels metrics and errors.
 pub struct NamedScript {
@@ -30,8 +34,10 @@ macro_rules! scripts {
             #[doc = concat!("`src/lua/", $file, "`")]
             pub static $ident: NamedScript = NamedScript {
                 name: $file,
-                source: include_str!(concat!("../lua/", $file)),
-                script: LazyLock::new(|| Script::new(include_str!(concat!("../lua/", $file)))),
+                source: concat!(include_str!("../lua/prelude.lua"), include_str!(concat!("../lua/", $file))),
+                script: LazyLock::new(|| {
+                    Script::new(concat!(include_str!("../lua/prelude.lua"), include_str!(concat!("../lua/", $file))))
+                }),
             };
         )*
         /// Every script, for loading at start-up and for tests.

@@ -1,0 +1,19 @@
+-- prelude: helpers prepended to every script at build time (scripts.rs), so
+-- each script stays one self-contained body for EVALSHA. Locals only:
+-- Redis forbids globals in scripts. (Error line numbers count these lines.)
+--
+-- time_ms(), time_us(): Redis TIME as ms / µs since the epoch, the one
+-- clock every script uses; time_us_text(): µs as exact digits (numbers of
+-- 16 digits print as 1.7e+15, and string.format is slow).
+local function time_us()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+local function time_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function time_us_text()
+  local t = redis.call('TIME')
+  return t[1] .. string.sub('00000' .. t[2], -6)
+end
