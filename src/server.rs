@@ -57,6 +57,44 @@ pub const SERVICES: &[&str] = &[
 /// must not restart every pod during a Redis outage (readiness uses `""`).
 pub const LIVENESS: &str = "liveness";
 
+/// Everything coord derives from its configuration before it touches the
+/// network (TLS files read and parsed, credentials loaded, Redlock URLs
+/// turned into clients, rate-limit policies parsed): built once, the same
+/// way, by `serve` and by `serve --check-config`.
+pub struct Prepared {
+    pub tls: Option<Tls>,
+    pub auth: Option<Auth>,
+    pub redlock: Option<lock::Redlock>,
+    pub policies: ratelimit::policy::PolicyStore,
+}
+
+impl Prepared {
+    pub fn from_config(config: &Config) -> Result<Prepared, ServeError> {
+        let invalid = |e: String| ServeError::Config(format!("invalid setting {e}"));
+        let tls = match config.server.tls.enabled() {
+            true => Some(Tls::load(&config.server.tls).map_err(invalid)?),
+            false => None,
+        };
+        let auth = config.auth.settings().map(Auth::load).transpose().map_err(invalid)?;
+        let redlock = match config.lock.redlock.nodes.is_empty() {
+            true => None,
+            false => {
+                let keys = KeyBuilder::new(&config.redis.key_prefix).map_err(|e| ServeError::Config(e.to_string()))?;
+                let channel = lock::Locks::channel_for(&keys);
+                let opts = redlock_options(config)?;
+                Some(
+                    lock::Redlock::connect(&config.lock.redlock, &opts, &keys, &channel, config.lock.max_ttl)
+                        .map_err(redlock_error)?,
+                )
+            }
+        };
+        let rl = &config.ratelimit;
+        let policies = ratelimit::policy::PolicyStore::load(rl.policy_file.as_deref(), rl.default_timeout)
+            .map_err(|e| ServeError::Config(format!("invalid setting ratelimit.policy_file: {e}")))?;
+        Ok(Prepared { tls, auth, redlock, policies })
+    }
+}
+
 /// What `coord serve --check-config` does: everything `serve` derives from
 /// the configuration before it touches the network (TLS files read and
 /// parsed, Redis and Redlock URLs turned into clients, the rate-limit policy
@@ -83,24 +121,12 @@ pub fn check(config: &Config) -> Result<String, ServeError> {
         let urls: Vec<String> = urls.iter().map(|u| crate::config::redact_url(u)).collect();
         format!("{what} {}{}", urls.join(","), if tls { " (TLS files ok)" } else { "" })
     };
-    if !config.lock.redlock.nodes.is_empty() {
-        let keys = KeyBuilder::new(&config.redis.key_prefix).map_err(|e| ServeError::Config(e.to_string()))?;
-        let channel = lock::Locks::channel_for(&keys);
-        lock::Redlock::connect(&config.lock.redlock, &redlock_options(config)?, &keys, &channel, config.lock.max_ttl)
-            .map_err(redlock_error)?;
-        redis.push_str(&format!("; locks on Redlock ({} nodes)", config.lock.redlock.nodes.len()));
+    let prepared = Prepared::from_config(config)?;
+    if let Some(redlock) = &prepared.redlock {
+        redis.push_str(&format!("; locks on Redlock ({} nodes)", redlock.node_count()));
     }
-    let rl = &config.ratelimit;
-    let policies = match &rl.policy_file {
-        Some(path) => {
-            // As PolicyStore::load reads it at start-up.
-            let n = std::fs::read_to_string(path)
-                .map_err(|e| format!("{}: {e}", path.display()))
-                .and_then(|text| ratelimit::policy::Policies::parse(&text, rl.default_timeout))
-                .map_err(|e| ServeError::Config(format!("invalid setting ratelimit.policy_file: {e}")))?
-                .len();
-            format!("{n} rate-limit policies from {}", path.display())
-        }
+    let policies = match &config.ratelimit.policy_file {
+        Some(path) => format!("{} rate-limit policies from {}", prepared.policies.len(), path.display()),
         None => "no rate-limit policy file".to_owned(),
     };
     let metrics = match (config.metrics.enabled, config.metrics.tls) {
@@ -108,19 +134,18 @@ pub fn check(config: &Config) -> Result<String, ServeError> {
         (true, true) => format!("{} (TLS)", config.metrics.listen),
         (false, _) => "off".to_owned(),
     };
-    let tls = match &config.server.tls {
-        t if t.enabled() => {
-            Tls::load(t).map_err(|e| ServeError::Config(format!("invalid setting {e}")))?;
-            match t.client_ca_file.is_some() && t.client_auth != transport::ClientAuth::None {
-                true => " (TLS, client certificates)",
-                false => " (TLS)",
-            }
+    let tls = match &prepared.tls {
+        Some(_)
+            if config.server.tls.client_ca_file.is_some()
+                && config.server.tls.client_auth != transport::ClientAuth::None =>
+        {
+            " (TLS, client certificates)"
         }
-        _ => "",
+        Some(_) => " (TLS)",
+        None => "",
     };
-    let auth = match config.auth.settings() {
-        Some(settings) => {
-            let auth = Auth::load(settings).map_err(|e| ServeError::Config(format!("invalid setting {e}")))?;
+    let auth = match &prepared.auth {
+        Some(auth) => {
             let snapshot = auth.snapshot();
             format!(
                 "auth on ({} principals{})",
@@ -177,22 +202,15 @@ pub async fn serve(
 
     // Metrics first, so start-up problems are counted too.
     metrics::handle();
-    let tls = match config.server.tls.enabled() {
-        true => {
-            let tls = Arc::new(Tls::load(&config.server.tls).map_err(ServeError::Config)?);
-            tokio::spawn(tls.clone().watch(config.server.tls_reload_interval, shutdown.clone()));
-            Some(tls)
-        }
-        false => None,
-    };
-    let auth = match config.auth.settings() {
-        Some(settings) => {
-            let auth = Arc::new(Auth::load(settings).map_err(|e| ServeError::Config(format!("invalid setting {e}")))?);
-            tokio::spawn(auth.clone().watch(config.auth.reload_interval, shutdown.clone()));
-            Some(auth)
-        }
-        None => None,
-    };
+    let prepared = Prepared::from_config(config)?;
+    let tls = prepared.tls.map(Arc::new);
+    if let Some(tls) = &tls {
+        tokio::spawn(tls.clone().watch(config.server.tls_reload_interval, shutdown.clone()));
+    }
+    let auth = prepared.auth.map(Arc::new);
+    if let Some(auth) = &auth {
+        tokio::spawn(auth.clone().watch(config.auth.reload_interval, shutdown.clone()));
+    }
     warn_if_exposed(config, &listener);
     if config.metrics.enabled {
         let addr = config.metrics.listen;
@@ -222,19 +240,10 @@ pub async fn serve(
     );
     // Redlock mode: locks on independent nodes, each with its own reader and
     // a monitor for reachability and restarts.
-    let (redlock, lock_quorum) = match config.lock.redlock.nodes.is_empty() {
-        true => (None, None),
-        false => {
-            let redlock = Arc::new(
-                lock::Redlock::connect(
-                    &config.lock.redlock,
-                    &redlock_options(config)?,
-                    &backend.keys,
-                    &channel,
-                    config.lock.max_ttl,
-                )
-                .map_err(redlock_error)?,
-            );
+    let (redlock, lock_quorum) = match prepared.redlock {
+        None => (None, None),
+        Some(redlock) => {
+            let redlock = Arc::new(redlock);
             for client in redlock.pubsub_clients() {
                 let flag = Arc::new(AtomicBool::new(false));
                 tokio::spawn(crate::redis::pubsub::run(client, channel.clone(), hub.clone(), flag, shutdown.clone()));
@@ -247,10 +256,7 @@ pub async fn serve(
     let locks = Arc::new(lock::Locks::new(&backend, redlock, hub, (&config.lock).into(), shutdown.clone()));
 
     let rl = &config.ratelimit;
-    let policies = Arc::new(
-        ratelimit::policy::PolicyStore::load(rl.policy_file.as_deref(), rl.default_timeout)
-            .map_err(|e| ServeError::Config(format!("invalid setting ratelimit.policy_file: {e}")))?,
-    );
+    let policies = Arc::new(prepared.policies);
     tokio::spawn(policies.clone().watch(rl.reload_interval, shutdown.clone()));
     let rate_limits = Arc::new(ratelimit::RateLimits::new(
         backend.redis.clone(),

@@ -45,13 +45,13 @@ impl GrantEnded {
     }
 }
 
-type LeaseWatchers = HashMap<(String, String), Vec<(u64, mpsc::UnboundedSender<GrantEnded>)>>;
+/// namespace → lease → the streams that renew it.
+type LeaseWatchers = HashMap<String, HashMap<String, Vec<(u64, mpsc::UnboundedSender<GrantEnded>)>>>;
 
 #[derive(Default)]
 pub struct LockEvents {
     /// Lock key → the Notify its local waiters park on.
     waiters: Mutex<HashMap<String, Weak<Notify>>>,
-    /// (namespace, lease) → streams that renew it.
     leases: Mutex<LeaseWatchers>,
 }
 
@@ -83,7 +83,7 @@ impl LockEvents {
     /// Streams renewing `lease` in `ns` receive its grant ends.
     pub fn watch(&self, ns: &str, lease: &str, stream: u64, tx: mpsc::UnboundedSender<GrantEnded>) {
         if let Ok(mut map) = self.leases.lock() {
-            let entry = map.entry((ns.to_owned(), lease.to_owned())).or_default();
+            let entry = map.entry(ns.to_owned()).or_default().entry(lease.to_owned()).or_default();
             if !entry.iter().any(|(id, _)| *id == stream) {
                 entry.push((stream, tx));
             }
@@ -91,25 +91,36 @@ impl LockEvents {
     }
 
     pub fn unwatch(&self, ns: &str, lease: &str, stream: u64) {
-        if let Ok(mut map) = self.leases.lock() {
-            let key = (ns.to_owned(), lease.to_owned());
-            if let Some(entry) = map.get_mut(&key) {
+        if let Ok(mut map) = self.leases.lock()
+            && let Some(leases) = map.get_mut(ns)
+        {
+            if let Some(entry) = leases.get_mut(lease) {
                 entry.retain(|(id, _)| *id != stream);
                 if entry.is_empty() {
-                    map.remove(&key);
+                    leases.remove(lease);
                 }
+            }
+            if leases.is_empty() {
+                map.remove(ns);
             }
         }
     }
 
-    pub fn ended(&self, event: GrantEnded) {
+    /// Sends the grant end `event()` describes to the streams renewing
+    /// `lease` in `ns`; built only when one does.
+    pub fn ended(&self, ns: &str, lease: &str, event: impl FnOnce() -> GrantEnded) {
         let senders: Vec<_> = match self.leases.lock() {
             Ok(map) => map
-                .get(&(event.ns.clone(), event.lease.clone()))
+                .get(ns)
+                .and_then(|leases| leases.get(lease))
                 .map(|v| v.iter().map(|(_, tx)| tx.clone()).collect())
                 .unwrap_or_default(),
             Err(_) => Vec::new(),
         };
+        if senders.is_empty() {
+            return;
+        }
+        let event = event();
         for tx in senders {
             let _ = tx.send(event.clone());
         }
@@ -121,7 +132,7 @@ impl Handler for LockEvents {
         match GrantEnded::parse(payload) {
             Some(event) => {
                 self.released(&event.key);
-                self.ended(event);
+                self.ended(&event.ns, &event.lease, || event.clone());
             }
             None => tracing::warn!(payload = %String::from_utf8_lossy(payload), "malformed lock event"),
         }

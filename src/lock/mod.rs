@@ -62,14 +62,12 @@ pub enum LeaseId {
 }
 
 impl LeaseId {
+    /// 128 bits from the thread's CSPRNG (ChaCha12 seeded and reseeded
+    /// from the OS): unguessable like the OS generator, without a system
+    /// call per id on the Acquire path.
     fn random_hex() -> String {
-        let mut bytes = [0u8; 16];
-        // The OS generator only fails on broken systems; fall back to a v4
-        // UUID (122 random bits) rather than refusing service.
-        if getrandom::fill(&mut bytes).is_err() {
-            bytes = *uuid::Uuid::new_v4().as_bytes();
-        }
-        format!("{:032x}", u128::from_be_bytes(bytes))
+        use rand::Rng as _;
+        format!("{:032x}", rand::rng().random::<u128>())
     }
 
     pub fn new_shared() -> Self {
@@ -650,10 +648,10 @@ impl Locks {
     /// Tells this instance's waiters and streams at once; other instances
     /// hear it through pub/sub (duplicates are ignored by the streams).
     fn local_end(&self, ns: &Namespace, name: &Name, lease: &str, state: GrantEnd, token: u64) {
-        let key = self.keys.lock_key(ns, name).as_str().to_owned();
-        self.hub.released(&key);
-        self.hub.ended(events::GrantEnded {
-            key,
+        let key = self.keys.lock_key(ns, name);
+        self.hub.released(key.as_str());
+        self.hub.ended(ns.as_str(), lease, || events::GrantEnded {
+            key: key.as_str().to_owned(),
             ns: ns.as_str().to_owned(),
             lease: lease.to_owned(),
             name: name.as_str().to_owned(),

@@ -150,6 +150,10 @@ impl Redlock {
     }
 
     /// Clients for one pub/sub reader per node (a release publishes on each).
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
     pub fn pubsub_clients(&self) -> Vec<redis::Client> {
         self.nodes.iter().map(|n| n.redis.pubsub_client().clone()).collect()
     }

@@ -245,6 +245,15 @@ impl PolicyStore {
         self.current.read().ok().and_then(|p| p.get(name))
     }
 
+    /// How many policies are in force.
+    pub fn len(&self) -> usize {
+        self.current.read().map_or(0, |p| p.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Re-reads the file; on error the previous policies stay.
     pub fn reload(&self) -> Result<usize, String> {
         let Some(path) = &self.path else { return Ok(0) };
