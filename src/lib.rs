@@ -12,6 +12,7 @@
 //! - [`transport`]: the gRPC listener: TLS with reload, mTLS identities, connection limits.
 //! - [`metrics`]: Prometheus endpoint and the per-RPC tower layer.
 //! - [`redis`]: pools, script registry, key builder, embedded redis-server.
+//! - [`backoff`]: the retry delay of every reconnect loop; [`reload`]: the file watcher.
 //! - one module per service: [`admin`], [`lock`], [`ratelimit`], [`leaderboard`], [`pubsub`].
 //! - [`client`]: the Rust client library: `LockClient` and its lease-keeping `LockGuard`.
 //! - [`cli`], [`bench`]: the `coord` client subcommands and the bench tool.
@@ -22,6 +23,7 @@
 pub mod admin;
 pub mod auth;
 pub mod backend;
+pub mod backoff;
 pub mod bench;
 pub mod cli;
 pub mod client;

@@ -17,7 +17,10 @@ use tokio::{
 use tokio_stream::{StreamExt as _, wrappers::ReceiverStream};
 
 use super::{LockClient, Lost, State, Stop, millis};
-use crate::pb::{KeepAliveRequest, LockLostReason, keep_alive_response::Event};
+use crate::{
+    backoff::Backoff,
+    pb::{KeepAliveRequest, LockLostReason, keep_alive_response::Event},
+};
 
 /// First pause before reopening a broken stream; doubles per failure.
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
@@ -92,7 +95,7 @@ impl Keeper {
     /// Renews across as many streams as it takes; returns once the lock is
     /// lost.
     async fn keep(&mut self) -> Lost {
-        let mut backoff = BACKOFF_MIN;
+        let mut backoff = Backoff::new(BACKOFF_MIN, (self.ttl / 4).clamp(BACKOFF_MIN, BACKOFF_MAX));
         loop {
             match self.session().await {
                 Session::Lost(lost) => return lost,
@@ -100,16 +103,15 @@ impl Keeper {
                     tracing::debug!(lock = %self.name, reason = %why, "keepalive stream broken; reopening");
                     self.trouble = Some(why);
                     if renewed {
-                        backoff = BACKOFF_MIN;
+                        backoff.reset();
                     }
                 }
             }
             tokio::select! {
                 biased;
                 _ = sleep_until(self.confirmed_until) => return self.expired(),
-                _ = sleep(backoff) => {}
+                _ = sleep(backoff.next_delay()) => {}
             }
-            backoff = (backoff * 2).min((self.ttl / 4).clamp(BACKOFF_MIN, BACKOFF_MAX));
         }
     }
 

@@ -45,6 +45,7 @@ use tonic::{
 };
 
 use crate::{
+    backoff::Backoff,
     context::NAMESPACE_HEADER,
     pb::{AcquireRequest, AcquireStatus, LockLostReason, ReleaseRequest, ReleaseStatus, lock_service_client},
 };
@@ -153,7 +154,7 @@ impl LockClient {
         let request_id = options.request_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let started = Instant::now();
         let mut attempt = 0;
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
         let (reply, sent, waited) = loop {
             // A retry waits only for what is left of the wait.
             let wait = options.wait.saturating_sub(started.elapsed());
@@ -172,8 +173,7 @@ impl LockClient {
                 Err(status) if attempt < options.retries && retryable(&status) => {
                     tracing::debug!(lock = name, error = %status.message(), "acquire failed; retrying");
                     attempt += 1;
-                    tokio::time::sleep(backoff).await;
-                    backoff *= 2;
+                    tokio::time::sleep(backoff.next_delay()).await;
                 }
                 Err(status) => return Err(status.into()),
             }

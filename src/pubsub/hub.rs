@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::frame::{self, Delivery};
 use crate::{
+    backoff::Backoff,
     error::{Error, Result},
     redis::pubsub::Handler,
 };
@@ -187,7 +188,7 @@ struct Task {
 
 impl Task {
     async fn run(mut self, shutdown: CancellationToken) {
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
         let mut first = true;
         loop {
             let connect = async {
@@ -217,7 +218,7 @@ impl Task {
             };
             match connected {
                 Ok(Ok((sink, stream))) => {
-                    backoff = Duration::from_millis(50);
+                    backoff.reset();
                     self.connected.store(true, Ordering::Relaxed);
                     for (_, handler) in &self.internal {
                         handler.on_connect();
@@ -236,7 +237,7 @@ impl Task {
                 Err(_) => tracing::debug!("pub/sub connect timed out"),
             }
             // Disconnected: answer commands while waiting to retry.
-            let retry = tokio::time::sleep(backoff);
+            let retry = tokio::time::sleep(backoff.next_delay());
             tokio::pin!(retry);
             loop {
                 tokio::select! {
@@ -253,7 +254,6 @@ impl Task {
                     },
                 }
             }
-            backoff = (backoff * 2).min(Duration::from_secs(2));
         }
     }
 

@@ -11,6 +11,7 @@
 //! re-check whatever they were waiting for, since messages published while
 //! disconnected are lost (pub/sub is at most once).
 
+use crate::backoff::Backoff;
 use std::{
     sync::{
         Arc,
@@ -38,7 +39,7 @@ pub async fn run(
     connected: Arc<AtomicBool>,
     shutdown: CancellationToken,
 ) {
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
     loop {
         let attempt = async {
             let mut pubsub = client.get_async_pubsub().await?;
@@ -51,7 +52,7 @@ pub async fn run(
         };
         match pubsub {
             Ok(Ok(pubsub)) => {
-                backoff = Duration::from_millis(50);
+                backoff.reset();
                 tracing::debug!(%channel, "subscribed");
                 connected.store(true, Ordering::Relaxed);
                 handler.on_connect();
@@ -73,8 +74,7 @@ pub async fn run(
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
         }
-        backoff = (backoff * 2).min(Duration::from_secs(2));
     }
 }
