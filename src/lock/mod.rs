@@ -16,10 +16,12 @@
 //!   right reason; a tombstone counts as free.
 //!
 //! Module layout: `store` (the `LockStore` contract and its one-Redis
-//! implementation, one method per script call), `redlock` (the contract on N
-//! nodes, decided by majority), `events` (pub/sub fan-out), `keepalive`
-//! (the stream), `grpc` (the adapter); this file holds the domain types and
-//! the operations.
+//! implementation, one method per script call, with the replies it decodes),
+//! `redlock` (the contract on N nodes, decided by majority, and its vote
+//! types), `events` (pub/sub fan-out), `keepalive` (the stream), `grpc` (the
+//! adapter); this file holds the vocabulary every layer shares (`LeaseId`,
+//! `GrantEnd`, `LockState`, `LostReason`, `LockInfo`, the outcomes) and the
+//! operations.
 
 mod events;
 pub mod grpc;
@@ -36,9 +38,8 @@ use tokio::{sync::Notify, time::Instant};
 use tokio_util::sync::CancellationToken;
 
 pub use self::events::LockEvents;
-pub use self::redlock::Redlock;
+pub use self::redlock::{NodeResult, Redlock, Vote};
 use self::store::{Attempt, LockStore, Release, ReleaseReply, Store, Try};
-pub use self::store::{NodeResult, Vote};
 use crate::{
     backend::Backend,
     config::LockConfig,

@@ -47,13 +47,30 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     GrantEnd, LeaseId, LockInfo, LockState,
-    store::{Attempt, Ended, LockRenewal, LockStore, NodeResult, Release, ReleaseReply, Renewal, Store, Try, Vote},
+    store::{Attempt, Ended, LockRenewal, LockStore, Release, ReleaseReply, Renewal, Store, Try},
 };
 use crate::{
     config::RedlockConfig,
     error::{Error, Result},
     redis::{ConnectOptions, KeyBuilder, Name, Namespace, Redis, RedisNodes},
 };
+
+/// One Redlock node's answer to an acquire attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeResult {
+    pub node: String,
+    pub vote: Vote,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Vote {
+    Acquired,
+    Held,
+    Timeout,
+    Error,
+    Quarantined,
+}
 
 /// One independent master.
 struct Node {

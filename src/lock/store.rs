@@ -8,7 +8,7 @@ use redis::cluster_routing::Slot;
 
 use redis::{FromRedisValue, ParsingError, Value};
 
-use super::{GrantEnd, LeaseId, LockInfo, LockState};
+use super::{GrantEnd, LeaseId, LockInfo, LockState, NodeResult};
 use crate::{
     error::{Error, Result},
     redis::{KeyBuilder, Name, Namespace, Redis, ResourceKey, Topology, scripts},
@@ -82,23 +82,6 @@ impl FromRedisValue for Attempt {
             _ => return Err(malformed("acquire", &items)),
         })
     }
-}
-
-/// One Redlock node's answer to an acquire attempt.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodeResult {
-    pub node: String,
-    pub vote: Vote,
-    pub detail: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Vote {
-    Acquired,
-    Held,
-    Timeout,
-    Error,
-    Quarantined,
 }
 
 /// What a release removes.
