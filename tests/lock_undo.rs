@@ -49,7 +49,9 @@ impl Node {
                     .arg(60_000)
                     .arg(call)
                     .arg(attempt)
-                    .arg("");
+                    .arg("")
+                    .arg("")
+                    .arg("u");
             })
             .await
             .unwrap();
@@ -66,7 +68,7 @@ impl Node {
         let reply: Vec<Value> = self
             .redis
             .invoke(&scripts::RELEASE, |inv| {
-                inv.key(KEY).arg(lease).arg("coord:_:lock-events").arg(id).arg(latest);
+                inv.key(KEY).arg(lease).arg("coord:_:lock-events").arg(id).arg(latest).arg("u");
             })
             .await
             .unwrap();
@@ -75,7 +77,7 @@ impl Node {
             _ => String::new(),
         };
         match reply.as_slice() {
-            [Value::Int(1), Value::Int(remaining), _, grant, _, latest] => {
+            [Value::Int(1), Value::Int(remaining), grant, _, latest] => {
                 (1, Some((*remaining, text(grant), text(latest))))
             }
             [Value::Int(flag)] => (*flag, None),
