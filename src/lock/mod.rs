@@ -526,8 +526,12 @@ impl Locks {
                         validity_ms,
                         attempt,
                     };
-                    // A waiter whose call was cancelled gives the lock back.
-                    if cancel.is_cancelled() {
+                    // A grant its caller will not hear of is given back:
+                    // the call was cancelled, or the answer would arrive
+                    // after the call's deadline (whose margin a slow round
+                    // trip to Redis can eat), when the caller has left but
+                    // coord may not know it yet.
+                    if cancel.is_cancelled() || deadline.is_some_and(|d| Instant::now() >= d) {
                         self.undo(ns, name, &granted).await;
                         break Err(Error::DeadlineExceeded(started.elapsed()));
                     }

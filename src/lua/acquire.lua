@@ -70,7 +70,7 @@ end
 local f = redis.call('HMGET', KEYS[1], 'lease', 'state', 'count', 'token', 'owner', 'req', 'att', 'gid', 'q', 'ka')
 if f[2] == 'held' and f[6] ~= ARGV[6] and f[1] ~= ARGV[1] then
   if ARGV[4] ~= '' and not f[9] then
-    redis.call('HSET', KEYS[1], 'q', 1)
+    redis.call('HSET', KEYS[1], 'q', '1')
   end
   if ARGV[9] ~= '' then
     local now = time_ms()

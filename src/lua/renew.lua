@@ -26,7 +26,7 @@ local function check(key, ttl)
     end
     if not f[8] then
       -- A stream watches this lock: its end is published (release.lua).
-      redis.call('HSET', key, 'ka', 1)
+      redis.call('HSET', key, 'ka', '1')
     end
     if ttl ~= -1 then
       if ttl == 0 then
