@@ -6,7 +6,8 @@
 --          lease, or locks in another cluster slot than the lease)
 -- ARGV[1]  lease id
 -- ARGV[2]  '1' when KEYS[1..2] are the lease's own keys
--- ARGV[3]  without lease keys: TTL in ms for the locks, 0 = each lock's own
+-- ARGV[3]  without lease keys: TTL in ms for the locks, 0 = each lock's own,
+--          -1 = report only (their lease is gone)
 -- returns  {lease TTL ms (0 = gone, -1 = no lease keys given),
 --           {lock names in the lease index},
 --           {{state, token, TTL ms} per lock key}}
@@ -16,54 +17,55 @@
 -- O(locks given + locks in the index)
 local lease = ARGV[1]
 
--- State and token of one lock for this lease; renews it when held, unless
--- ttl is -1 (report only).
+-- State, token and TTL of one lock for this lease; renews it when held to
+-- ttl (text ms; '0' = the lock's own px; '-1' = report only). TTLs stay
+-- text: Lua would format numbers with the slow printf.
 local function check(key, ttl)
   local f = redis.call('HMGET', key, 'lease', 'state', 'token', 'px', 'prev_lease', 'prev_state', 'prev_token', 'ka')
   if f[1] == lease then
     if f[2] ~= 'held' then
-      return f[2], f[3]
+      return f[2], f[3], 0
     end
     if not f[8] then
       -- A stream watches this lock: its end is published (release.lua).
       redis.call('HSET', key, 'ka', '1')
     end
-    if ttl ~= -1 then
-      if ttl == 0 then
-        ttl = tonumber(f[4])
-      end
-      redis.call('PEXPIRE', key, ttl)
+    if ttl == '-1' then
+      return 'held', f[3], redis.call('PTTL', key)
     end
-    return 'held', f[3]
+    if ttl == '0' then
+      ttl = f[4]
+    end
+    redis.call('PEXPIRE', key, ttl)
+    return 'held', f[3], tonumber(ttl)
   end
   -- Re-granted since: the previous grant's end is kept for its holder.
   if f[5] == lease and f[6] ~= 'held' then
-    return f[6], f[7]
+    return f[6], f[7], 0
   end
-  return 'gone', 0
+  return 'gone', 0, 0
 end
 
-local lease_ttl, names, first, lock_ttl = -1, {}, 1, tonumber(ARGV[3])
+local lease_ttl, names, first, lock_ttl = -1, {}, 1, ARGV[3]
 if ARGV[2] == '1' then
   first = 3
   local ttl = redis.call('HGET', KEYS[1], 'ttl')
   if ttl then
     lease_ttl = tonumber(ttl)
-    lock_ttl = lease_ttl
+    lock_ttl = ttl
     redis.call('PEXPIRE', KEYS[1], ttl)
     redis.call('PEXPIRE', KEYS[2], ttl)
     names = redis.call('SMEMBERS', KEYS[2])
   else
     -- A gone lease renews nothing; its locks are only reported.
     lease_ttl = 0
-    lock_ttl = -1
+    lock_ttl = '-1'
   end
 end
 
 local results = {}
 for i = first, #KEYS do
-  local state, token = check(KEYS[i], lock_ttl)
-  local ttl = (state == 'held') and redis.call('PTTL', KEYS[i]) or 0
+  local state, token, ttl = check(KEYS[i], lock_ttl)
   results[#results + 1] = { state, tonumber(token) or 0, ttl }
 end
 return { lease_ttl, names, results }
