@@ -57,6 +57,8 @@ scripts! {
     RELEASE => "release.lua",
     LOCK_END => "lock_end.lua",
     WAITER => "waiter.lua",
+    SEM_ACQUIRE => "sem_acquire.lua",
+    SEM_RELEASE => "sem_release.lua",
     DESCRIBE => "describe.lua",
     FENCE_RAISE => "fence_raise.lua",
     RATELIMIT => "ratelimit.lua",

@@ -1,0 +1,112 @@
+-- sem_acquire: takes n permits of a counting semaphore, all or nothing and
+-- in arrival order, or queues the caller.
+--
+-- Fairness: strict FIFO. A request is granted only when its permits are
+-- free and no live waiter arrived before it, so a large request at the head
+-- of the queue is not starved by a stream of small ones behind it.
+--
+-- KEYS[1]  semaphore hash {size, used, seq}; expires ARGV[8] ms after the
+--          last acquire (its permits expire long before)
+-- KEYS[2]  permits hash: permit id (its fencing token) -> '<n> <lease> <owner>'
+-- KEYS[3]  permit expiry zset: permit id -> expiry (ms since epoch)
+-- KEYS[4]  queue zset: waiter id -> arrival number
+-- KEYS[5]  wants hash: waiter id -> '<n> <deadline ms>'
+-- KEYS[6]  fence: the last token issued
+-- ARGV[1]  n: permits wanted (integer >= 1)
+-- ARGV[2]  size of a semaphore that does not exist yet (integer >= 1)
+-- ARGV[3]  lease id
+-- ARGV[4]  permit TTL in ms (integer > 0)
+-- ARGV[5]  owner label
+-- ARGV[6]  waiter id ('' = none): leaves the queue when granted
+-- ARGV[7]  queue until (ms since epoch; '' = do not queue when not granted)
+-- ARGV[8]  TTL in ms of the semaphore hash, the queue and the fence
+-- returns  {1, token, permit TTL ms, size, free after} granted;
+--          {0, size, free, waiters ahead} not granted (queued with ARGV[7]);
+--          {-1, size} n exceeds the size: never grantable (nothing written)
+-- O(expired permits + dead waiters at the head + log waiters)
+local now = time_ms()
+local n = tonumber(ARGV[1])
+local size = tonumber(redis.call('HGET', KEYS[1], 'size') or ARGV[2])
+if n > size then
+  return { -1, size }
+end
+local used = tonumber(redis.call('HGET', KEYS[1], 'used') or '0')
+
+-- Permits whose lease stopped renewing them come back here.
+local expired = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 100)
+for _, id in ipairs(expired) do
+  local p = redis.call('HGET', KEYS[2], id)
+  if p then
+    used = used - tonumber(string.match(p, '^(%d+)'))
+    redis.call('HDEL', KEYS[2], id)
+  end
+  redis.call('ZREM', KEYS[3], id)
+end
+if used < 0 then
+  used = 0
+end
+
+-- Waiters past their deadline leave the head of the queue.
+local head
+for _ = 1, 100 do
+  head = redis.call('ZRANGE', KEYS[4], 0, 0)[1]
+  if not head then
+    break
+  end
+  local want = redis.call('HGET', KEYS[5], head)
+  local deadline = want and tonumber(string.match(want, ' (%d+)$'))
+  if deadline and deadline > now then
+    break
+  end
+  redis.call('ZREM', KEYS[4], head)
+  redis.call('HDEL', KEYS[5], head)
+  head = nil
+end
+
+local free = size - used
+local first = (head == nil) or (ARGV[6] ~= '' and head == ARGV[6])
+if first and n <= free then
+  local last = tonumber(redis.call('GET', KEYS[6]) or '0') or 0
+  local token = math.max(last + 1, time_us())
+  local id = string.format('%.0f', token)
+  redis.call('SET', KEYS[6], id, 'PX', ARGV[8])
+  redis.call('HSET', KEYS[2], id, ARGV[1] .. ' ' .. ARGV[3] .. ' ' .. ARGV[5])
+  redis.call('ZADD', KEYS[3], now + tonumber(ARGV[4]), id)
+  used = used + n
+  redis.call('HSET', KEYS[1], 'size', size, 'used', used)
+  if ARGV[6] ~= '' then
+    redis.call('ZREM', KEYS[4], ARGV[6])
+    redis.call('HDEL', KEYS[5], ARGV[6])
+  end
+  -- Nothing here outlives the longest permit by much.
+  local keep = math.max(tonumber(ARGV[8]), tonumber(ARGV[4]))
+  for i = 1, 5 do
+    if redis.call('PTTL', KEYS[i]) < keep then
+      redis.call('PEXPIRE', KEYS[i], keep)
+    end
+  end
+  return { 1, token, tonumber(ARGV[4]), size, size - used }
+end
+
+redis.call('HSET', KEYS[1], 'size', size, 'used', used)
+local ahead = redis.call('ZCARD', KEYS[4])
+if ARGV[6] ~= '' then
+  local rank = redis.call('ZRANK', KEYS[4], ARGV[6])
+  if rank then
+    ahead = rank
+  elseif ARGV[7] ~= '' then
+    local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+    redis.call('ZADD', KEYS[4], seq, ARGV[6])
+    redis.call('HSET', KEYS[5], ARGV[6], ARGV[1] .. ' ' .. ARGV[7])
+    local keep = tonumber(ARGV[7]) - now + 1000
+    for i = 4, 5 do
+      if redis.call('PTTL', KEYS[i]) < keep then
+        redis.call('PEXPIRE', KEYS[i], keep)
+      end
+    end
+  end
+end
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[8]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[8])
+end
+return { 0, size, free, ahead }
