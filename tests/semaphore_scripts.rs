@@ -223,3 +223,72 @@ async fn concurrent_callers_never_hold_more_than_the_size() {
     assert!(peak.load(Ordering::SeqCst) >= 3, "the size was used concurrently");
     assert_eq!(server.cli(&["HGET", KEY, "used"]), "0", "every permit came back");
 }
+
+impl Sem {
+    /// (previous size, used, waiters woken)
+    async fn resize(&self, size: u32) -> (i64, i64, i64) {
+        self.redis
+            .invoke(&scripts::SEM_RESIZE, |inv| {
+                for k in &keys()[..5] {
+                    inv.key(k);
+                }
+                inv.arg(size).arg(CHANNEL).arg(KEY).arg(600_000);
+            })
+            .await
+            .unwrap()
+    }
+
+    /// (size, used, waiters, holders as (permit, n, lease, owner, ttl))
+    async fn describe(&self) -> (i64, i64, i64, Vec<(String, i64, String, String, i64)>) {
+        self.redis
+            .invoke(&scripts::SEM_DESCRIBE, |inv| {
+                for k in &keys()[..5] {
+                    inv.key(k);
+                }
+                inv.arg(100);
+            })
+            .await
+            .unwrap()
+    }
+}
+
+/// Growing a semaphore wakes the waiters that now fit; shrinking it takes
+/// nothing back but grants nothing until enough permits return, and a
+/// waiter that wants more than the new size is told so on its next try.
+#[tokio::test]
+async fn resizing_wakes_what_fits_and_never_takes_permits_back() {
+    let server = RedisServer::start();
+    let s = Sem::on(&server);
+    let a = granted(&s.acquire(2, 2, "la", 30_000, "", None).await);
+    assert!(matches!(s.acquire(2, 2, "lb", 30_000, "w-b", Some(10_000)).await, Got::Waiting { .. }));
+    assert!(matches!(s.acquire(1, 2, "lc", 30_000, "w-c", Some(10_000)).await, Got::Waiting { ahead: 1, .. }));
+    assert_eq!(s.resize(5).await, (2, 2, 2), "both waiters fit in 3 more permits");
+    granted(&s.acquire(2, 2, "lb", 30_000, "w-b", Some(10_000)).await);
+    granted(&s.acquire(1, 2, "lc", 30_000, "w-c", Some(10_000)).await);
+
+    assert_eq!(s.resize(1).await, (5, 5, 0));
+    assert_eq!(server.cli(&["HGET", KEY, "used"]), "5", "holders keep their permits");
+    assert_eq!(s.acquire(1, 1, "ld", 30_000, "", None).await, Got::Waiting { free: -4, ahead: 0 });
+    assert_eq!(s.acquire(2, 1, "le", 30_000, "", None).await, Got::TooMany);
+    assert_eq!(s.release(a, "la").await.0, 1);
+    assert!(matches!(s.acquire(1, 1, "ld", 30_000, "", None).await, Got::Waiting { .. }), "3 held, size 1");
+}
+
+#[tokio::test]
+async fn describe_shows_size_use_holders_and_live_waiters() {
+    let server = RedisServer::start();
+    let s = Sem::on(&server);
+    assert_eq!(s.describe().await, (0, 0, 0, vec![]), "no such semaphore");
+    let a = granted(&s.acquire(2, 3, "la", 30_000, "", None).await);
+    granted(&s.acquire(1, 3, "lb", 10_000, "", None).await);
+    assert!(matches!(s.acquire(3, 3, "lc", 30_000, "w-c", Some(10_000)).await, Got::Waiting { .. }));
+    assert!(matches!(s.acquire(3, 3, "ld", 30_000, "w-d", Some(50)).await, Got::Waiting { .. }));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (size, used, waiters, holders) = s.describe().await;
+    assert_eq!((size, used, waiters), (3, 3, 1), "w-d gave up");
+    assert_eq!(holders.len(), 2);
+    let (permit, n, lease, owner, ttl) = &holders[1];
+    assert_eq!((permit.as_str(), *n, lease.as_str(), owner.as_str()), (a.to_string().as_str(), 2, "la", "owner"));
+    assert!(*ttl > 29_000 && *ttl <= 30_000, "{ttl}");
+    assert_eq!(holders[0].2, "lb", "soonest expiry first");
+}

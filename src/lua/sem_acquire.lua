@@ -21,7 +21,8 @@
 -- ARGV[7]  queue until (ms since epoch; '' = do not queue when not granted)
 -- ARGV[8]  TTL in ms of the semaphore hash, the queue and the fence
 -- returns  {1, token, permit TTL ms, size, free after} granted;
---          {0, size, free, waiters ahead} not granted (queued with ARGV[7]);
+--          {0, size, free (negative after a shrink), waiters ahead} not granted
+--          (queued with ARGV[7]);
 --          {-1, size} n exceeds the size: never grantable (nothing written)
 -- O(expired permits + dead waiters at the head + log waiters)
 local now = time_ms()

@@ -59,6 +59,8 @@ scripts! {
     WAITER => "waiter.lua",
     SEM_ACQUIRE => "sem_acquire.lua",
     SEM_RELEASE => "sem_release.lua",
+    SEM_RESIZE => "sem_resize.lua",
+    SEM_DESCRIBE => "sem_describe.lua",
     DESCRIBE => "describe.lua",
     FENCE_RAISE => "fence_raise.lua",
     RATELIMIT => "ratelimit.lua",
