@@ -491,7 +491,7 @@ impl Locks {
                 ttl_ms,
                 owner: &params.owner,
                 waiter: waiter.as_deref(),
-                queue: (!queued).then_some(queue_until).filter(|_| waiter.is_some()),
+                queue: waiter.as_ref().filter(|_| !queued).map(|_| queue_until),
                 call: &call,
                 instance: &instance,
                 seq,

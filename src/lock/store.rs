@@ -653,7 +653,7 @@ impl LockStore for Store {
         let _: i64 = self
             .redis
             .invoke(&scripts::WAITER, |inv| {
-                inv.key(&waiters).arg("remove").arg(id).arg(0);
+                inv.key(&waiters).arg(id);
             })
             .await?;
         Ok(())

@@ -9,7 +9,8 @@
 --          ka a new grant keeps how the last one ended (prev_*) for its
 --          holder's stream. The token is also the grant time (µs)
 -- KEYS[2]  fence counter: last token issued; TTL ARGV[5], refreshed per grant
--- KEYS[3]  waiters zset (member waiter id, score deadline ms; see waiter.lua)
+-- KEYS[3]  waiters zset: member waiter id, score its deadline (ms); queued
+--          here, pruned here and by waiter.lua, which removes a leaver
 -- KEYS[4]  optional, with KEYS[5]: the shared lease's hash and its index (set
 --          of lock names; expires with the lease). Given, the lock gets the
 --          lease's remaining TTL and is recorded in the index in this call.
