@@ -17,6 +17,7 @@ use std::{
     collections::{HashMap, VecDeque},
     pin::Pin,
     sync::{Arc, atomic::Ordering},
+    time::Duration,
 };
 
 use redis::Value;
@@ -27,6 +28,7 @@ use self::{
     hub::{Hub, Input, Subscriber},
 };
 use crate::{
+    backoff::Backoff,
     config::PubSubConfig,
     error::{Error, Result},
     redis::{KeyBuilder, Name, Namespace, Redis, ResourceKey, scripts},
@@ -459,7 +461,22 @@ impl Subscription {
 
     /// Brings a recoverable channel up to date from history. `report`: send
     /// a Recovery event even when it succeeds.
+    /// A history read that fails because Redis is unreachable is retried a
+    /// few times: right after the subscription comes back (a Redis restart)
+    /// a pooled connection may still be the broken one, and is replaced on
+    /// that failure. Every read comes before any change, so a retry is safe.
     async fn recover(&mut self, name: &str, report: bool) -> Result<()> {
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(400));
+        for _ in 0..4 {
+            match self.recover_once(name, report).await {
+                Err(e) if e.is_unavailable() => tokio::time::sleep(backoff.next_delay()).await,
+                done => return done,
+            }
+        }
+        self.recover_once(name, report).await
+    }
+
+    async fn recover_once(&mut self, name: &str, report: bool) -> Result<()> {
         let limit = self.pubsub.config.max_recovery;
         let Some(state) = self.channels.get(name) else { return Ok(()) };
         let (meta, hist, from) = (state.meta.clone(), state.hist.clone(), state.position.clone());
