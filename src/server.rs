@@ -351,6 +351,9 @@ pub async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(limited!(pb::admin_service_server::AdminServiceServer::new(admin::Service::new(backend.clone()))))
+        .add_service(limited!(pb::semaphore_service_server::SemaphoreServiceServer::new(
+            lock::semaphore_grpc::Service::new(locks.clone())
+        )))
         .add_service(limited!(pb::lock_service_server::LockServiceServer::new(lock::grpc::Service::new(
             locks,
             shutdown.clone()

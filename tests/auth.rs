@@ -122,14 +122,19 @@ fn rpcs(tag: &str) -> Vec<(&'static str, &'static str, Vec<u8>)> {
         (
             "/coord.v1.LockService/Release",
             "lock",
-            pb::ReleaseRequest { name: name.clone(), lease_id: "l0000000000000000".into() }.encode_to_vec(),
+            pb::ReleaseRequest { name: name.clone(), lease_id: "l0000000000000000".into(), ..Default::default() }
+                .encode_to_vec(),
         ),
-        ("/coord.v1.LockService/Describe", "lock", pb::DescribeRequest { name: name.clone() }.encode_to_vec()),
+        (
+            "/coord.v1.LockService/Describe",
+            "lock",
+            pb::DescribeRequest { name: name.clone(), ..Default::default() }.encode_to_vec(),
+        ),
         ("/coord.v1.LockService/List", "lock.admin", pb::ListRequest::default().encode_to_vec()),
         (
             "/coord.v1.LockService/ForceRelease",
             "lock.admin",
-            pb::ForceReleaseRequest { name: name.clone() }.encode_to_vec(),
+            pb::ForceReleaseRequest { name: name.clone(), ..Default::default() }.encode_to_vec(),
         ),
         (
             "/coord.v1.RateLimitService/Check",

@@ -33,7 +33,13 @@ async fn lock_run_releases_after_the_command_and_propagates_its_exit_code() {
     assert_eq!(out.status.code(), Some(7), "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "working\n", "stdout belongs to the command");
     assert!(String::from_utf8_lossy(&out.stderr).contains("fencing token"), "{out:?}");
-    let lock = coord.locks().describe(DescribeRequest { name: "nightly".into() }).await.unwrap().into_inner().lock;
+    let lock = coord
+        .locks()
+        .describe(DescribeRequest { name: "nightly".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .lock;
     assert!(!lock.unwrap().held, "released when the command ended");
     let ok = run(cli(&coord, &["lock", "run", "nightly", "--", "true"])).await;
     assert_eq!(ok.status.code(), Some(0));
@@ -79,7 +85,8 @@ async fn lock_run_kills_the_command_when_the_lock_is_force_released() {
         assert!(started.elapsed() < Duration::from_secs(10), "the command never started");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    let released = coord.locks().force_release(ForceReleaseRequest { name: "cron".into() }).await.unwrap();
+    let released =
+        coord.locks().force_release(ForceReleaseRequest { name: "cron".into(), ..Default::default() }).await.unwrap();
     assert!(released.into_inner().released);
     let status = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
     assert_eq!(status.status.code(), Some(75), "lock lost: {status:?}");

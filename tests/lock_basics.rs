@@ -33,7 +33,11 @@ async fn acquire_lease(client: &mut Client, name: &str, lease: &str) -> coord::p
 }
 
 async fn release(client: &mut Client, name: &str, lease: &str) -> coord::pb::ReleaseResponse {
-    client.release(ReleaseRequest { name: name.into(), lease_id: lease.into() }).await.expect("release").into_inner()
+    client
+        .release(ReleaseRequest { name: name.into(), lease_id: lease.into(), ..Default::default() })
+        .await
+        .expect("release")
+        .into_inner()
 }
 
 fn acquired(r: &coord::pb::AcquireResponse) -> bool {
@@ -70,7 +74,13 @@ async fn private_lease_acquire_describe_release() {
     assert_eq!(got.ttl_ms, 5_000);
     assert!(got.fencing_token > 0);
 
-    let info = c.describe(DescribeRequest { name: "orders".into() }).await.unwrap().into_inner().lock.unwrap();
+    let info = c
+        .describe(DescribeRequest { name: "orders".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .lock
+        .unwrap();
     assert!(info.held);
     assert_eq!(info.owner, "worker-1");
     assert_eq!(info.lease_id, got.lease_id);
@@ -86,7 +96,13 @@ async fn private_lease_acquire_describe_release() {
     let rel = release(&mut c, "orders", &got.lease_id).await;
     assert_eq!(rel.status, ReleaseStatus::Released as i32);
     assert_eq!(rel.remaining_holds, 0);
-    let info = c.describe(DescribeRequest { name: "orders".into() }).await.unwrap().into_inner().lock.unwrap();
+    let info = c
+        .describe(DescribeRequest { name: "orders".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .lock
+        .unwrap();
     assert!(!info.held);
     // Idempotent.
     assert_eq!(release(&mut c, "orders", &got.lease_id).await.status, ReleaseStatus::NotHeld as i32);
@@ -100,7 +116,13 @@ async fn only_the_holder_can_release() {
     let a = acquire_ttl(&mut c, "res", 5_000, "a").await;
     let b = c.grant(GrantRequest { ttl_ms: 5_000, owner: "b".into() }).await.unwrap().into_inner();
     assert_eq!(release(&mut c, "res", &b.lease_id).await.status, ReleaseStatus::HeldByOther as i32);
-    let info = c.describe(DescribeRequest { name: "res".into() }).await.unwrap().into_inner().lock.unwrap();
+    let info = c
+        .describe(DescribeRequest { name: "res".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .lock
+        .unwrap();
     assert!(info.held && info.lease_id == a.lease_id, "untouched: {info:?}");
 }
 
@@ -116,7 +138,13 @@ async fn late_release_after_expiry_leaves_the_new_holder_intact() {
     assert!(acquired(&b), "expired lock is free: {b:?}");
     assert!(b.fencing_token > a.fencing_token);
     assert_eq!(release(&mut c, "job", &a.lease_id).await.status, ReleaseStatus::HeldByOther as i32);
-    let info = c.describe(DescribeRequest { name: "job".into() }).await.unwrap().into_inner().lock.unwrap();
+    let info = c
+        .describe(DescribeRequest { name: "job".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .lock
+        .unwrap();
     assert!(info.held && info.lease_id == b.lease_id, "{info:?}");
 }
 
@@ -264,7 +292,7 @@ async fn validation_errors_name_the_field() {
         .unwrap_err();
     assert!(err.message().starts_with("page.cursor:"), "{}", err.message());
     // A bad namespace header is rejected by name too.
-    let mut req = tonic::Request::new(DescribeRequest { name: "n".into() });
+    let mut req = tonic::Request::new(DescribeRequest { name: "n".into(), ..Default::default() });
     req.metadata_mut().insert("coord-namespace", "".parse().unwrap());
     let err = c.describe(req).await.unwrap_err();
     assert!(err.message().starts_with("coord-namespace:"), "{}", err.message());
@@ -348,7 +376,13 @@ async fn a_forged_lease_renews_nothing() {
         Some(Event::Renewed(r)) => assert_eq!((r.lease_id, r.ttl_ms), (forged.clone(), 0)),
         other => panic!("{other:?}"),
     }
-    let info = c.describe(DescribeRequest { name: "mine".into() }).await.unwrap().into_inner().lock.unwrap();
+    let info = c
+        .describe(DescribeRequest { name: "mine".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .lock
+        .unwrap();
     assert!(info.ttl_ms <= 500, "TTL not extended by the forged lease: {info:?}");
     // Nor can it release the lock.
     assert_eq!(release(&mut c, "mine", &forged).await.status, ReleaseStatus::HeldByOther as i32);
@@ -362,7 +396,13 @@ async fn a_lock_under_a_granted_lease_shows_the_lease_owner() {
     let lease = c.grant(GrantRequest { ttl_ms: 30_000, owner: "billing-7f9c".into() }).await.unwrap().into_inner();
     assert!(acquired(&acquire_lease(&mut c, "owned", &lease.lease_id).await));
 
-    let info = c.describe(DescribeRequest { name: "owned".into() }).await.unwrap().into_inner().lock.unwrap();
+    let info = c
+        .describe(DescribeRequest { name: "owned".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .lock
+        .unwrap();
     assert_eq!(info.owner, "billing-7f9c", "{info:?}");
     let other = c
         .acquire(AcquireRequest { name: "owned".into(), ttl_ms: 1_000, ..Default::default() })
@@ -371,7 +411,11 @@ async fn a_lock_under_a_granted_lease_shows_the_lease_owner() {
         .into_inner();
     assert_eq!(other.status, AcquireStatus::NotAcquired as i32);
     assert_eq!(other.holder_owner, "billing-7f9c", "{other:?}");
-    let forced = c.force_release(coord::pb::ForceReleaseRequest { name: "owned".into() }).await.unwrap().into_inner();
+    let forced = c
+        .force_release(coord::pb::ForceReleaseRequest { name: "owned".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(forced.owner, "billing-7f9c", "{forced:?}");
 
     // An owner on the Acquire itself wins over the lease's.
@@ -386,7 +430,13 @@ async fn a_lock_under_a_granted_lease_shows_the_lease_owner() {
         .unwrap()
         .into_inner();
     assert!(acquired(&got));
-    let info = c.describe(DescribeRequest { name: "named".into() }).await.unwrap().into_inner().lock.unwrap();
+    let info = c
+        .describe(DescribeRequest { name: "named".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .lock
+        .unwrap();
     assert_eq!(info.owner, "job-1");
 }
 
@@ -438,7 +488,13 @@ async fn shared_lease_acquire_and_release_are_one_round_trip_each() {
     assert_eq!(round_trips(&redis, "one-trip").await, ["EVALSHA"], "acquire");
     let index = format!("coord:default:lease:{{{lease}}}:locks");
     assert_eq!(redis.cli(&["SMEMBERS", &index]), "one-trip");
-    let info = c.describe(DescribeRequest { name: "one-trip".into() }).await.unwrap().into_inner().lock.unwrap();
+    let info = c
+        .describe(DescribeRequest { name: "one-trip".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .lock
+        .unwrap();
     assert_eq!(info.owner, "etl", "the lease's owner label");
     assert!(info.ttl_ms > 9_000 && info.ttl_ms <= 10_000, "the lease's TTL: {info:?}");
 
@@ -496,7 +552,14 @@ async fn a_release_is_published_only_when_a_waiter_or_stream_listens() {
     };
     // Until the waiter is queued in Redis.
     let waiters = || async {
-        c.clone().describe(DescribeRequest { name: "busy".into() }).await.unwrap().into_inner().lock.unwrap().waiters
+        c.clone()
+            .describe(DescribeRequest { name: "busy".into(), ..Default::default() })
+            .await
+            .unwrap()
+            .into_inner()
+            .lock
+            .unwrap()
+            .waiters
     };
     let until = Instant::now() + Duration::from_secs(10);
     while waiters().await == 0 {

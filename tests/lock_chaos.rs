@@ -310,7 +310,9 @@ impl Run {
                 .into_inner();
             assert_eq!(got.status, AcquireStatus::Acquired as i32, "chaos-{name} not acquirable after the faults");
             longest = longest.max(start.elapsed());
-            c.release(ReleaseRequest { name: format!("chaos-{name}"), lease_id: got.lease_id }).await.unwrap();
+            c.release(ReleaseRequest { name: format!("chaos-{name}"), lease_id: got.lease_id, ..Default::default() })
+                .await
+                .unwrap();
         }
         longest
     }
@@ -571,8 +573,11 @@ impl Worker {
             return;
         }
         grant.released = Some(Instant::now());
-        let mut request =
-            tonic::Request::new(ReleaseRequest { name: format!("chaos-{}", grant.name), lease_id: lease.to_owned() });
+        let mut request = tonic::Request::new(ReleaseRequest {
+            name: format!("chaos-{}", grant.name),
+            lease_id: lease.to_owned(),
+            ..Default::default()
+        });
         request.set_timeout(Duration::from_secs(2));
         if let Err(e) = self.client().release(request).await {
             // It ends with its TTL.

@@ -23,7 +23,14 @@ fn opts(ttl_ms: u64) -> LockOptions {
 }
 
 async fn describe(coord: &Coord, name: &str) -> LockInfo {
-    coord.locks().describe(DescribeRequest { name: name.into() }).await.unwrap().into_inner().lock.unwrap()
+    coord
+        .locks()
+        .describe(DescribeRequest { name: name.into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .lock
+        .unwrap()
 }
 
 /// Polls Describe until the lock is free; returns how long that took.
@@ -149,7 +156,8 @@ async fn force_release_resolves_lost_with_force_released() {
     assert!(!guard.is_lost());
 
     let start = Instant::now();
-    let forced = coord.locks().force_release(ForceReleaseRequest { name: "victim".into() }).await.unwrap();
+    let forced =
+        coord.locks().force_release(ForceReleaseRequest { name: "victim".into(), ..Default::default() }).await.unwrap();
     assert!(forced.into_inner().released);
     let lost = tokio::time::timeout(Duration::from_secs(5), lost).await.expect("lost() resolves");
     assert_eq!(lost.reason, LockLostReason::ForceReleased, "{lost:?}");

@@ -68,7 +68,13 @@ async fn acquire(c: &mut Client, name: &str, lease: &str) -> u64 {
 }
 
 async fn holder(c: &mut Client, name: &str) -> Option<String> {
-    let info = c.describe(DescribeRequest { name: name.into() }).await.unwrap().into_inner().lock.unwrap();
+    let info = c
+        .describe(DescribeRequest { name: name.into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .lock
+        .unwrap();
     info.held.then_some(info.lease_id)
 }
 
@@ -175,7 +181,12 @@ async fn force_release_from_another_instance_is_pushed_to_the_holder() {
     .await;
 
     let start = Instant::now();
-    let forced = b.locks().force_release(ForceReleaseRequest { name: "victim".into() }).await.unwrap().into_inner();
+    let forced = b
+        .locks()
+        .force_release(ForceReleaseRequest { name: "victim".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
     assert!(forced.released && forced.lease_id == lease, "{forced:?}");
     let lost = next_lost(&mut stream, Duration::from_secs(3)).await;
     assert_eq!(lost.reason, LockLostReason::ForceReleased as i32);
@@ -362,7 +373,7 @@ async fn a_released_private_lock_is_not_reported_lost() {
         assert!(matches!(msg.event, Some(Event::Renewed(_))), "{msg:?}");
         let released = releaser
             .locks()
-            .release(coord::pb::ReleaseRequest { name: name.clone(), lease_id: got.lease_id })
+            .release(coord::pb::ReleaseRequest { name: name.clone(), lease_id: got.lease_id, ..Default::default() })
             .await
             .unwrap()
             .into_inner();

@@ -57,12 +57,18 @@ async fn lock_scripts_run_on_a_local_cluster() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     for name in &names {
-        let info = c.describe(DescribeRequest { name: name.clone() }).await.unwrap().into_inner().lock.unwrap();
+        let info = c
+            .describe(DescribeRequest { name: name.clone(), ..Default::default() })
+            .await
+            .unwrap()
+            .into_inner()
+            .lock
+            .unwrap();
         assert!(info.held && info.lease_id == lease, "{name}: {info:?}");
     }
 
     // Force release reaches the stream; release, re-acquire, fencing.
-    c.force_release(ForceReleaseRequest { name: names[0].clone() }).await.unwrap();
+    c.force_release(ForceReleaseRequest { name: names[0].clone(), ..Default::default() }).await.unwrap();
     loop {
         let msg = tokio::time::timeout(Duration::from_secs(3), stream.next()).await.unwrap().unwrap().unwrap();
         if let Some(Event::LockLost(lost)) = msg.event {
@@ -70,7 +76,11 @@ async fn lock_scripts_run_on_a_local_cluster() {
             break;
         }
     }
-    let rel = c.release(ReleaseRequest { name: names[1].clone(), lease_id: lease.clone() }).await.unwrap().into_inner();
+    let rel = c
+        .release(ReleaseRequest { name: names[1].clone(), lease_id: lease.clone(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(rel.status, ReleaseStatus::Released as i32);
     let again = c
         .acquire(AcquireRequest { name: names[1].clone(), ttl_ms: 1_000, ..Default::default() })
@@ -130,7 +140,7 @@ async fn list_pages_through_held_locks_by_prefix() {
         .await
         .unwrap()
         .into_inner();
-    c.release(ReleaseRequest { name: "batch/zz".into(), lease_id: gone.lease_id }).await.unwrap();
+    c.release(ReleaseRequest { name: "batch/zz".into(), lease_id: gone.lease_id, ..Default::default() }).await.unwrap();
 
     assert_eq!(list_all(&mut c, "batch/", 4).await, want);
     assert_eq!(list_all(&mut c, "batch*", 10).await, ["batch*x"]);
@@ -167,7 +177,13 @@ async fn grants_wait_for_replicas_and_are_undone_without_them() {
         c.acquire(AcquireRequest { name: "fragile".into(), ttl_ms: 5_000, ..Default::default() }).await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
     assert!(err.message().contains("replicas"), "{}", err.message());
-    let info = c.describe(DescribeRequest { name: "fragile".into() }).await.unwrap().into_inner().lock.unwrap();
+    let info = c
+        .describe(DescribeRequest { name: "fragile".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .lock
+        .unwrap();
     assert!(!info.held, "undone: {info:?}");
     replica.cont();
 }

@@ -48,7 +48,13 @@ async fn waiter_is_woken_by_release_without_polling() {
     });
     // Let the waiter park, then watch Redis for a second.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let info = c.describe(DescribeRequest { name: "door".into() }).await.unwrap().into_inner().lock.unwrap();
+    let info = c
+        .describe(DescribeRequest { name: "door".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .lock
+        .unwrap();
     assert_eq!(info.waiters, 1, "{info:?}");
     let before = evalsha_calls(&redis);
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -57,13 +63,19 @@ async fn waiter_is_woken_by_release_without_polling() {
     assert!(during <= 1, "{during} script calls while parked");
 
     let released_at = Instant::now();
-    c.release(ReleaseRequest { name: "door".into(), lease_id: held.lease_id }).await.unwrap();
+    c.release(ReleaseRequest { name: "door".into(), lease_id: held.lease_id, ..Default::default() }).await.unwrap();
     let (got, _) = waiter.await.unwrap();
     let handoff = released_at.elapsed();
     assert_eq!(got.status, AcquireStatus::Acquired as i32);
     assert!(handoff < Duration::from_secs(2), "handoff took {handoff:?}");
     eprintln!("handoff {handoff:?}");
-    let info = c.describe(DescribeRequest { name: "door".into() }).await.unwrap().into_inner().lock.unwrap();
+    let info = c
+        .describe(DescribeRequest { name: "door".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .lock
+        .unwrap();
     assert_eq!(info.waiters, 0, "the waiter deregistered: {info:?}");
 }
 
@@ -77,7 +89,10 @@ async fn waiter_on_another_instance_is_woken_through_pubsub() {
     let waiter = tokio::spawn(async move { on_b.acquire(req("cross", 5_000, 20_000)).await.unwrap().into_inner() });
     tokio::time::sleep(Duration::from_millis(300)).await;
     let released_at = Instant::now();
-    a.locks().release(ReleaseRequest { name: "cross".into(), lease_id: held.lease_id }).await.unwrap();
+    a.locks()
+        .release(ReleaseRequest { name: "cross".into(), lease_id: held.lease_id, ..Default::default() })
+        .await
+        .unwrap();
     let got = waiter.await.unwrap();
     assert_eq!(got.status, AcquireStatus::Acquired as i32);
     // The holder's TTL was 30 s: only a notification explains this.
@@ -143,14 +158,26 @@ async fn cancelled_waiter_leaves_nothing_behind() {
     let mut w = coord.locks();
     let waiter = tokio::spawn(async move { w.acquire(req("gate", 30_000, 20_000)).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let info = c.describe(DescribeRequest { name: "gate".into() }).await.unwrap().into_inner().lock.unwrap();
+    let info = c
+        .describe(DescribeRequest { name: "gate".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .lock
+        .unwrap();
     assert_eq!(info.waiters, 1);
     waiter.abort(); // the client goes away mid-wait
     let _ = waiter.await;
 
     let start = Instant::now();
     loop {
-        let info = c.describe(DescribeRequest { name: "gate".into() }).await.unwrap().into_inner().lock.unwrap();
+        let info = c
+            .describe(DescribeRequest { name: "gate".into(), ..Default::default() })
+            .await
+            .unwrap()
+            .into_inner()
+            .lock
+            .unwrap();
         if info.waiters == 0 {
             break;
         }
@@ -158,9 +185,15 @@ async fn cancelled_waiter_leaves_nothing_behind() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // The cancelled waiter must not take the lock when it frees up.
-    c.release(ReleaseRequest { name: "gate".into(), lease_id: held.lease_id }).await.unwrap();
+    c.release(ReleaseRequest { name: "gate".into(), lease_id: held.lease_id, ..Default::default() }).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let info = c.describe(DescribeRequest { name: "gate".into() }).await.unwrap().into_inner().lock.unwrap();
+    let info = c
+        .describe(DescribeRequest { name: "gate".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .lock
+        .unwrap();
     assert!(!info.held, "{info:?}");
 }
 
@@ -196,7 +229,14 @@ async fn mutual_exclusion_keeps_a_counter_exact() {
                         .unwrap_or(0);
                     let _: () = redis::cmd("SET").arg("counter").arg(value + 1).query_async(&mut conn).await.unwrap();
                     log.lock().unwrap().push((value, got.fencing_token));
-                    locks.release(ReleaseRequest { name: "counter".into(), lease_id: got.lease_id }).await.unwrap();
+                    locks
+                        .release(ReleaseRequest {
+                            name: "counter".into(),
+                            lease_id: got.lease_id,
+                            ..Default::default()
+                        })
+                        .await
+                        .unwrap();
                 }
             })
         })
@@ -258,7 +298,7 @@ async fn a_grant_racing_a_cancelled_acquire_is_taken_back() {
         // 80–160 ms.
         let offset = Duration::from_millis(60 + 12 * round);
         tokio::time::sleep_until((started + timeout - offset).into()).await;
-        c.release(ReleaseRequest { name: name.clone(), lease_id: held.lease_id }).await.unwrap();
+        c.release(ReleaseRequest { name: name.clone(), lease_id: held.lease_id, ..Default::default() }).await.unwrap();
         let result = waiter.await.unwrap();
         tokio::time::sleep(Duration::from_millis(600)).await;
         let key = format!("coord:default:lock:{{{name}}}");

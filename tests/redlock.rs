@@ -101,10 +101,20 @@ async fn locks_work_with_a_minority_killed_or_stopped() {
         let mut stream = c.keep_alive(ReceiverStream::new(rx)).await.unwrap().into_inner();
         let events = renew_for(&tx, &mut stream, &lease, 8).await;
         assert!(events.iter().all(|e| matches!(e, Event::Renewed(r) if r.ttl_ms > 0)), "{fault}: {events:?}");
-        let info = c.describe(DescribeRequest { name: "m".into() }).await.unwrap().into_inner().lock.unwrap();
+        let info = c
+            .describe(DescribeRequest { name: "m".into(), ..Default::default() })
+            .await
+            .unwrap()
+            .into_inner()
+            .lock
+            .unwrap();
         assert!(info.held && info.lease_id == lease, "{fault}: {info:?}");
         assert_eq!(info.owner, fault, "the lease's owner is shown");
-        let rel = c.release(ReleaseRequest { name: "m".into(), lease_id: lease.clone() }).await.unwrap().into_inner();
+        let rel = c
+            .release(ReleaseRequest { name: "m".into(), lease_id: lease.clone(), ..Default::default() })
+            .await
+            .unwrap()
+            .into_inner();
         assert_eq!(rel.status, ReleaseStatus::Released as i32, "{fault}");
         assert_eq!(holders(&s.nodes, "m", &lease, &[0, 1]), 0);
         if fault == "stop" {
@@ -193,7 +203,13 @@ async fn contention_with_a_failing_minority_never_double_grants() {
                     }
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     state.lock().unwrap().0 = false;
-                    let _ = c.release(ReleaseRequest { name: "guarded".into(), lease_id: got.lease_id }).await;
+                    let _ = c
+                        .release(ReleaseRequest {
+                            name: "guarded".into(),
+                            lease_id: got.lease_id,
+                            ..Default::default()
+                        })
+                        .await;
                 }
             })
         })
@@ -231,7 +247,9 @@ async fn fencing_tokens_reach_a_majority_and_increase_across_majorities() {
             })
             .count();
         assert!(at_least >= 3, "round {round}: token on {at_least} nodes");
-        c.release(ReleaseRequest { name: "fenced".into(), lease_id: got.lease_id }).await.unwrap();
+        c.release(ReleaseRequest { name: "fenced".into(), lease_id: got.lease_id, ..Default::default() })
+            .await
+            .unwrap();
         for i in away {
             s.nodes.node(i).cont();
         }
@@ -253,7 +271,9 @@ async fn a_paused_node_holds_no_stale_lock_after_release() {
     s.nodes.node(4).stop(); // paused mid-flight: the acquire reaches it late
     let got = c.acquire(req("late", 5_000)).await.unwrap().into_inner();
     assert_eq!(got.status, AcquireStatus::Acquired as i32);
-    c.release(ReleaseRequest { name: "late".into(), lease_id: got.lease_id.clone() }).await.unwrap();
+    c.release(ReleaseRequest { name: "late".into(), lease_id: got.lease_id.clone(), ..Default::default() })
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     s.nodes.node(4).cont();
     let start = Instant::now();
@@ -481,7 +501,10 @@ async fn a_paused_node_resumes_without_stale_or_doubled_holds() {
         assert_eq!(node0.cli(&["HGET", key, "count"]), "1", "{all}");
     }
     assert!(holders(&s.nodes, "rep", &x.lease_id, &[]) >= 4);
-    let rel = c.release(ReleaseRequest { name: "rep".into(), lease_id: x.lease_id.clone() }).await.unwrap();
+    let rel = c
+        .release(ReleaseRequest { name: "rep".into(), lease_id: x.lease_id.clone(), ..Default::default() })
+        .await
+        .unwrap();
     assert_eq!(rel.get_ref().remaining_holds, 0);
     assert_eq!(holders(&s.nodes, "rep", &x.lease_id, &[]), 0);
 }
@@ -520,7 +543,7 @@ async fn a_loaded_healthy_cluster_does_not_fail_calls() {
                         Ok(got) if got.get_ref().status == AcquireStatus::Acquired as i32 => {
                             granted += 1;
                             let lease_id = got.into_inner().lease_id;
-                            let _ = c.release(ReleaseRequest { name, lease_id }).await;
+                            let _ = c.release(ReleaseRequest { name, lease_id, ..Default::default() }).await;
                         }
                         Ok(_) => {}
                         Err(e) if e.code() == Code::Unavailable => unavailable.push(e.message().to_owned()),

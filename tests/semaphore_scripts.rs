@@ -70,13 +70,15 @@ impl Sem {
                     .arg("owner")
                     .arg(waiter)
                     .arg(wait.map(|w| (now_ms() + w).to_string()).unwrap_or_default())
-                    .arg(600_000);
+                    .arg(600_000)
+                    .arg("0")
+                    .arg("");
             })
             .await
             .unwrap();
         match reply.as_slice() {
             [Value::Int(1), Value::Int(token), _, _, Value::Int(free)] => Got::Granted { permit: *token, free: *free },
-            [Value::Int(0), _, Value::Int(free), Value::Int(ahead)] => Got::Waiting { free: *free, ahead: *ahead },
+            [Value::Int(0), _, Value::Int(free), Value::Int(ahead), _] => Got::Waiting { free: *free, ahead: *ahead },
             [Value::Int(-1), _] => Got::TooMany,
             other => panic!("{other:?}"),
         }
@@ -90,12 +92,12 @@ impl Sem {
                 for k in &keys()[..5] {
                     inv.key(k);
                 }
-                inv.arg(permit.to_string()).arg(lease).arg(CHANNEL).arg(KEY);
+                inv.arg(permit.to_string()).arg(lease).arg(CHANNEL).arg(KEY).arg("released").arg("");
             })
             .await
             .unwrap();
         match reply.as_slice() {
-            [Value::Int(1), _, Value::Int(woken)] => (1, *woken),
+            [Value::Int(1), _, Value::Int(woken), ..] => (1, *woken),
             [Value::Int(flag)] => (*flag, 0),
             other => panic!("{other:?}"),
         }

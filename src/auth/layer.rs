@@ -68,6 +68,10 @@ pub fn rule(path: &str) -> Rule {
             "KeepAlive" => Rule { stream: true, ..needs(Lock) },
             _ => needs(Lock),
         },
+        pb::semaphore_service_server::SERVICE_NAME => match method {
+            "Resize" | "ForceRelease" => needs(LockAdmin),
+            _ => needs(Lock),
+        },
         pb::rate_limit_service_server::SERVICE_NAME => match method {
             "Refund" => needs(RatelimitAdmin),
             _ => needs(RatelimitCheck),
@@ -386,6 +390,10 @@ mod tests {
         };
         assert_eq!(needs("/coord.v1.LockService/Acquire"), Some(Lock));
         assert_eq!(needs("/coord.v1.LockService/ForceRelease"), Some(LockAdmin));
+        assert_eq!(needs("/coord.v1.SemaphoreService/Acquire"), Some(Lock));
+        assert_eq!(needs("/coord.v1.SemaphoreService/Describe"), Some(Lock));
+        assert_eq!(needs("/coord.v1.SemaphoreService/Resize"), Some(LockAdmin));
+        assert_eq!(needs("/coord.v1.SemaphoreService/ForceRelease"), Some(LockAdmin));
         assert_eq!(needs("/coord.v1.RateLimitService/Refund"), Some(RatelimitAdmin));
         assert_eq!(needs("/coord.v1.LeaderboardService/DeleteBoard"), Some(BoardAdmin));
         assert_eq!(needs("/coord.v1.LeaderboardService/Submit"), Some(BoardWrite));

@@ -62,7 +62,9 @@ async fn lock_cycles(args: &BenchArgs, pool: &Pool, contended: bool) -> Report {
             if got.status() != AcquireStatus::Acquired {
                 return Err("NotAcquired".into());
             }
-            c.release(pool.request(ReleaseRequest { name, lease_id: got.lease_id })).await.map_err(code)?;
+            c.release(pool.request(ReleaseRequest { name, lease_id: got.lease_id, ..Default::default() }))
+                .await
+                .map_err(code)?;
             Ok(())
         }
     })
@@ -93,7 +95,7 @@ async fn lock_shared(args: &BenchArgs, pool: &Pool) -> Report {
             if got.status() != AcquireStatus::Acquired {
                 return Err("NotAcquired".into());
             }
-            c.release(pool.request(ReleaseRequest { name, lease_id })).await.map_err(code)?;
+            c.release(pool.request(ReleaseRequest { name, lease_id, ..Default::default() })).await.map_err(code)?;
             Ok(())
         }
     })
@@ -135,7 +137,7 @@ async fn handoff(args: &BenchArgs, pool: &Pool) -> Report {
                     let _ = latency.record(now.saturating_sub(previous));
                 }
                 released_at.store(epoch.elapsed().as_micros() as u64, Ordering::Relaxed);
-                let rel = ReleaseRequest { name: "bench-handoff".into(), lease_id: got.lease_id };
+                let rel = ReleaseRequest { name: "bench-handoff".into(), lease_id: got.lease_id, ..Default::default() };
                 if c.release(pool.request(rel)).await.is_err() {
                     errors += 1;
                 }

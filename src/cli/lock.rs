@@ -72,7 +72,8 @@ pub async fn run(args: &ClientArgs, command: LockCommand) -> Result<ExitCode, Cl
             return hold(args, channel, &name, ttl, wait, Some(command)).await;
         }
         LockCommand::Describe { name } => {
-            let lock = c.describe(args.request(DescribeRequest { name })).await?.into_inner().lock;
+            let lock =
+                c.describe(args.request(DescribeRequest { name, ..Default::default() })).await?.into_inner().lock;
             lock.map(info).unwrap_or(Value::Null)
         }
         LockCommand::List { prefix, limit } => {
@@ -91,11 +92,15 @@ pub async fn run(args: &ClientArgs, command: LockCommand) -> Result<ExitCode, Cl
             Value::Array(all)
         }
         LockCommand::Release { name, lease } => {
-            let reply = c.release(args.request(ReleaseRequest { name, lease_id: lease })).await?.into_inner();
+            let reply = c
+                .release(args.request(ReleaseRequest { name, lease_id: lease, ..Default::default() }))
+                .await?
+                .into_inner();
             json!({ "status": reply.status().as_str_name(), "remaining_holds": reply.remaining_holds })
         }
         LockCommand::ForceRelease { name } => {
-            let reply = c.force_release(args.request(ForceReleaseRequest { name })).await?.into_inner();
+            let reply =
+                c.force_release(args.request(ForceReleaseRequest { name, ..Default::default() })).await?.into_inner();
             json!({ "released": reply.released, "lease_id": reply.lease_id, "owner": reply.owner })
         }
     };

@@ -224,7 +224,8 @@ impl LockClient {
         lease_id: &str,
         timeout: Duration,
     ) -> Result<crate::pb::ReleaseResponse, Status> {
-        let mut request = self.request(ReleaseRequest { name: name.to_owned(), lease_id: lease_id.to_owned() });
+        let mut request =
+            self.request(ReleaseRequest { name: name.to_owned(), lease_id: lease_id.to_owned(), ..Default::default() });
         request.set_timeout(timeout);
         Ok(self.inner.clone().release(request).await?.into_inner())
     }

@@ -1,6 +1,7 @@
 //! In-process fan-out of lock events from the pub/sub reader: every grant
 //! end ([`GrantEnd`]) wakes one of the lock's local waiters and reaches the
-//! KeepAlive streams of its lease.
+//! KeepAlive streams of its lease; a semaphore's wake-up names the waiters
+//! that now fit, and wakes exactly those.
 
 use std::{
     collections::HashMap,
@@ -9,12 +10,15 @@ use std::{
 
 use tokio::sync::{Notify, mpsc};
 
-use super::{GrantEnd, LostReason};
+use super::{GrantEnd, HoldKind, LostReason, SemKind};
 use crate::redis::pubsub::Handler;
 
 /// A grant of `lease` ended (the event of release.lua and lock_end.lua).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GrantEnded {
+    /// A lock, or a semaphore or read/write lock grant (`token` is then its
+    /// permit id).
+    pub kind: HoldKind,
     /// The lock's key, whose waiters wake.
     pub key: String,
     pub ns: String,
@@ -41,8 +45,21 @@ impl GrantEnded {
         let rest = parts.next()?;
         let (lease, key) = (rest.get(..len)?, rest.get(len..)?);
         let (ns, name) = crate::redis::keys::resource_of(key)?;
-        Some(GrantEnded { key: key.to_owned(), ns, lease: lease.to_owned(), name, state, token })
+        let kind = match key.split(':').nth(2)? {
+            "lock" => HoldKind::Lock,
+            other => SemKind::from_key_kind(other)?.into(),
+        };
+        Some(GrantEnded { kind, key: key.to_owned(), ns, lease: lease.to_owned(), name, state, token })
     }
+}
+
+/// A semaphore's wake-up, `s|<key length>|<key><id> <id> ...`: the ids of
+/// the waiters that now fit.
+fn woken_waiters(payload: &[u8]) -> Option<Vec<&str>> {
+    let text = std::str::from_utf8(payload.strip_prefix(b"s|")?).ok()?;
+    let (len, rest) = text.split_once('|')?;
+    let ids = rest.get(len.parse::<usize>().ok()?..)?;
+    Some(ids.split(' ').filter(|id| !id.is_empty()).collect())
 }
 
 /// namespace → lease → the streams that renew it.
@@ -52,6 +69,8 @@ type LeaseWatchers = HashMap<String, HashMap<String, Vec<(u64, mpsc::UnboundedSe
 pub struct LockEvents {
     /// Lock key → the Notify its local waiters park on.
     waiters: Mutex<HashMap<String, Weak<Notify>>>,
+    /// Semaphore waiter id → its Notify (see `permit_waiter`).
+    permit_waiters: Mutex<HashMap<String, Weak<Notify>>>,
     leases: Mutex<LeaseWatchers>,
 }
 
@@ -66,6 +85,17 @@ impl LockEvents {
         map.retain(|_, w| w.strong_count() > 0);
         let notify = Arc::new(Notify::new());
         map.insert(key.to_owned(), Arc::downgrade(&notify));
+        notify
+    }
+
+    /// The Notify of semaphore waiter `id` (random, so one per Acquire),
+    /// woken when a release names it.
+    pub fn permit_waiter(&self, id: &str) -> Arc<Notify> {
+        let notify = Arc::new(Notify::new());
+        if let Ok(mut map) = self.permit_waiters.lock() {
+            map.retain(|_, w| w.strong_count() > 0);
+            map.insert(id.to_owned(), Arc::downgrade(&notify));
+        }
         notify
     }
 
@@ -129,6 +159,13 @@ impl LockEvents {
 
 impl Handler for LockEvents {
     fn on_message(&self, payload: &[u8]) {
+        if let Some(ids) = woken_waiters(payload) {
+            let Ok(map) = self.permit_waiters.lock() else { return };
+            for notify in ids.into_iter().filter_map(|id| map.get(id).and_then(Weak::upgrade)) {
+                notify.notify_one();
+            }
+            return;
+        }
         match GrantEnded::parse(payload) {
             Some(event) => {
                 self.released(&event.key);
@@ -141,10 +178,13 @@ impl Handler for LockEvents {
     fn on_connect(&self) {
         // Releases published while disconnected were lost: every waiter
         // re-checks its lock.
-        let notifies: Vec<_> = match self.waiters.lock() {
+        let mut notifies: Vec<_> = match self.waiters.lock() {
             Ok(map) => map.values().filter_map(Weak::upgrade).collect(),
             Err(_) => Vec::new(),
         };
+        if let Ok(map) = self.permit_waiters.lock() {
+            notifies.extend(map.values().filter_map(Weak::upgrade));
+        }
         for notify in notifies {
             notify.notify_waiters();
         }
@@ -167,7 +207,15 @@ mod tests {
             assert_eq!(event.key, key.as_str());
             assert_eq!((event.ns.as_str(), event.name.as_str(), event.lease.as_str()), (ns, name, lease.as_str()));
             assert_eq!((event.state, event.token), (GrantEnd::Forced, 1_796_000_000_000_001));
+            assert_eq!(event.kind, HoldKind::Lock);
         }
+        let sem = keys.resource(&Namespace::default(), "rwlock", &Name::parse("name", "a b|c").unwrap());
+        let payload = format!("e|revoked|7|3|l00{}", sem.as_str());
+        let event = GrantEnded::parse(payload.as_bytes()).unwrap();
+        assert_eq!((event.kind, event.name.as_str(), event.lease.as_str()), (HoldKind::RwLock, "a b|c", "l00"));
+        let wake = format!("s|{}|{}w1 w2", sem.as_str().len(), sem.as_str());
+        assert_eq!(woken_waiters(wake.as_bytes()), Some(vec!["w1", "w2"]));
+        assert_eq!(woken_waiters(b"s|99|short"), None);
         for bad in ["", "e|", "e|gone|1|0|coord:default:lock:{a}", "e|released|x|0|k", "e|released|1|99|short"] {
             assert_eq!(GrantEnded::parse(bad.as_bytes()), None, "{bad}");
         }

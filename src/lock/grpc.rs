@@ -9,7 +9,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{
-    AcquireOutcome, AcquireParams, Holder, LeaseId, LockInfo, Locks, LostReason, NodeResult, ReleaseOutcome, Vote,
+    AcquireOutcome, AcquireParams, HoldKind, Holder, LeaseId, LockInfo, Locks, LostReason, NodeResult, PermitHolder,
+    ReleaseOutcome, RwMode, SemAcquire, SemKind, SemOutcome, SemReleaseOutcome, Vote,
     keepalive::{self, StreamEvent},
     lock_name,
 };
@@ -111,6 +112,34 @@ impl LockService for Service {
         if req.wait_ms < 0 {
             return Err(Error::invalid("wait_ms", format!("must be >= 0, got {}", req.wait_ms)).into());
         }
+        if let Some(mode) = rw_mode(req.mode)? {
+            if !req.request_id.is_empty() {
+                return Err(Error::invalid("request_id", "not supported with a mode (read/write locks)").into());
+            }
+            let params = SemAcquire {
+                name: lock_name(&req.name)?,
+                permits: 1,
+                size: 1,
+                mode,
+                holder,
+                wait: Duration::from_millis(req.wait_ms as u64),
+                owner: req.owner,
+            };
+            let outcome = acquire_counted(&self.locks, &ctx, SemKind::RwLock, params).await?;
+            return Ok(Response::new(match outcome {
+                SemOutcome::Acquired { permit, lease, ttl_ms, .. } => pb::AcquireResponse {
+                    status: pb::AcquireStatus::Acquired.into(),
+                    fencing_token: permit,
+                    hold_count: 1,
+                    ttl_ms,
+                    lease_id: lease,
+                    ..Default::default()
+                },
+                SemOutcome::NotAcquired { .. } => {
+                    pb::AcquireResponse { status: pb::AcquireStatus::NotAcquired.into(), ..Default::default() }
+                }
+            }));
+        }
         let params = AcquireParams {
             name: lock_name(&req.name)?,
             holder,
@@ -160,6 +189,14 @@ impl LockService for Service {
         let req = request.into_inner();
         let name = lock_name(&req.name)?;
         let lease = LeaseId::parse(&req.lease_id)?;
+        if rw_mode(req.mode)?.is_some() {
+            let status = match self.locks.sem_release(&ctx.namespace, SemKind::RwLock, &name, None, &lease).await? {
+                SemReleaseOutcome::Released { .. } => pb::ReleaseStatus::Released,
+                SemReleaseOutcome::NotHeld => pb::ReleaseStatus::NotHeld,
+                SemReleaseOutcome::HeldByOther => pb::ReleaseStatus::HeldByOther,
+            };
+            return Ok(Response::new(pb::ReleaseResponse { status: status.into(), remaining_holds: 0 }));
+        }
         let (status, remaining_holds) = match self.locks.release(&ctx.namespace, &name, &lease).await? {
             ReleaseOutcome::Released { remaining } => (pb::ReleaseStatus::Released, remaining),
             ReleaseOutcome::NotHeld => (pb::ReleaseStatus::NotHeld, 0),
@@ -171,6 +208,18 @@ impl LockService for Service {
     async fn describe(&self, request: Request<pb::DescribeRequest>) -> Reply<pb::DescribeResponse> {
         let ctx = RequestContext::from_request(&request)?;
         let name = lock_name(&request.get_ref().name)?;
+        if rw_mode(request.get_ref().mode)?.is_some() {
+            let (info, mode, holders) = self.locks.rw_describe(&ctx.namespace, &name).await?;
+            let mut lock = info_to_pb(info);
+            lock.mode = match mode {
+                None => pb::LockMode::Unspecified,
+                Some(RwMode::Shared) => pb::LockMode::Shared,
+                Some(RwMode::Exclusive) => pb::LockMode::Exclusive,
+            }
+            .into();
+            lock.holders = holders.into_iter().map(holder_to_pb).collect();
+            return Ok(Response::new(pb::DescribeResponse { lock: Some(lock) }));
+        }
         let info = self.locks.describe(&ctx.namespace, &name).await?;
         Ok(Response::new(pb::DescribeResponse { lock: Some(info_to_pb(info)) }))
     }
@@ -197,6 +246,24 @@ impl LockService for Service {
     async fn force_release(&self, request: Request<pb::ForceReleaseRequest>) -> Reply<pb::ForceReleaseResponse> {
         let ctx = RequestContext::from_request(&request)?;
         let name = lock_name(&request.get_ref().name)?;
+        if rw_mode(request.get_ref().mode)?.is_some() {
+            let token = request.get_ref().fencing_token;
+            if token == 0 {
+                return Err(
+                    Error::invalid("fencing_token", "set it to a holder's token (see Describe) with a mode").into()
+                );
+            }
+            let ended = self.locks.sem_force_release(&ctx.namespace, SemKind::RwLock, &name, Some(token)).await?;
+            let (released, lease_id, owner) = match ended {
+                Some((lease, owner, _)) => (true, lease, owner),
+                None => (false, String::new(), String::new()),
+            };
+            ctx.audit(
+                "lock.force_release",
+                &format!("read/write lock {:?} token {token} (released: {released}, owner {owner:?})", name.as_str()),
+            );
+            return Ok(Response::new(pb::ForceReleaseResponse { released, lease_id, owner }));
+        }
         let ended = self.locks.force_release(&ctx.namespace, &name).await?;
         let (released, lease_id, owner) = match ended {
             Some((lease, owner)) => (true, lease, owner),
@@ -211,7 +278,13 @@ fn to_pb(event: StreamEvent) -> pb::KeepAliveResponse {
     use pb::keep_alive_response::Event;
     let event = match event {
         StreamEvent::Renewed { lease, ttl_ms } => Event::Renewed(pb::LeaseRenewed { lease_id: lease, ttl_ms }),
-        StreamEvent::Lost { name, lease, reason, token } => Event::LockLost(pb::LockLost {
+        StreamEvent::Lost { kind, name, lease, reason, token } => Event::LockLost(pb::LockLost {
+            kind: match kind {
+                HoldKind::Lock => pb::HoldKind::Lock,
+                HoldKind::Semaphore => pb::HoldKind::Semaphore,
+                HoldKind::RwLock => pb::HoldKind::ReadWriteLock,
+            }
+            .into(),
             name,
             lease_id: lease,
             reason: match reason {
@@ -249,5 +322,46 @@ fn info_to_pb(info: LockInfo) -> pb::LockInfo {
         ttl_ms: info.ttl_ms,
         hold_count: info.hold_count,
         waiters: info.waiters,
+        ..Default::default()
     }
+}
+
+fn holder_to_pb(h: PermitHolder) -> pb::LockHolder {
+    pb::LockHolder { lease_id: h.lease, owner: h.owner, fencing_token: h.permit, ttl_ms: h.ttl_ms }
+}
+
+/// A request's read/write mode; None for a plain lock.
+fn rw_mode(mode: i32) -> Result<Option<RwMode>, Error> {
+    match pb::LockMode::try_from(mode) {
+        Ok(pb::LockMode::Unspecified) => Ok(None),
+        Ok(pb::LockMode::Shared) => Ok(Some(RwMode::Shared)),
+        Ok(pb::LockMode::Exclusive) => Ok(Some(RwMode::Exclusive)),
+        Err(_) => Err(Error::invalid("mode", format!("unknown lock mode {mode}"))),
+    }
+}
+
+/// Runs a semaphore or read/write Acquire in its own task, so a caller
+/// going away cancels it cleanly and a grant nobody can receive is given
+/// back (as for locks).
+pub(crate) async fn acquire_counted(
+    locks: &Arc<Locks>,
+    ctx: &RequestContext,
+    kind: SemKind,
+    params: SemAcquire,
+) -> Result<SemOutcome, Error> {
+    let cancel = CancellationToken::new();
+    let _cancel_on_drop = cancel.clone().drop_guard();
+    let (locks, ns, deadline) = (locks.clone(), ctx.namespace.clone(), ctx.deadline);
+    let (reply_tx, reply_rx) = oneshot::channel();
+    tokio::spawn(async move {
+        let name = params.name.clone();
+        let result = locks.sem_acquire(&ns, kind, params, deadline, &cancel).await;
+        if let Err(Ok(SemOutcome::Acquired { permit, lease, .. })) = reply_tx.send(result)
+            && let Ok(lease) = LeaseId::parse(&lease)
+        {
+            // The handler is gone: nobody will hear of this grant.
+            let _ = locks.sem_release(&ns, kind, &name, Some(permit), &lease).await;
+        }
+    });
+    reply_rx.await.map_err(|_| Error::Internal("acquire task ended without an answer".into()))?
 }

@@ -1,8 +1,8 @@
 //! The KeepAlive stream, transport-free: lease ids in, renewals and
 //! LockLost events out.
 //!
-//! The stream remembers, per lease, the locks it has seen held, so it can
-//! tell their holder when one is gone:
+//! The stream remembers, per lease, the locks and semaphore / read-write
+//! grants it has seen held, so it can tell their holder when one is gone:
 //! - a renewal finds it gone or ended (expired, force-released, revoked);
 //! - another instance force-releases it or revokes its lease (pub/sub event);
 //! - no renewal has succeeded for a whole TTL (Redis unreachable, or the
@@ -27,7 +27,10 @@ use futures_util::{StreamExt as _, stream::FuturesUnordered};
 use tokio::{sync::mpsc, time::Instant};
 use tokio_util::sync::CancellationToken;
 
-use super::{GrantEnd, LeaseId, LockState, Locks, LostReason, events::GrantEnded, store::LockRenewal};
+use super::{
+    GrantEnd, HoldKind, LeaseId, LockState, Locks, LostReason, PermitRef, SemKind, events::GrantEnded,
+    semaphore::PermitRenewal, store::LockRenewal,
+};
 use crate::{
     error::{Error, Result},
     redis::Namespace,
@@ -36,8 +39,19 @@ use crate::{
 /// What the stream sends to the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StreamEvent {
-    Renewed { lease: String, ttl_ms: i64 },
-    Lost { name: String, lease: String, reason: LostReason, token: u64 },
+    Renewed {
+        lease: String,
+        ttl_ms: i64,
+    },
+    /// `token`: the grant's fencing token (a permit id for semaphores and
+    /// read/write locks).
+    Lost {
+        kind: HoldKind,
+        name: String,
+        lease: String,
+        reason: LostReason,
+        token: u64,
+    },
 }
 
 static STREAM_IDS: AtomicU64 = AtomicU64::new(1);
@@ -50,6 +64,9 @@ struct Tracked {
     /// Grants already ended (lost and reported, or released), so pub/sub
     /// echoes and late renewals neither report nor track them again.
     reported: HashSet<(String, u64)>,
+    /// Semaphore and read/write lock grants seen held, and those ended.
+    permits: HashSet<PermitRef>,
+    permits_ended: HashSet<PermitRef>,
     /// When the locks must be presumed lost without a successful renewal.
     expires: Instant,
     /// Why the last renewal attempt failed, if it did.
@@ -79,18 +96,18 @@ pub async fn run(
     let mut pending = FuturesUnordered::new();
     metrics::gauge!("coord_lock_keepalive_streams").increment(1.0);
 
-    let renew = |lease: LeaseId, names: Vec<String>, reply: bool| {
+    let renew = |lease: LeaseId, names: Vec<String>, permits: Vec<PermitRef>, reply: bool| {
         let locks = locks.clone();
         let ns = ns.clone();
         async move {
             let sent_at = Instant::now();
-            let result = locks.store.renew(&ns, &lease, &names).await;
+            let result = locks.renew_lease(&ns, &lease, &names, &permits).await;
             Renewed { lease: lease.as_str().to_owned(), sent_at, reply, result }
         }
     };
 
     loop {
-        let next_deadline = leases.values().filter(|l| !l.locks.is_empty()).map(|l| l.expires).min();
+        let next_deadline = leases.values().filter(|l| l.holds_any()).map(|l| l.expires).min();
         let deadline = async {
             match next_deadline {
                 Some(at) => tokio::time::sleep_until(at).await,
@@ -128,12 +145,15 @@ pub async fn run(
                         id: id.clone(),
                         locks: HashMap::new(),
                         reported: HashSet::new(),
+                        permits: HashSet::new(),
+                        permits_ended: HashSet::new(),
                         expires: Instant::now(),
                         failing: None,
                     }
                 });
                 let names = tracked.locks.keys().cloned().collect();
-                pending.push(renew(tracked.id.clone(), names, true));
+                let permits = tracked.permits.iter().cloned().collect();
+                pending.push(renew(tracked.id.clone(), names, permits, true));
             }
             Some(done) = pending.next() => {
                 let Some(tracked) = leases.get_mut(&done.lease) else { continue };
@@ -177,10 +197,35 @@ pub async fn run(
                                 }
                             }
                         }
+                        // Grants: only those seen held can be reported lost.
+                        let mut permit_reasons: HashMap<PermitRef, LostReason> = HashMap::new();
+                        for PermitRenewal { permit, state, .. } in &renewal.permits {
+                            match state {
+                                LockState::Held if tracked.permits_ended.contains(permit) => {}
+                                LockState::Held if !gone => {
+                                    tracked.permits.insert(permit.clone());
+                                }
+                                LockState::Ended(GrantEnd::Released) => {
+                                    tracked.permits.remove(permit);
+                                }
+                                _ if !tracked.permits.contains(permit) => {}
+                                LockState::Held => {
+                                    permit_reasons.insert(permit.clone(), LostReason::Expired);
+                                }
+                                lost => {
+                                    if let Some(reason) = lost.lost() {
+                                        permit_reasons.insert(permit.clone(), reason);
+                                    }
+                                }
+                            }
+                        }
                         if gone {
                             // Everything the lease held is lost with it.
                             for name in tracked.locks.keys() {
                                 reasons.entry(name.clone()).or_insert(LostReason::Expired);
+                            }
+                            for permit in &tracked.permits {
+                                permit_reasons.entry(permit.clone()).or_insert(LostReason::Expired);
                             }
                         } else {
                             tracked.expires = done.sent_at + Duration::from_millis(renewal.ttl_ms as u64);
@@ -194,7 +239,7 @@ pub async fn run(
                                 .cloned()
                                 .collect();
                             if !new.is_empty() {
-                                pending.push(renew(tracked.id.clone(), new, false));
+                                pending.push(renew(tracked.id.clone(), new, Vec::new(), false));
                             }
                         }
                         for (name, reason) in reasons {
@@ -205,6 +250,9 @@ pub async fn run(
                                 events.push(event);
                             }
                         }
+                        for (permit, reason) in permit_reasons {
+                            events.extend(lost_permit(tracked, permit, reason));
+                        }
                         if done.reply {
                             events.push(StreamEvent::Renewed { lease: done.lease.clone(), ttl_ms: renewal.ttl_ms.max(0) });
                         }
@@ -212,7 +260,21 @@ pub async fn run(
                 }
             }
             Some(ended) = ended_rx.recv() => {
-                if let Some(tracked) = leases.get_mut(&ended.lease)
+                let sem = match ended.kind {
+                    HoldKind::Lock => None,
+                    HoldKind::Semaphore => Some(SemKind::Semaphore),
+                    HoldKind::RwLock => Some(SemKind::RwLock),
+                };
+                if let (Some(kind), Some(tracked)) = (sem, leases.get_mut(&ended.lease)) {
+                    let permit = PermitRef { kind, name: ended.name.clone(), id: ended.token };
+                    match ended.lost() {
+                        None => {
+                            tracked.permits.remove(&permit);
+                            tracked.permits_ended.insert(permit);
+                        }
+                        Some(reason) => events.extend(lost_permit(tracked, permit, reason)),
+                    }
+                } else if let Some(tracked) = leases.get_mut(&ended.lease)
                     // An end of an earlier grant says nothing of a later one.
                     && tracked.locks.get(&ended.name).is_none_or(|t| *t <= ended.token)
                 {
@@ -232,12 +294,16 @@ pub async fn run(
             }
             _ = deadline => {
                 let now = Instant::now();
-                for tracked in leases.values_mut().filter(|l| l.expires <= now && !l.locks.is_empty()) {
+                for tracked in leases.values_mut().filter(|l| l.expires <= now && l.holds_any()) {
                     let reason = tracked.failing.unwrap_or(LostReason::Expired);
                     for (name, token) in std::mem::take(&mut tracked.locks) {
                         if let Some(event) = lost(tracked, name, reason, token) {
                             events.push(event);
                         }
+                    }
+                    let held: Vec<PermitRef> = tracked.permits.iter().cloned().collect();
+                    for permit in held {
+                        events.extend(lost_permit(tracked, permit, reason));
                     }
                 }
             }
@@ -260,7 +326,24 @@ fn lost(tracked: &mut Tracked, name: String, reason: LostReason, token: u64) -> 
         return None;
     }
     metrics::counter!("coord_lock_lost_total", "reason" => reason.as_str()).increment(1);
-    Some(StreamEvent::Lost { name, lease: tracked.id.as_str().to_owned(), reason, token })
+    Some(StreamEvent::Lost { kind: HoldKind::Lock, name, lease: tracked.id.as_str().to_owned(), reason, token })
+}
+
+/// A LockLost event for a grant seen held, once.
+fn lost_permit(tracked: &mut Tracked, permit: PermitRef, reason: LostReason) -> Option<StreamEvent> {
+    if !tracked.permits.remove(&permit) || !tracked.permits_ended.insert(permit.clone()) {
+        return None;
+    }
+    let kind = HoldKind::from(permit.kind);
+    metrics::counter!("coord_semaphore_lost_total", "kind" => permit.kind.key_kind(), "reason" => reason.as_str())
+        .increment(1);
+    Some(StreamEvent::Lost { kind, name: permit.name, lease: tracked.id.as_str().to_owned(), reason, token: permit.id })
+}
+
+impl Tracked {
+    fn holds_any(&self) -> bool {
+        !self.locks.is_empty() || !self.permits.is_empty()
+    }
 }
 
 async fn send_all(out: &mpsc::Sender<Result<StreamEvent>>, events: Vec<StreamEvent>) -> Result<(), ()> {

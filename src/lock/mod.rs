@@ -27,6 +27,8 @@ mod events;
 pub mod grpc;
 mod keepalive;
 mod redlock;
+mod semaphore;
+pub mod semaphore_grpc;
 mod store;
 
 use std::{
@@ -39,6 +41,9 @@ use tokio_util::sync::CancellationToken;
 
 pub use self::events::LockEvents;
 pub use self::redlock::{NodeResult, Redlock, Vote};
+pub use self::semaphore::{
+    MAX_SEM_SIZE, PermitHolder, PermitRef, RW_SIZE, RwMode, SemAcquire, SemInfo, SemKind, SemOutcome, SemReleaseOutcome,
+};
 use self::store::{Attempt, LockStore, Release, ReleaseReply, Store, Try};
 use crate::{
     backend::Backend,
@@ -55,11 +60,14 @@ pub const MAX_OWNER_BYTES: usize = 256;
 // === domain types ===
 
 /// A lease id as the client sees it: opaque, with ≥ 128 random bits.
-/// Shared: `l<32 hex>`. Private: `p<32 hex>.<lock name>`.
+/// Shared: `l<32 hex>`. Private to a lock: `p<32 hex>.<lock name>`. Private
+/// to a semaphore or read/write lock grant: `q<32 hex>.<tag>.<name>`
+/// ([`SemKind::tag`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum LeaseId {
     Shared(String),
     Private { id: String, name: Name },
+    Permit { id: String, kind: SemKind, name: Name },
 }
 
 impl LeaseId {
@@ -79,6 +87,11 @@ impl LeaseId {
         LeaseId::Private { id: format!("p{}.{}", Self::random_hex(), name.as_str()), name: name.clone() }
     }
 
+    pub fn new_permit(kind: SemKind, name: &Name) -> Self {
+        let id = format!("q{}.{}.{}", Self::random_hex(), kind.tag() as char, name.as_str());
+        LeaseId::Permit { id, kind, name: name.clone() }
+    }
+
     /// Parses a client-supplied id; malformed ids are INVALID_ARGUMENT.
     pub fn parse(text: &str) -> Result<Self> {
         let bad = || Error::invalid("lease_id", "not a lease id issued by coord");
@@ -89,6 +102,16 @@ impl LeaseId {
                 let name = Name::parse("lease_id", &text[34..]).map_err(|_| bad())?;
                 Ok(LeaseId::Private { id: text.to_owned(), name })
             }
+            Some(b'q')
+                if text.len() > 36
+                    && hex(&text[1..33])
+                    && text.as_bytes()[33] == b'.'
+                    && text.as_bytes()[35] == b'.' =>
+            {
+                let kind = SemKind::from_tag(text.as_bytes()[34]).ok_or_else(bad)?;
+                let name = Name::parse("lease_id", &text[36..]).map_err(|_| bad())?;
+                Ok(LeaseId::Permit { id: text.to_owned(), kind, name })
+            }
             _ => Err(bad()),
         }
     }
@@ -97,6 +120,24 @@ impl LeaseId {
         match self {
             LeaseId::Shared(id) => id,
             LeaseId::Private { id, .. } => id,
+            LeaseId::Permit { id, .. } => id,
+        }
+    }
+}
+
+/// What a lease holds and a KeepAlive stream reports on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HoldKind {
+    Lock,
+    Semaphore,
+    RwLock,
+}
+
+impl From<SemKind> for HoldKind {
+    fn from(kind: SemKind) -> Self {
+        match kind {
+            SemKind::Semaphore => HoldKind::Semaphore,
+            SemKind::RwLock => HoldKind::RwLock,
         }
     }
 }
@@ -306,6 +347,8 @@ pub struct Locks {
     hub: Arc<LockEvents>,
     settings: Settings,
     shutdown: CancellationToken,
+    /// Redlock mode: semaphores and read/write locks are refused.
+    redlock: bool,
 }
 
 /// A lease in a principal's live-lease set.
@@ -323,11 +366,12 @@ impl Locks {
         shutdown: CancellationToken,
     ) -> Self {
         let keys = Store::new(backend.redis.clone(), backend.keys.clone(), Self::channel_for(&backend.keys));
+        let is_redlock = redlock.is_some();
         let store: Arc<dyn LockStore> = match redlock {
             Some(r) => r,
             None => Arc::new(keys.clone()),
         };
-        Locks { store, keys, hub, settings, shutdown }
+        Locks { store, keys, hub, settings, shutdown, redlock: is_redlock }
     }
 
     /// The pub/sub channel the scripts publish on.
@@ -401,14 +445,15 @@ impl Locks {
         self.keys.lease_quota_drop(principal, &lease_member(ns, lease)).await
     }
 
-    /// Ends a lease and every lock held under it; returns the released
-    /// lock names. Idempotent.
+    /// Ends a lease and every lock and grant held under it; returns the
+    /// released lock, semaphore and read/write lock names. Idempotent.
     pub async fn revoke(&self, ns: &Namespace, lease: &LeaseId) -> Result<Vec<String>> {
-        let names = match lease {
-            LeaseId::Private { name, .. } => vec![name.as_str().to_owned()],
+        let (names, permits) = match lease {
+            LeaseId::Private { name, .. } => (vec![name.as_str().to_owned()], Vec::new()),
             LeaseId::Shared(id) => self.store.revoke(ns, id).await?,
+            LeaseId::Permit { .. } => (Vec::new(), Vec::new()),
         };
-        let mut released = Vec::new();
+        let mut released = self.revoke_permits(ns, lease, &permits).await?;
         for name in names {
             let Ok(lock) = Name::parse("name", &name) else { continue };
             if let Some(ended) = self.store.end(ns, &lock, Some(lease.as_str()), GrantEnd::Revoked).await? {
@@ -458,6 +503,12 @@ impl Locks {
                 (lease.clone(), 0)
             }
             Holder::Lease(lease @ LeaseId::Shared(_)) => (lease.clone(), 0),
+            Holder::Lease(LeaseId::Permit { .. }) => {
+                return Err(Error::invalid(
+                    "lease_id",
+                    "a semaphore or read/write lock's private lease holds only its own grant; use Grant for a lease that holds several",
+                ));
+            }
         };
         // Every try of this call carries its id, so none takes a second hold.
         let instance = LeaseId::random_hex();
@@ -650,12 +701,39 @@ impl Locks {
         }))
     }
 
+    /// Renews a lease with the locks and grants a stream knows it holds,
+    /// and the ones its indexes list.
+    async fn renew_lease(
+        &self,
+        ns: &Namespace,
+        lease: &LeaseId,
+        locks: &[String],
+        permits: &[PermitRef],
+    ) -> Result<store::Renewal> {
+        if let LeaseId::Permit { kind, name, .. } = lease {
+            // Its one grant, found by the lease until the stream knows its id.
+            let known = match permits {
+                [] => vec![PermitRef { kind: *kind, name: name.as_str().to_owned(), id: 0 }],
+                known => known.to_vec(),
+            };
+            let permits = self.renew_permits(ns, lease, 0, &known, &[]).await?;
+            let ttl_ms = permits.iter().find(|p| p.state == LockState::Held).map_or(0, |p| p.ttl_ms);
+            return Ok(store::Renewal { ttl_ms, permits, ..store::Renewal::default() });
+        }
+        let mut renewal = self.store.renew(ns, lease, locks).await?;
+        if !permits.is_empty() || !renewal.permit_index.is_empty() {
+            renewal.permits = self.renew_permits(ns, lease, renewal.ttl_ms, permits, &renewal.permit_index).await?;
+        }
+        Ok(renewal)
+    }
+
     /// Tells this instance's waiters and streams at once; other instances
     /// hear it through pub/sub (duplicates are ignored by the streams).
     fn local_end(&self, ns: &Namespace, name: &Name, lease: &str, state: GrantEnd, token: u64) {
         let key = self.keys.lock_key(ns, name);
         self.hub.released(key.as_str());
         self.hub.ended(ns.as_str(), lease, || events::GrantEnded {
+            kind: HoldKind::Lock,
             key: key.as_str().to_owned(),
             ns: ns.as_str().to_owned(),
             lease: lease.to_owned(),

@@ -489,7 +489,7 @@ impl LockStore for Redlock {
                 Some((ttl, _)) => Try { ttl_ms: ttl.max(1) as u64, ..t },
                 None => return Ok(Attempt::LeaseGone),
             },
-            LeaseId::Private { .. } => t,
+            LeaseId::Private { .. } | LeaseId::Permit { .. } => t,
         };
         let timeout = if t.ttl_ms == 0 { self.op_timeout() } else { self.node_timeout(t.ttl_ms) };
         let mut nodes_seen = Vec::new();
@@ -645,10 +645,13 @@ impl LockStore for Redlock {
         Ok(ended.into_iter().next())
     }
 
-    async fn revoke(&self, ns: &Namespace, lease: &str) -> Result<Vec<String>> {
+    /// Ends the lease on every node; semaphores are refused in Redlock mode,
+    /// so no permit index has entries.
+    async fn revoke(&self, ns: &Namespace, lease: &str) -> Result<(Vec<String>, Vec<String>)> {
         let replies = self.all(self.op_timeout(), |s| s.revoke(ns, lease)).await;
-        let names: HashSet<String> = self.answered(&replies).into_iter().flatten().cloned().collect();
-        Ok(names.into_iter().collect())
+        let names: HashSet<String> =
+            self.answered(&replies).into_iter().flat_map(|(names, _)| names.iter().cloned()).collect();
+        Ok((names.into_iter().collect(), Vec::new()))
     }
 
     /// Renews on every node; a lease or lock counts as held only on a
@@ -700,7 +703,7 @@ impl LockStore for Redlock {
                 LockRenewal { name, state, token, ttl_ms }
             })
             .collect();
-        Ok(Renewal { ttl_ms, index: index.into_iter().collect(), locks })
+        Ok(Renewal { ttl_ms, index: index.into_iter().collect(), locks, ..Renewal::default() })
     }
 
     async fn unqueue(&self, ns: &Namespace, name: &Name, id: &str) -> Result<()> {

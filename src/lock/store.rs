@@ -8,7 +8,7 @@ use redis::cluster_routing::Slot;
 
 use redis::{FromRedisValue, ParsingError, Value};
 
-use super::{GrantEnd, LeaseId, LockInfo, LockState, NodeResult};
+use super::{GrantEnd, LeaseId, LockInfo, LockState, NodeResult, PermitRef, semaphore::PermitRenewal};
 use crate::{
     error::{Error, Result},
     redis::{KeyBuilder, Name, Namespace, Redis, ResourceKey, Topology, scripts},
@@ -157,6 +157,10 @@ pub struct Renewal {
     pub index: Vec<String>,
     /// One entry per lock name given.
     pub locks: Vec<LockRenewal>,
+    /// Grants the lease's permit index lists (shared leases).
+    pub permit_index: Vec<PermitRef>,
+    /// Grants renewed with the lease (filled by `Locks::renew_lease`).
+    pub permits: Vec<PermitRenewal>,
 }
 
 /// What renewing a lease found for one of its locks.
@@ -188,8 +192,8 @@ impl FromRedisValue for LockRenewal {
 
 #[derive(Clone)]
 pub struct Store {
-    redis: Redis,
-    keys: KeyBuilder,
+    pub(super) redis: Redis,
+    pub(super) keys: KeyBuilder,
     /// Pub/sub channel for release and lock-end events.
     pub channel: String,
 }
@@ -221,8 +225,9 @@ pub trait LockStore: Send + Sync {
     async fn release(&self, ns: &Namespace, name: &Name, lease: &str, what: Release<'_>) -> Result<ReleaseReply>;
     /// Ends a grant whatever its holds (force-release, revocation).
     async fn end(&self, ns: &Namespace, name: &Name, lease: Option<&str>, how: GrantEnd) -> Result<Option<Ended>>;
-    /// Ends a shared lease; the names of the locks it held.
-    async fn revoke(&self, ns: &Namespace, lease: &str) -> Result<Vec<String>>;
+    /// Ends a shared lease: the names of the locks it held, and its permit
+    /// index entries.
+    async fn revoke(&self, ns: &Namespace, lease: &str) -> Result<(Vec<String>, Vec<String>)>;
     /// Renews a lease and the locks it holds.
     async fn renew(&self, ns: &Namespace, lease: &LeaseId, names: &[String]) -> Result<Renewal>;
     /// Removes waiter `id` of lock `name` (queued by [`LockStore::acquire`]).
@@ -247,7 +252,7 @@ impl Store {
         self.keys.resource(ns, "lock", name)
     }
 
-    fn lease_key(&self, ns: &Namespace, lease: &str) -> Result<ResourceKey> {
+    pub(super) fn lease_key(&self, ns: &Namespace, lease: &str) -> Result<ResourceKey> {
         Ok(self.keys.resource(ns, "lease", &Name::parse("lease_id", lease)?))
     }
 
@@ -329,7 +334,7 @@ impl Store {
 
     /// Whether one script may touch both keys: always on one Redis, on a
     /// cluster only when they hash to the same slot.
-    fn same_node(&self, a: &str, b: &str) -> bool {
+    pub(super) fn same_node(&self, a: &str, b: &str) -> bool {
         match self.redis.topology() {
             Topology::Single => true,
             Topology::Cluster => Slot::for_key(a) == Slot::for_key(b),
@@ -441,25 +446,26 @@ impl Store {
     }
 
     /// One renew.lua call. `lock_ttl` applies without lease keys: 0 = each
-    /// lock's own TTL, -1 = report only.
+    /// lock's own TTL, -1 = report only. With lease keys, the lease's permit
+    /// index is renewed and read too.
     async fn renew_call(
         &self,
         lease: &str,
         lease_key: Option<&ResourceKey>,
         locks: &[(String, ResourceKey)],
         lock_ttl: i64,
-    ) -> Result<(i64, Vec<String>, Vec<LockRenewal>)> {
-        let index = lease_key.map(|k| k.sub("locks"));
-        let (ttl, names, mut states): (i64, Vec<String>, Vec<LockRenewal>) = self
+    ) -> Result<(i64, Vec<String>, Vec<LockRenewal>, Vec<String>)> {
+        let index = lease_key.map(|k| (k.sub("locks"), k.sub("permits")));
+        let (ttl, names, mut states, permits): (i64, Vec<String>, Vec<LockRenewal>, Vec<String>) = self
             .redis
             .invoke(&scripts::RENEW, |inv| {
-                if let (Some(key), Some(index)) = (lease_key, &index) {
-                    inv.key(key.as_str()).key(index);
+                if let (Some(key), Some((index, permits))) = (lease_key, &index) {
+                    inv.key(key.as_str()).key(index).key(permits);
                 }
                 for (_, key) in locks {
                     inv.key(key.as_str());
                 }
-                inv.arg(lease).arg(if lease_key.is_some() { "1" } else { "0" }).arg(lock_ttl);
+                inv.arg(lease).arg(if lease_key.is_some() { "2" } else { "0" }).arg(lock_ttl);
             })
             .await?;
         // One state per lock given, in order.
@@ -469,7 +475,7 @@ impl Store {
         for (state, (name, _)) in states.iter_mut().zip(locks) {
             state.name.clone_from(name);
         }
-        Ok((ttl, names, states))
+        Ok((ttl, names, states, permits))
     }
 
     /// Names of lock keys (held, or tombstones) starting with `prefix`.
@@ -586,17 +592,18 @@ impl LockStore for Store {
             .await
     }
 
-    /// Deletes a shared lease; returns the names its index listed.
-    async fn revoke(&self, ns: &Namespace, lease: &str) -> Result<Vec<String>> {
+    /// Deletes a shared lease; returns the names and permit index entries
+    /// its indexes listed.
+    async fn revoke(&self, ns: &Namespace, lease: &str) -> Result<(Vec<String>, Vec<String>)> {
         let key = self.lease_key(ns, lease)?;
-        let index = key.sub("locks");
-        let (_existed, names): (i64, Vec<String>) = self
+        let (index, permits) = (key.sub("locks"), key.sub("permits"));
+        let (_existed, names, entries): (i64, Vec<String>, Vec<String>) = self
             .redis
             .invoke(&scripts::LEASE_REVOKE, |inv| {
-                inv.key(key.as_str()).key(&index);
+                inv.key(key.as_str()).key(&index).key(&permits);
             })
             .await?;
-        Ok(names)
+        Ok((names, entries))
     }
 
     /// Renews `lease` and the given locks held under it. A private lease is
@@ -611,15 +618,17 @@ impl LockStore for Store {
         match lease {
             LeaseId::Private { name, .. } => {
                 let key = self.lock_key(ns, name);
-                let (_, _, mut locks) =
+                let (_, _, mut locks, _) =
                     self.renew_call(lease.as_str(), None, &[(name.as_str().to_owned(), key)], 0).await?;
                 let ttl_ms = match locks.first() {
                     Some(LockRenewal { state: LockState::Held, ttl_ms, .. }) => *ttl_ms,
                     _ => 0,
                 };
                 locks.truncate(1);
-                Ok(Renewal { ttl_ms, index: Vec::new(), locks })
+                Ok(Renewal { ttl_ms, locks, ..Renewal::default() })
             }
+            // Renewed by its grant's script (Locks::renew_lease).
+            LeaseId::Permit { .. } => Ok(Renewal::default()),
             LeaseId::Shared(id) => {
                 let lease_key = self.lease_key(ns, id)?;
                 // Locks that may share the lease's call.
@@ -630,7 +639,7 @@ impl LockStore for Store {
                         named.into_iter().partition(|(_, k)| Slot::for_key(k.as_str()) == slot)
                     }
                 };
-                let (ttl_ms, index, mut locks) = self.renew_call(id, Some(&lease_key), &with_lease, 0).await?;
+                let (ttl_ms, index, mut locks, permits) = self.renew_call(id, Some(&lease_key), &with_lease, 0).await?;
                 if !others.is_empty() {
                     let mut by_slot: HashMap<Slot, Vec<(String, ResourceKey)>> = HashMap::new();
                     for (name, key) in others {
@@ -643,7 +652,8 @@ impl LockStore for Store {
                         locks.extend(result?.2);
                     }
                 }
-                Ok(Renewal { ttl_ms, index, locks })
+                let permit_index = permits.iter().filter_map(|e| PermitRef::parse_entry(e)).collect();
+                Ok(Renewal { ttl_ms, index, locks, permit_index, permits: Vec::new() })
             }
         }
     }

@@ -17,3 +17,28 @@ local function time_us_text()
   local t = redis.call('TIME')
   return t[1] .. string.sub('00000' .. t[2], -6)
 end
+-- sem_wake(queue, wants, free, size, now, channel, key): publishes the ids
+-- of the run of live waiters from the head of a semaphore's queue whose
+-- requests fit in `free` together (and of any that can never fit `size`,
+-- to hear so), as 's|<key length>|<key><id> <id> ...'; returns how many.
+local function sem_wake(queue, wants, free, size, now, channel, key)
+  local woken = {}
+  for _, id in ipairs(redis.call('ZRANGE', queue, 0, 99)) do
+    local wn, deadline = string.match(redis.call('HGET', wants, id) or '', '^(%d+) (%d+)$')
+    if wn and tonumber(deadline) > now then
+      wn = tonumber(wn)
+      if wn > size then
+        woken[#woken + 1] = id
+      elseif wn > free then
+        break
+      else
+        free = free - wn
+        woken[#woken + 1] = id
+      end
+    end
+  end
+  if #woken > 0 then
+    redis.call('PUBLISH', channel, 's|' .. #key .. '|' .. key .. table.concat(woken, ' '))
+  end
+  return #woken
+end

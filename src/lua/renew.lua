@@ -2,15 +2,19 @@
 -- of each lock, so the holder's KeepAlive stream can tell why one is gone.
 --
 -- KEYS     with ARGV[2] == '1': KEYS[1] lease hash, KEYS[2] lease index,
---          KEYS[3..] lock hashes; else KEYS[1..] lock hashes only (a private
---          lease, or locks in another cluster slot than the lease)
+--          KEYS[3..] lock hashes; with ARGV[2] == '2', also KEYS[3] the
+--          lease's permit index (semaphores, read/write locks) and
+--          KEYS[4..] lock hashes; else KEYS[1..] lock hashes only (a
+--          private lease, or locks in another cluster slot than the lease)
 -- ARGV[1]  lease id
--- ARGV[2]  '1' when KEYS[1..2] are the lease's own keys
+-- ARGV[2]  '1' when KEYS[1..2] are the lease's own keys, '2' when
+--          KEYS[1..3] are
 -- ARGV[3]  without lease keys: TTL in ms for the locks, 0 = each lock's own,
 --          -1 = report only (their lease is gone)
 -- returns  {lease TTL ms (0 = gone, -1 = no lease keys given),
 --           {lock names in the lease index},
---           {{state, token, TTL ms} per lock key}}
+--           {{state, token, TTL ms} per lock key},
+--           {entries of the permit index} (ARGV[2] == '2')}
 --          state 'held' (renewed); 'gone' (expired, or never ours); or how
 --          this lease's grant ended: 'released', 'forced', 'revoked'
 --          (lock::GrantEnd). TTL is 0 unless held
@@ -46,16 +50,20 @@ local function check(key, ttl)
   return 'gone', 0, 0
 end
 
-local lease_ttl, names, first, lock_ttl = -1, {}, 1, ARGV[3]
-if ARGV[2] == '1' then
-  first = 3
+local lease_ttl, names, permits, first, lock_ttl = -1, {}, {}, 1, ARGV[3]
+if ARGV[2] ~= '0' then
+  first = ARGV[2] == '2' and 4 or 3
   local ttl = redis.call('HGET', KEYS[1], 'ttl')
   if ttl then
     lease_ttl = tonumber(ttl)
     lock_ttl = ttl
-    redis.call('PEXPIRE', KEYS[1], ttl)
-    redis.call('PEXPIRE', KEYS[2], ttl)
+    for i = 1, first - 1 do
+      redis.call('PEXPIRE', KEYS[i], ttl)
+    end
     names = redis.call('SMEMBERS', KEYS[2])
+    if first == 4 then
+      permits = redis.call('SMEMBERS', KEYS[3])
+    end
   else
     -- A gone lease renews nothing; its locks are only reported.
     lease_ttl = 0
@@ -68,4 +76,4 @@ for i = first, #KEYS do
   local state, token, ttl = check(KEYS[i], lock_ttl)
   results[#results + 1] = { state, tonumber(token) or 0, ttl }
 end
-return { lease_ttl, names, results }
+return { lease_ttl, names, results, permits }

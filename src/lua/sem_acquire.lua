@@ -1,50 +1,90 @@
--- sem_acquire: takes n permits of a counting semaphore, all or nothing and
--- in arrival order, or queues the caller.
+-- sem_acquire: takes n permits of a counting semaphore (or a read/write
+-- lock, which is a semaphore whose writer takes every permit), all or
+-- nothing and in arrival order, or queues the caller.
 --
 -- Fairness: strict FIFO. A request is granted only when its permits are
 -- free and no live waiter arrived before it, so a large request at the head
--- of the queue is not starved by a stream of small ones behind it.
+-- of the queue is not starved by a stream of small ones behind it (and a
+-- waiting writer blocks new readers).
 --
 -- KEYS[1]  semaphore hash {size, used, seq}; expires ARGV[8] ms after the
 --          last acquire (its permits expire long before)
--- KEYS[2]  permits hash: permit id (its fencing token) -> '<n> <lease> <owner>'
--- KEYS[3]  permit expiry zset: permit id -> expiry (ms since epoch)
+-- KEYS[2]  permits hash: '<id>' -> '<n> <lease> <ttl ms> <owner>' (id = the
+--          fencing token); '<lease>' -> id for a lease that holds one permit
+--          here (private leases, and ARGV[9]); 'w<id>' -> '1' while a
+--          KeepAlive stream renews it; 'x<id>' -> how a watched permit
+--          ended ('released', 'forced', 'revoked'), a tombstone
+-- KEYS[3]  expiry zset: id -> expiry, and 'x<id>' -> when its tombstone goes
+--          (ms since the epoch)
 -- KEYS[4]  queue zset: waiter id -> arrival number
 -- KEYS[5]  wants hash: waiter id -> '<n> <deadline ms>'
 -- KEYS[6]  fence: the last token issued
+-- KEYS[7]  optional, with KEYS[8]: the shared lease's hash and its permit
+--          index (set), when they are on this node
 -- ARGV[1]  n: permits wanted (integer >= 1)
 -- ARGV[2]  size of a semaphore that does not exist yet (integer >= 1)
 -- ARGV[3]  lease id
--- ARGV[4]  permit TTL in ms (integer > 0)
--- ARGV[5]  owner label
+-- ARGV[4]  permit TTL in ms (integer > 0); with KEYS[7] the lease's
+--          remaining TTL is used instead
+-- ARGV[5]  owner label; with KEYS[7], '' = the lease's owner
 -- ARGV[6]  waiter id ('' = none): leaves the queue when granted
--- ARGV[7]  queue until (ms since epoch; '' = do not queue when not granted)
+-- ARGV[7]  queue until (ms since epoch; '' = do not queue when not
+--          granted); a queued waiter calls again before then to stay queued
 -- ARGV[8]  TTL in ms of the semaphore hash, the queue and the fence
+-- ARGV[9]  '1': a lease holds at most one permit here (read/write locks)
+-- ARGV[10] the permit index entry (with KEYS[7]); '<id>' in it becomes the
+--          permit id
 -- returns  {1, token, permit TTL ms, size, free after} granted;
---          {0, size, free (negative after a shrink), waiters ahead} not granted
+--          {0, size, free (negative after a shrink), waiters ahead,
+--           ms until the soonest permit expires (0 = none)} not granted
 --          (queued with ARGV[7]);
---          {-1, size} n exceeds the size: never grantable (nothing written)
+--          {-1, size} n exceeds the size: never grantable;
+--          {-2, id} with ARGV[9], the lease already holds permit id;
+--          {-3} KEYS[7] is gone (nothing written)
 -- O(expired permits + dead waiters at the head + log waiters)
 local now = time_ms()
 local n = tonumber(ARGV[1])
+local ttl, owner = ARGV[4], ARGV[5]
+if KEYS[7] then
+  local left = redis.call('PTTL', KEYS[7])
+  if left <= 0 then
+    return { -3 }
+  end
+  ttl = tostring(left)
+  if owner == '' then
+    owner = redis.call('HGET', KEYS[7], 'owner') or ''
+  end
+end
 local size = tonumber(redis.call('HGET', KEYS[1], 'size') or ARGV[2])
 if n > size then
   return { -1, size }
 end
 local used = tonumber(redis.call('HGET', KEYS[1], 'used') or '0')
 
--- Permits whose lease stopped renewing them come back here.
+-- Permits whose lease stopped renewing them come back here; tombstones go.
 local expired = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 100)
 for _, id in ipairs(expired) do
   local p = redis.call('HGET', KEYS[2], id)
-  if p then
-    used = used - tonumber(string.match(p, '^(%d+)'))
-    redis.call('HDEL', KEYS[2], id)
+  if p and string.byte(id) ~= 120 then -- not 'x': a permit
+    local pn, plessee = string.match(p, '^(%d+) (%S*)')
+    used = used - tonumber(pn)
+    if redis.call('HGET', KEYS[2], plessee) == id then
+      redis.call('HDEL', KEYS[2], plessee)
+    end
+    redis.call('HDEL', KEYS[2], 'w' .. id)
   end
+  redis.call('HDEL', KEYS[2], id)
   redis.call('ZREM', KEYS[3], id)
 end
 if used < 0 then
   used = 0
+end
+
+if ARGV[9] == '1' then
+  local held = redis.call('HGET', KEYS[2], ARGV[3])
+  if held and redis.call('HEXISTS', KEYS[2], held) == 1 then
+    return { -2, tonumber(held) }
+  end
 end
 
 -- Waiters past their deadline leave the head of the queue.
@@ -71,22 +111,31 @@ if first and n <= free then
   local token = math.max(last + 1, time_us())
   local id = string.format('%.0f', token)
   redis.call('SET', KEYS[6], id, 'PX', ARGV[8])
-  redis.call('HSET', KEYS[2], id, ARGV[1] .. ' ' .. ARGV[3] .. ' ' .. ARGV[5])
-  redis.call('ZADD', KEYS[3], now + tonumber(ARGV[4]), id)
+  redis.call('HSET', KEYS[2], id, ARGV[1] .. ' ' .. ARGV[3] .. ' ' .. ttl .. ' ' .. owner)
+  if ARGV[9] == '1' or string.byte(ARGV[3]) ~= 108 then -- not 'l': one permit per lease
+    redis.call('HSET', KEYS[2], ARGV[3], id)
+  end
+  redis.call('ZADD', KEYS[3], now + tonumber(ttl), id)
   used = used + n
   redis.call('HSET', KEYS[1], 'size', size, 'used', used)
   if ARGV[6] ~= '' then
     redis.call('ZREM', KEYS[4], ARGV[6])
     redis.call('HDEL', KEYS[5], ARGV[6])
   end
+  if KEYS[7] then
+    redis.call('SADD', KEYS[8], (string.gsub(ARGV[10], '<id>', id)))
+    if redis.call('PTTL', KEYS[8]) < tonumber(ttl) then
+      redis.call('PEXPIRE', KEYS[8], ttl)
+    end
+  end
   -- Nothing here outlives the longest permit by much.
-  local keep = math.max(tonumber(ARGV[8]), tonumber(ARGV[4]))
+  local keep = math.max(tonumber(ARGV[8]), tonumber(ttl))
   for i = 1, 5 do
     if redis.call('PTTL', KEYS[i]) < keep then
       redis.call('PEXPIRE', KEYS[i], keep)
     end
   end
-  return { 1, token, tonumber(ARGV[4]), size, size - used }
+  return { 1, token, tonumber(ttl), size, size - used }
 end
 
 redis.call('HSET', KEYS[1], 'size', size, 'used', used)
@@ -95,9 +144,13 @@ if ARGV[6] ~= '' then
   local rank = redis.call('ZRANK', KEYS[4], ARGV[6])
   if rank then
     ahead = rank
-  elseif ARGV[7] ~= '' then
-    local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
-    redis.call('ZADD', KEYS[4], seq, ARGV[6])
+  end
+  if ARGV[7] ~= '' then
+    if not rank then
+      local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+      redis.call('ZADD', KEYS[4], seq, ARGV[6])
+    end
+    -- Queued, or still queued until a later deadline.
     redis.call('HSET', KEYS[5], ARGV[6], ARGV[1] .. ' ' .. ARGV[7])
     local keep = tonumber(ARGV[7]) - now + 1000
     for i = 4, 5 do
@@ -110,4 +163,9 @@ end
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[8]) then
   redis.call('PEXPIRE', KEYS[1], ARGV[8])
 end
-return { 0, size, free, ahead }
+local soonest = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')[2]
+local retry = 0
+if soonest then
+  retry = math.max(1, tonumber(soonest) - now)
+end
+return { 0, size, free, ahead, retry }

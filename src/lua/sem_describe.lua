@@ -14,9 +14,9 @@ local size = tonumber(redis.call('HGET', KEYS[1], 'size') or '0')
 local holders, used = {}, 0
 local live = redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. now, '+inf', 'WITHSCORES')
 for i = 1, #live, 2 do
-  local p = redis.call('HGET', KEYS[2], live[i])
+  local p = string.byte(live[i]) ~= 120 and redis.call('HGET', KEYS[2], live[i])
   if p then
-    local n, lease, owner = string.match(p, '^(%d+) (%S*) ?(.*)$')
+    local n, lease, owner = string.match(p, '^(%d+) (%S*) %d+ ?(.*)$')
     used = used + tonumber(n)
     if #holders < tonumber(ARGV[1]) then
       holders[#holders + 1] = { live[i], tonumber(n), lease, owner, tonumber(live[i + 1]) - now }

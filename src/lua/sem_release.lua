@@ -1,5 +1,5 @@
--- sem_release: gives a permit back (only for the lease that holds it) and
--- wakes the waiters it lets through.
+-- sem_release: ends a permit grant (its holder's release, an admin's force,
+-- or its lease's revocation) and wakes the waiters that now fit.
 --
 -- Wake-ups go by "enough permits free", in arrival order: the longest run
 -- of waiters from the head of the queue whose requests now fit together is
@@ -8,45 +8,58 @@
 --
 -- KEYS[1..5] as sem_acquire.lua: semaphore hash, permits hash, permit
 --          expiry zset, queue zset, wants hash
--- ARGV[1]  permit id
--- ARGV[2]  lease id that holds it
--- ARGV[3]  pub/sub channel for semaphore events
--- ARGV[4]  the semaphore's key (KEYS[1]), named in the event
--- returns  {1, free after, waiters woken} released; {0} no such permit
---          (released already, or expired); {2} held by another lease
--- Event: s|<key length>|<key><waiter id> <waiter id> ...
+-- KEYS[6]  optional: the holder's shared lease permit index, when on this
+--          node (the entry ARGV[6] leaves it)
+-- ARGV[1]  permit id; '' = the one permit lease ARGV[2] holds here
+-- ARGV[2]  lease id that holds it; '' = whichever (an admin's force)
+-- ARGV[3]  pub/sub channel for lock events
+-- ARGV[4]  the semaphore's key (KEYS[1]), named in the events
+-- ARGV[5]  how it ends: 'released', 'forced', 'revoked' (lock::GrantEnd)
+-- ARGV[6]  the permit index entry, with '<id>' for the permit id (KEYS[6])
+-- A grant a KeepAlive stream renews (sem_renew.lua marked it 'w<id>')
+-- leaves a tombstone saying how it ended, for one grant TTL.
+-- returns  {1, free after, waiters woken, permit id, lease, owner, n}
+--          ended; {0} no such permit (released already, or expired);
+--          {2} held by another lease
+-- Events: s|<key length>|<key><waiter id> <waiter id> ... (wake-ups);
+--         e|<how>|<id>|<lease length>|<lease><key> when not released by
+--         its holder (its KeepAlive stream reports the loss)
 -- O(log permits + woken waiters)
-local p = redis.call('HGET', KEYS[2], ARGV[1])
-if not p then
+local id = ARGV[1]
+if id == '' then
+  id = redis.call('HGET', KEYS[2], ARGV[2])
+  if not id then
+    return { 0 }
+  end
+end
+local p = redis.call('HGET', KEYS[2], id)
+if not p or string.byte(id) == 120 then
   return { 0 }
 end
-local n, lease = string.match(p, '^(%d+) (%S*)')
-if lease ~= ARGV[2] then
+local n, lease, ttl, owner = string.match(p, '^(%d+) (%S*) (%d+) ?(.*)$')
+if ARGV[2] ~= '' and lease ~= ARGV[2] then
   return { 2 }
 end
-redis.call('HDEL', KEYS[2], ARGV[1])
-redis.call('ZREM', KEYS[3], ARGV[1])
+local now = time_ms()
+redis.call('HDEL', KEYS[2], id)
+if redis.call('HGET', KEYS[2], lease) == id then
+  redis.call('HDEL', KEYS[2], lease)
+end
+redis.call('ZREM', KEYS[3], id)
+if redis.call('HDEL', KEYS[2], 'w' .. id) == 1 then
+  redis.call('HSET', KEYS[2], 'x' .. id, ARGV[5])
+  redis.call('ZADD', KEYS[3], now + tonumber(ttl), 'x' .. id)
+end
+if KEYS[6] then
+  redis.call('SREM', KEYS[6], (string.gsub(ARGV[6], '<id>', id)))
+end
 local f = redis.call('HMGET', KEYS[1], 'size', 'used')
 local size = tonumber(f[1] or '0')
 local used = math.max(0, tonumber(f[2] or '0') - tonumber(n))
 redis.call('HSET', KEYS[1], 'used', used)
 
-local now = time_ms()
-local free = size - used
-local woken = {}
-for _, id in ipairs(redis.call('ZRANGE', KEYS[4], 0, 99)) do
-  local want = redis.call('HGET', KEYS[5], id)
-  local wn, deadline = string.match(want or '', '^(%d+) (%d+)$')
-  if wn and tonumber(deadline) > now then
-    wn = tonumber(wn)
-    if wn > free then
-      break
-    end
-    free = free - wn
-    woken[#woken + 1] = id
-  end
+local woken = sem_wake(KEYS[4], KEYS[5], size - used, size, now, ARGV[3], ARGV[4])
+if ARGV[5] ~= 'released' then
+  redis.call('PUBLISH', ARGV[3], 'e|' .. ARGV[5] .. '|' .. id .. '|' .. #lease .. '|' .. lease .. ARGV[4])
 end
-if #woken > 0 then
-  redis.call('PUBLISH', ARGV[3], 's|' .. #ARGV[4] .. '|' .. ARGV[4] .. table.concat(woken, ' '))
-end
-return { 1, size - used, #woken }
+return { 1, size - used, woken, tonumber(id), lease, owner, tonumber(n) }

@@ -22,25 +22,5 @@ if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[4]) then
   redis.call('PEXPIRE', KEYS[1], ARGV[4])
 end
 
-local now = time_ms()
-local free = size - used
-local woken = {}
-for _, id in ipairs(redis.call('ZRANGE', KEYS[4], 0, 99)) do
-  local wn, deadline = string.match(redis.call('HGET', KEYS[5], id) or '', '^(%d+) (%d+)$')
-  if wn and tonumber(deadline) > now then
-    wn = tonumber(wn)
-    -- One that can never fit is woken too, to hear so.
-    if wn > size then
-      woken[#woken + 1] = id
-    elseif wn > free then
-      break
-    else
-      free = free - wn
-      woken[#woken + 1] = id
-    end
-  end
-end
-if #woken > 0 then
-  redis.call('PUBLISH', ARGV[2], 's|' .. #ARGV[3] .. '|' .. ARGV[3] .. table.concat(woken, ' '))
-end
-return { tonumber(f[1] or '0'), used, #woken }
+local woken = sem_wake(KEYS[4], KEYS[5], size - used, size, time_ms(), ARGV[2], ARGV[3])
+return { tonumber(f[1] or '0'), used, woken }

@@ -61,6 +61,8 @@ scripts! {
     SEM_RELEASE => "sem_release.lua",
     SEM_RESIZE => "sem_resize.lua",
     SEM_DESCRIBE => "sem_describe.lua",
+    SEM_RENEW => "sem_renew.lua",
+    SEM_LEAVE => "sem_leave.lua",
     DESCRIBE => "describe.lua",
     FENCE_RAISE => "fence_raise.lua",
     RATELIMIT => "ratelimit.lua",

@@ -21,7 +21,7 @@ use coord::{
     pb::{
         admin_service_client::AdminServiceClient, leaderboard_service_client::LeaderboardServiceClient,
         lock_service_client::LockServiceClient, pub_sub_service_client::PubSubServiceClient,
-        rate_limit_service_client::RateLimitServiceClient,
+        rate_limit_service_client::RateLimitServiceClient, semaphore_service_client::SemaphoreServiceClient,
     },
     server::{self, ServeError},
 };
@@ -130,6 +130,10 @@ impl Coord {
 
     pub fn locks(&self) -> LockServiceClient<Channel> {
         LockServiceClient::new(self.channel())
+    }
+
+    pub fn semaphores(&self) -> SemaphoreServiceClient<Channel> {
+        SemaphoreServiceClient::new(self.channel())
     }
 
     pub fn rate_limits(&self) -> RateLimitServiceClient<Channel> {
