@@ -567,3 +567,37 @@ async fn a_loaded_healthy_cluster_does_not_fail_calls() {
     assert!(unavailable.is_empty(), "{} UNAVAILABLE, e.g. {:?}", unavailable.len(), unavailable.first());
     assert!(granted > 100, "only {granted} grants");
 }
+
+/// Semaphores and read/write locks count permits, which independent nodes
+/// cannot reconcile by majority without over-admitting: Redlock mode
+/// refuses them clearly instead of pretending.
+#[tokio::test]
+async fn semaphores_and_read_write_locks_are_refused_in_redlock_mode() {
+    let s = setup(Duration::from_secs(60)).await;
+    let err = s
+        .coord
+        .semaphores()
+        .acquire(coord::pb::SemaphoreServiceAcquireRequest {
+            name: "pool".into(),
+            permits: 1,
+            size: 2,
+            ttl_ms: 1_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("Redlock"), "{}", err.message());
+    let err = s
+        .coord
+        .locks()
+        .acquire(AcquireRequest { mode: coord::pb::LockMode::Shared as i32, ..req("rw", 1_000) })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("read/write"), "{}", err.message());
+    for i in 0..5 {
+        let keys = s.nodes.node(i).cli(&["KEYS", "*"]);
+        assert!(!keys.contains(":sem:") && !keys.contains(":rwlock:"), "nothing written on node {i}: {keys}");
+    }
+}
