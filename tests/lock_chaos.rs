@@ -17,6 +17,10 @@
 //! - a fresh private lease is granted once (hold count 1);
 //! - after the faults end, every lock is acquirable within one TTL.
 //!
+//! The same run with semaphores (SemaphoreService, size 2, one permit per
+//! grant, private leases renewed on KeepAlive) holds them to the same
+//! promises with "two holders" read as "more holders than the size".
+//!
 //! `COORD_CHAOS_SECS` (default 20) sets each mode's run time for soak runs;
 //! `COORD_CHAOS_SEED` replays a nemesis schedule. Counts are printed.
 
@@ -34,8 +38,9 @@ use std::{
 };
 
 use coord::pb::{
-    AcquireRequest, AcquireStatus, KeepAliveRequest, KeepAliveResponse, ReleaseRequest, keep_alive_response::Event,
-    lock_service_client::LockServiceClient,
+    AcquireRequest, AcquireStatus, KeepAliveRequest, KeepAliveResponse, ReleaseRequest, SemaphoreAcquireStatus,
+    SemaphoreServiceAcquireRequest, SemaphoreServiceReleaseRequest, keep_alive_response::Event,
+    lock_service_client::LockServiceClient, semaphore_service_client::SemaphoreServiceClient,
 };
 use support::{
     process::{free_port_pair, spawn_serve},
@@ -54,11 +59,27 @@ const WORKERS: usize = 16;
 const COORDS: usize = 3;
 /// lock.max_ttl: also how long a Redlock node restarted empty stays out.
 const MAX_TTL: Duration = Duration::from_secs(3);
+/// Semaphore mode: each name's size (workers take one permit).
+const SEM_SIZE: usize = 2;
+
+/// What the workers contend for.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Lock,
+    Semaphore,
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn single_redis_keeps_its_promises_under_faults() {
     let redis = Arc::new(RedisServer::start());
-    let run = Run::start(&["--redis-url".into(), redis.url()], Backend::Single(redis.clone())).await;
+    let run = Run::start(&["--redis-url".into(), redis.url()], Backend::Single(redis.clone()), Kind::Lock).await;
+    run.exercise().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_redis_semaphores_keep_their_promises_under_faults() {
+    let redis = Arc::new(RedisServer::start());
+    let run = Run::start(&["--redis-url".into(), redis.url()], Backend::Single(redis.clone()), Kind::Semaphore).await;
     run.exercise().await;
 }
 
@@ -67,7 +88,7 @@ async fn redlock_keeps_its_promises_under_faults() {
     let main = RedisServer::start();
     let nodes = Arc::new(RedisNodes::start(5));
     let args = ["--redis-url".into(), main.url(), "--redlock-nodes".into(), nodes.urls().join(",")];
-    let run = Run::start(&args, Backend::Redlock(nodes.clone())).await;
+    let run = Run::start(&args, Backend::Redlock(nodes.clone()), Kind::Lock).await;
     run.exercise().await;
     drop(main);
 }
@@ -228,6 +249,7 @@ impl Resource {
 
 struct Run {
     backend: Backend,
+    kind: Kind,
     coords: Arc<Vec<CoordProc>>,
     history: Arc<Mutex<History>>,
     resource: Arc<Resource>,
@@ -236,7 +258,7 @@ struct Run {
 }
 
 impl Run {
-    async fn start(base: &[String], backend: Backend) -> Run {
+    async fn start(base: &[String], backend: Backend, kind: Kind) -> Run {
         let dir = tempfile::tempdir().expect("tempdir");
         let coords: Vec<CoordProc> = (0..COORDS).map(|i| CoordProc::start(base, dir.path(), i)).collect();
         for c in &coords {
@@ -245,6 +267,7 @@ impl Run {
         let seed = Rng::seed_from_env("COORD_CHAOS_SEED");
         Run {
             backend,
+            kind,
             coords: Arc::new(coords),
             history: Arc::default(),
             resource: Arc::new(Resource(Mutex::new([0; NAMES]))),
@@ -261,6 +284,7 @@ impl Run {
             .map(|id| {
                 let w = Worker {
                     id,
+                    kind: self.kind,
                     coords: self.coords.clone(),
                     history: self.history.clone(),
                     resource: self.resource.clone(),
@@ -296,6 +320,33 @@ impl Run {
     async fn every_lock_acquirable(&self) -> Duration {
         let mut longest = Duration::ZERO;
         for name in 0..NAMES {
+            if self.kind == Kind::Semaphore {
+                // Every permit: nothing leaked.
+                let mut c = SemaphoreServiceClient::new(self.coords[0].channel.clone());
+                let start = Instant::now();
+                let got = c
+                    .acquire(SemaphoreServiceAcquireRequest {
+                        name: format!("chaos-{name}"),
+                        permits: SEM_SIZE as u32,
+                        size: SEM_SIZE as u32,
+                        ttl_ms: TTL_MS,
+                        wait_ms: TTL_MS + 1_000,
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap_or_else(|e| panic!("chaos-{name} after the faults: {e:?}"))
+                    .into_inner();
+                assert_eq!(got.status, SemaphoreAcquireStatus::Acquired as i32, "chaos-{name}: permits leaked");
+                longest = longest.max(start.elapsed());
+                c.release(SemaphoreServiceReleaseRequest {
+                    name: format!("chaos-{name}"),
+                    permit_id: got.permit_id,
+                    lease_id: got.lease_id,
+                })
+                .await
+                .unwrap();
+                continue;
+            }
             let mut c = LockServiceClient::new(self.coords[0].channel.clone());
             let start = Instant::now();
             let got = c
@@ -325,15 +376,33 @@ impl Run {
         for name in 0..NAMES {
             let mut grants: Vec<&Grant> = h.grants.iter().filter(|g| g.name == name).collect();
             grants.sort_by_key(|g| g.got);
+            let room = if self.kind == Kind::Semaphore { SEM_SIZE } else { 1 };
             for (i, a) in grants.iter().enumerate() {
+                // Grants inside their validity when `a` was granted, the
+                // holders not told: at most the size minus one (besides a).
+                let inside: Vec<&&Grant> = grants[..i].iter().filter(|o| a.got < o.end()).collect();
+                if inside.len() >= room {
+                    if single && inside.iter().any(|o| h.restarted_between(o.got, a.got)) {
+                        excused += 1;
+                    } else {
+                        violations.push(format!(
+                            "over-admission of {name}: w{} (token {}) granted while {} others held it: {:?}",
+                            a.worker,
+                            a.token,
+                            inside.len(),
+                            inside.iter().map(|o| (o.worker, o.token)).collect::<Vec<_>>()
+                        ));
+                    }
+                }
                 for b in &grants[i + 1..] {
                     // Tokens: a grant answered before another was asked for
                     // has the lower token.
                     if a.got < b.sent && a.token >= b.token {
                         violations.push(format!("token regression on {name}: {a:?} then {b:?}"));
                     }
-                    // Two holders inside validity, the older not told.
-                    if b.got < a.end() {
+                    // Two holders inside validity, the older not told
+                    // (semaphores: counted above).
+                    if room == 1 && b.got < a.end() {
                         if single && h.restarted_between(a.got, b.got) {
                             excused += 1;
                         } else {
@@ -368,10 +437,11 @@ impl Run {
         }
         let releases = h.grants.iter().filter(|g| g.released.is_some()).count();
         eprintln!(
-            "lock chaos ({}; seed {}): {} grants, {releases} releases, lost {:?}, errors {:?}, faults {:?}, \
+            "{:?} chaos ({}; seed {}): {} grants, {releases} releases, lost {:?}, errors {:?}, faults {:?}, \
              {excused} overlaps excused by an empty restart, LockLost at most {:?} after validity ran out, \
              acquirable {acquirable:?} after healing, \
              {} violations; {:?} in all ({:?} of faults)",
+            self.kind,
             if single { "single Redis" } else { "Redlock, 5 nodes" },
             self.seed,
             h.grants.len(),
@@ -398,6 +468,7 @@ impl Run {
 
 struct Worker {
     id: usize,
+    kind: Kind,
     coords: Arc<Vec<CoordProc>>,
     history: Arc<Mutex<History>>,
     resource: Arc<Resource>,
@@ -419,6 +490,10 @@ impl Worker {
     async fn run(mut self, stop: Arc<AtomicBool>) {
         while !stop.load(Ordering::Relaxed) {
             let name = self.rng.below(NAMES as u64) as usize;
+            if self.kind == Kind::Semaphore {
+                self.take_permit(name).await;
+                continue;
+            }
             let mut request = tonic::Request::new(AcquireRequest {
                 name: format!("chaos-{name}"),
                 ttl_ms: TTL_MS,
@@ -456,6 +531,45 @@ impl Worker {
         }
     }
 
+    /// One permit of semaphore `name` under a private lease, held like a lock.
+    async fn take_permit(&mut self, name: usize) {
+        let mut request = tonic::Request::new(SemaphoreServiceAcquireRequest {
+            name: format!("chaos-{name}"),
+            permits: 1,
+            size: SEM_SIZE as u32,
+            ttl_ms: TTL_MS,
+            wait_ms: 1_500,
+            owner: format!("w{}", self.id),
+            ..Default::default()
+        });
+        request.set_timeout(Duration::from_secs(4));
+        let sent = Instant::now();
+        let got = match SemaphoreServiceClient::new(self.coords[self.pick].channel.clone()).acquire(request).await {
+            Ok(reply) => reply.into_inner(),
+            Err(e) => {
+                self.error("acquire", e.code());
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                return;
+            }
+        };
+        if got.status != SemaphoreAcquireStatus::Acquired as i32 {
+            return;
+        }
+        let mut grant = Grant {
+            name,
+            worker: self.id,
+            token: got.permit_id,
+            hold_count: 1,
+            sent,
+            got: Instant::now(),
+            valid_until: sent + Duration::from_millis(got.ttl_ms.max(0) as u64),
+            released: None,
+            lost: None,
+        };
+        self.hold(&mut grant, &got.lease_id).await;
+        self.history.lock().unwrap().grants.push(grant);
+    }
+
     /// Uses the lock for a while, renewing it every TTL/3 on a KeepAlive
     /// stream (moving to another coord when one fails), then releases it —
     /// unless it was lost or its validity ran out first.
@@ -474,7 +588,8 @@ impl Worker {
             if grant.lost.is_some() || now >= grant.valid_until || now >= until {
                 break;
             }
-            if !self.resource.write(grant.name, grant.token) {
+            // A semaphore's holders work side by side: no single-writer resource.
+            if self.kind == Kind::Lock && !self.resource.write(grant.name, grant.token) {
                 if grant.lost.is_none() && Instant::now() < grant.valid_until {
                     self.history.lock().unwrap().rejected.push((grant.name, grant.token, Instant::now(), grant.got));
                 }
@@ -573,6 +688,18 @@ impl Worker {
             return;
         }
         grant.released = Some(Instant::now());
+        if self.kind == Kind::Semaphore {
+            let mut request = tonic::Request::new(SemaphoreServiceReleaseRequest {
+                name: format!("chaos-{}", grant.name),
+                permit_id: grant.token,
+                lease_id: lease.to_owned(),
+            });
+            request.set_timeout(Duration::from_secs(2));
+            if let Err(e) = SemaphoreServiceClient::new(self.coords[self.pick].channel.clone()).release(request).await {
+                self.error("release", e.code());
+            }
+            return;
+        }
         let mut request = tonic::Request::new(ReleaseRequest {
             name: format!("chaos-{}", grant.name),
             lease_id: lease.to_owned(),
