@@ -33,6 +33,9 @@ enum Command {
     /// Locks: acquire, run a command under a lock, describe, list, release
     #[command(subcommand)]
     Lock(cli::lock::LockCommand),
+    /// Semaphores: hold permits, run a command while holding them, describe, resize, release
+    #[command(subcommand)]
+    Sem(cli::sem::SemCommand),
     /// Rate limits and concurrency slots
     #[command(subcommand)]
     Limit(cli::limit::LimitCommand),
@@ -74,6 +77,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(serve_args) => return serve(*serve_args).await,
         Command::Lock(command) => cli::lock::run(args, command).await,
+        Command::Sem(command) => cli::sem::run(args, command).await,
         Command::Limit(command) => cli::limit::run(args, command).await,
         Command::Board(command) => cli::board::run(args, command).await,
         Command::Pub { channel, message } => cli::pubsub::publish(args, channel, message).await,

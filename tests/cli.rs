@@ -164,3 +164,37 @@ async fn health_exits_zero_only_when_serving() {
     let out = run(nowhere).await;
     assert_eq!(out.status.code(), Some(1), "unreachable: {out:?}");
 }
+
+/// `coord sem run` holds its permits while the command runs (Describe from
+/// inside the command sees them), then gives them back; `coord lock run
+/// --shared` lets two readers run side by side, and `--exclusive` waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sem_run_and_shared_lock_run_hold_while_the_command_runs() {
+    let redis = RedisServer::start();
+    let coord = serving(&redis.url()).await;
+    let out =
+        run(cli(&coord, &["sem", "run", "pool", "--permits", "2", "--size", "3", "--", "sh", "-c", "exit 3"])).await;
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let described = run(cli(&coord, &["--output", "json", "sem", "describe", "pool"])).await;
+    let d: serde_json::Value = serde_json::from_slice(&described.stdout).unwrap();
+    assert_eq!((d["size"].as_u64(), d["used"].as_u64()), (Some(3), Some(0)), "{d}");
+
+    // Two readers hold the read/write lock at once; a writer cannot meanwhile.
+    let reader = |c: &Coord| {
+        cli(c, &["lock", "run", "doc", "--shared", "--", "sleep", "1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let (mut a, mut b) = (reader(&coord), reader(&coord));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let described = run(cli(&coord, &["--output", "json", "lock", "describe", "doc", "--shared"])).await;
+    let d: serde_json::Value = serde_json::from_slice(&described.stdout).unwrap();
+    assert_eq!((d["mode"].as_str(), d["holders"].as_array().map(Vec::len)), (Some("SHARED"), Some(2)), "{d}");
+    let writer = run(cli(&coord, &["lock", "run", "doc", "--exclusive", "--", "true"])).await;
+    assert_eq!(writer.status.code(), Some(1), "readers hold it: {writer:?}");
+    assert!(a.wait().unwrap().success() && b.wait().unwrap().success());
+    let writer = run(cli(&coord, &["lock", "run", "doc", "--exclusive", "--wait", "2s", "--", "true"])).await;
+    assert_eq!(writer.status.code(), Some(0), "{writer:?}");
+}

@@ -1,4 +1,5 @@
-//! `coord lock …`: acquire and hold, run a command under a lock, inspect.
+//! `coord lock …`: acquire and hold, run a command under a lock (or a
+//! read/write hold), inspect. `hold` also serves `coord sem`.
 
 use std::{process::ExitCode, time::Duration};
 
@@ -8,14 +9,36 @@ use tonic::transport::Channel;
 
 use super::{CliError, ClientArgs};
 use crate::{
-    client::{ClientError, LockClient, LockOptions},
+    client::{ClientError, LockClient, LockGuard, LockOptions},
     pb::{
-        DescribeRequest, ForceReleaseRequest, ListRequest, LockInfo, PageRequest, ReleaseRequest,
+        DescribeRequest, ForceReleaseRequest, ListRequest, LockInfo, LockMode, PageRequest, ReleaseRequest,
         lock_service_client::LockServiceClient,
     },
 };
 
 type Client = LockServiceClient<Channel>;
+
+/// A read/write lock's mode (`--shared` / `--exclusive`); neither: a plain
+/// lock.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct ModeArgs {
+    /// Hold the name's read/write lock for reading (many readers)
+    #[arg(long, conflicts_with = "exclusive")]
+    shared: bool,
+    /// Hold the name's read/write lock for writing (one writer, no readers)
+    #[arg(long)]
+    exclusive: bool,
+}
+
+impl ModeArgs {
+    fn mode(self) -> Option<LockMode> {
+        match (self.shared, self.exclusive) {
+            (true, _) => Some(LockMode::Shared),
+            (_, true) => Some(LockMode::Exclusive),
+            _ => None,
+        }
+    }
+}
 
 #[derive(Debug, Subcommand)]
 pub enum LockCommand {
@@ -28,6 +51,8 @@ pub enum LockCommand {
         /// How long to wait for the lock (0: try once)
         #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
         wait: Duration,
+        #[command(flatten)]
+        mode: ModeArgs,
     },
     /// Run a command while holding a lock; exits with the command's code.
     /// If the lock is lost the command is killed and coord exits with 75.
@@ -37,12 +62,19 @@ pub enum LockCommand {
         ttl: Duration,
         #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
         wait: Duration,
+        #[command(flatten)]
+        mode: ModeArgs,
         /// The command and its arguments (after `--`)
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
-    /// Show a lock's holder, token, TTL and waiters
-    Describe { name: String },
+    /// Show a lock's holder, token, TTL and waiters (with --shared or
+    /// --exclusive: the read/write lock's mode and holders)
+    Describe {
+        name: String,
+        #[command(flatten)]
+        mode: ModeArgs,
+    },
     /// List held locks
     List {
         #[arg(long, default_value = "")]
@@ -55,6 +87,8 @@ pub enum LockCommand {
         name: String,
         #[arg(long)]
         lease: String,
+        #[command(flatten)]
+        mode: ModeArgs,
     },
     /// Release a lock whoever holds it (its holder is told LockLost)
     ForceRelease { name: String },
@@ -67,13 +101,15 @@ pub async fn run(args: &ClientArgs, command: LockCommand) -> Result<ExitCode, Cl
     let channel = args.channel().await?;
     let mut c = Client::new(channel.clone());
     let value = match command {
-        LockCommand::Acquire { name, ttl, wait } => return hold(args, channel, &name, ttl, wait, None).await,
-        LockCommand::Run { name, ttl, wait, command } => {
-            return hold(args, channel, &name, ttl, wait, Some(command)).await;
+        LockCommand::Acquire { name, ttl, wait, mode } => {
+            return hold(args, channel, &name, Want::lock(mode.mode()), ttl, wait, None).await;
         }
-        LockCommand::Describe { name } => {
-            let lock =
-                c.describe(args.request(DescribeRequest { name, ..Default::default() })).await?.into_inner().lock;
+        LockCommand::Run { name, ttl, wait, mode, command } => {
+            return hold(args, channel, &name, Want::lock(mode.mode()), ttl, wait, Some(command)).await;
+        }
+        LockCommand::Describe { name, mode } => {
+            let mode = mode.mode().map_or(0, |m| m as i32);
+            let lock = c.describe(args.request(DescribeRequest { name, mode })).await?.into_inner().lock;
             lock.map(info).unwrap_or(Value::Null)
         }
         LockCommand::List { prefix, limit } => {
@@ -91,11 +127,9 @@ pub async fn run(args: &ClientArgs, command: LockCommand) -> Result<ExitCode, Cl
             }
             Value::Array(all)
         }
-        LockCommand::Release { name, lease } => {
-            let reply = c
-                .release(args.request(ReleaseRequest { name, lease_id: lease, ..Default::default() }))
-                .await?
-                .into_inner();
+        LockCommand::Release { name, lease, mode } => {
+            let mode = mode.mode().map_or(0, |m| m as i32);
+            let reply = c.release(args.request(ReleaseRequest { name, lease_id: lease, mode })).await?.into_inner();
             json!({ "status": reply.status().as_str_name(), "remaining_holds": reply.remaining_holds })
         }
         LockCommand::ForceRelease { name } => {
@@ -109,18 +143,50 @@ pub async fn run(args: &ClientArgs, command: LockCommand) -> Result<ExitCode, Cl
 }
 
 fn info(l: LockInfo) -> Value {
-    json!({
+    let mut v = json!({
         "name": l.name, "held": l.held, "owner": l.owner, "fencing_token": l.fencing_token,
         "ttl_ms": l.ttl_ms, "hold_count": l.hold_count, "waiters": l.waiters, "lease_id": l.lease_id,
-    })
+    });
+    if let Ok(mode @ (LockMode::Shared | LockMode::Exclusive)) = LockMode::try_from(l.mode) {
+        v["mode"] = json!(mode.as_str_name().trim_start_matches("LOCK_MODE_"));
+        v["holders"] = l
+            .holders
+            .iter()
+            .map(|h| json!({"lease_id": h.lease_id, "owner": h.owner, "fencing_token": h.fencing_token, "ttl_ms": h.ttl_ms}))
+            .collect();
+    }
+    v
+}
+
+/// What `hold` acquires.
+#[derive(Debug, Clone, Copy)]
+pub enum Want {
+    Lock,
+    ReadWrite(LockMode),
+    Permits { permits: u32, size: u32 },
+}
+
+impl Want {
+    fn lock(mode: Option<LockMode>) -> Self {
+        mode.map_or(Want::Lock, Want::ReadWrite)
+    }
+
+    async fn acquire(self, client: &LockClient, name: &str, options: LockOptions) -> Result<LockGuard, ClientError> {
+        match self {
+            Want::Lock => client.lock(name, options).await,
+            Want::ReadWrite(mode) => client.rw_lock(name, mode, options).await,
+            Want::Permits { permits, size } => client.permits(name, permits, size, options).await,
+        }
+    }
 }
 
 /// Acquires with a [`LockClient`], whose guard keeps the lease alive, and
 /// either waits for Ctrl-C or runs `command`; releases at the end.
-async fn hold(
+pub async fn hold(
     args: &ClientArgs,
     channel: Channel,
     name: &str,
+    want: Want,
     ttl: Duration,
     wait: Duration,
     command: Option<Vec<String>>,
@@ -134,13 +200,16 @@ async fn hold(
     }
     let owner = format!("coord-cli@{}", hostname());
     let options = LockOptions { ttl, wait, owner, timeout: args.timeout, ..Default::default() };
-    let guard = match client.lock(name, options).await {
+    let guard = match want.acquire(&client, name, options).await {
         Ok(guard) => guard,
         Err(ClientError::NotAcquired { holder_owner, holder_ttl, .. }) => {
-            eprintln!(
-                "coord: lock {name:?} not acquired (held by {holder_owner:?} for {} ms more)",
-                holder_ttl.as_millis()
-            );
+            match want {
+                Want::Lock => eprintln!(
+                    "coord: lock {name:?} not acquired (held by {holder_owner:?} for {} ms more)",
+                    holder_ttl.as_millis()
+                ),
+                _ => eprintln!("coord: {name:?} not acquired in time"),
+            }
             return Ok(ExitCode::from(super::EXIT_NO));
         }
         Err(e) => return Err(cli_error(e)),
@@ -149,6 +218,9 @@ async fn hold(
     match &command {
         // Under `run`, stdout belongs to the command: report on stderr.
         Some(_) => eprintln!("coord: holding {name:?} with fencing token {token}"),
+        None if matches!(want, Want::Permits { .. }) => args.print(&json!({
+            "name": name, "permit_id": token, "ttl_ms": guard.ttl().as_millis() as u64, "lease_id": guard.lease_id(),
+        })),
         None => args.print(&json!({
             "name": name, "fencing_token": token, "ttl_ms": guard.ttl().as_millis() as u64, "lease_id": guard.lease_id(),
         })),
@@ -184,7 +256,7 @@ async fn hold(
     Ok(code)
 }
 
-fn cli_error(e: ClientError) -> CliError {
+pub fn cli_error(e: ClientError) -> CliError {
     match e {
         ClientError::Status(status) => CliError::Status(status),
         ClientError::Connect(e) => CliError::Connect(e),
@@ -193,6 +265,6 @@ fn cli_error(e: ClientError) -> CliError {
     }
 }
 
-fn hostname() -> String {
+pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_owned()).unwrap_or_default()
 }

@@ -7,6 +7,7 @@ pub mod board;
 pub mod limit;
 pub mod lock;
 pub mod pubsub;
+pub mod sem;
 
 use std::{process::ExitCode, time::Duration};
 

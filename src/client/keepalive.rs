@@ -33,6 +33,7 @@ const MIN_INTERVAL: Duration = Duration::from_millis(10);
 pub(super) struct Keeper {
     pub client: LockClient,
     pub name: String,
+    pub hold: super::Hold,
     pub lease_id: String,
     pub fencing_token: u64,
     /// The lock's TTL as coord last reported it; paces renewals.
@@ -85,8 +86,8 @@ impl Keeper {
         // A guard that is dropped always sends; a closed channel means the
         // same.
         if matches!(stop, Ok(Stop::Release) | Err(_)) {
-            match self.client.release_call(&self.name, &self.lease_id, self.timeout).await {
-                Ok(reply) => tracing::debug!(lock = %self.name, status = ?reply.status(), "released on drop"),
+            match self.client.release_call(&self.name, self.hold, &self.lease_id, self.timeout).await {
+                Ok(status) => tracing::debug!(lock = %self.name, ?status, "released on drop"),
                 Err(status) => tracing::debug!(lock = %self.name, error = %status.message(), "release on drop failed"),
             }
         }

@@ -47,8 +47,23 @@ use tonic::{
 use crate::{
     backoff::Backoff,
     context::NAMESPACE_HEADER,
-    pb::{AcquireRequest, AcquireStatus, LockLostReason, ReleaseRequest, ReleaseStatus, lock_service_client},
+    pb::{
+        AcquireRequest, AcquireStatus, LockLostReason, LockMode, ReleaseRequest, ReleaseStatus, SemaphoreAcquireStatus,
+        SemaphoreReleaseStatus, SemaphoreServiceAcquireRequest, SemaphoreServiceReleaseRequest, lock_service_client,
+        semaphore_service_client,
+    },
 };
+
+/// What a guard holds, which decides how it is released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// A plain lock.
+    Lock,
+    /// A read/write lock hold in this mode.
+    ReadWrite(LockMode),
+    /// A semaphore grant: its permit id.
+    Permits(u64),
+}
 
 /// Why a client call failed.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +93,7 @@ pub enum ClientError {
 #[derive(Debug, Clone)]
 pub struct LockClient {
     inner: lock_service_client::LockServiceClient<Channel>,
+    semaphores: semaphore_service_client::SemaphoreServiceClient<Channel>,
     namespace: Option<AsciiMetadataValue>,
     authorization: Option<AsciiMetadataValue>,
 }
@@ -86,7 +102,12 @@ impl LockClient {
     /// A client on an existing channel (set TLS, timeouts and such on the
     /// channel).
     pub fn new(channel: Channel) -> Self {
-        LockClient { inner: lock_service_client::LockServiceClient::new(channel), namespace: None, authorization: None }
+        LockClient {
+            inner: lock_service_client::LockServiceClient::new(channel.clone()),
+            semaphores: semaphore_service_client::SemaphoreServiceClient::new(channel),
+            namespace: None,
+            authorization: None,
+        }
     }
 
     /// Connects to `endpoint`, e.g. `"http://127.0.0.1:50051"`.
@@ -147,10 +168,7 @@ impl LockClient {
     /// `options.retries` times with the same request id, so a grant whose
     /// answer was lost is returned by the retry rather than granted twice.
     pub async fn lock(&self, name: &str, options: LockOptions) -> Result<LockGuard, ClientError> {
-        let ttl_ms = i64::try_from(options.ttl.as_millis()).unwrap_or(i64::MAX);
-        if ttl_ms <= 0 {
-            return Err(ClientError::InvalidArgument(format!("ttl {:?}: must be at least 1 ms", options.ttl)));
-        }
+        let ttl_ms = positive_ttl(options.ttl)?;
         let request_id = options.request_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let started = Instant::now();
         let mut attempt = 0;
@@ -185,8 +203,105 @@ impl LockClient {
                 holder_ttl: millis(reply.ttl_ms),
             });
         }
+        Ok(self.guard(name, Hold::Lock, reply.lease_id, reply.fencing_token, reply.ttl_ms, sent, waited, &options))
+    }
+
+    /// A read (`LockMode::Shared`) or write (`LockMode::Exclusive`) hold
+    /// of read/write lock `name` under a private lease, kept like [`lock`]'s
+    /// (Self::lock). Read/write locks are not re-entrant: a second hold by
+    /// the same guard's lease cannot happen, each call makes a new lease.
+    /// Not retried (read/write Acquire takes no request id).
+    pub async fn rw_lock(&self, name: &str, mode: LockMode, options: LockOptions) -> Result<LockGuard, ClientError> {
+        let ttl_ms = positive_ttl(options.ttl)?;
+        let mut request = self.request(AcquireRequest {
+            name: name.to_owned(),
+            ttl_ms,
+            wait_ms: i64::try_from(options.wait.as_millis()).unwrap_or(i64::MAX),
+            owner: options.owner.clone(),
+            mode: mode as i32,
+            ..Default::default()
+        });
+        request.set_timeout(options.timeout.saturating_add(options.wait));
+        let sent = Instant::now();
+        let reply = self.inner.clone().acquire(request).await?.into_inner();
+        if reply.status() != AcquireStatus::Acquired {
+            return Err(ClientError::NotAcquired {
+                name: name.to_owned(),
+                holder_owner: String::new(),
+                holder_ttl: Duration::ZERO,
+            });
+        }
+        let hold = Hold::ReadWrite(mode);
+        Ok(self.guard(
+            name,
+            hold,
+            reply.lease_id,
+            reply.fencing_token,
+            reply.ttl_ms,
+            sent,
+            !options.wait.is_zero(),
+            &options,
+        ))
+    }
+
+    /// `permits` permits of semaphore `name` (created with `size` permits
+    /// on first use) under a private lease, kept like [`lock`](Self::lock);
+    /// the guard's fencing token is the permit id. Not retried.
+    pub async fn permits(
+        &self,
+        name: &str,
+        permits: u32,
+        size: u32,
+        options: LockOptions,
+    ) -> Result<LockGuard, ClientError> {
+        let ttl_ms = positive_ttl(options.ttl)?;
+        let mut request = self.request(SemaphoreServiceAcquireRequest {
+            name: name.to_owned(),
+            permits,
+            size,
+            ttl_ms,
+            wait_ms: i64::try_from(options.wait.as_millis()).unwrap_or(i64::MAX),
+            owner: options.owner.clone(),
+            ..Default::default()
+        });
+        request.set_timeout(options.timeout.saturating_add(options.wait));
+        let sent = Instant::now();
+        let reply = self.semaphores.clone().acquire(request).await?.into_inner();
+        if reply.status() != SemaphoreAcquireStatus::Acquired {
+            return Err(ClientError::NotAcquired {
+                name: name.to_owned(),
+                holder_owner: String::new(),
+                holder_ttl: Duration::ZERO,
+            });
+        }
+        let hold = Hold::Permits(reply.permit_id);
+        Ok(self.guard(
+            name,
+            hold,
+            reply.lease_id,
+            reply.permit_id,
+            reply.ttl_ms,
+            sent,
+            !options.wait.is_zero(),
+            &options,
+        ))
+    }
+
+    /// The guard of a grant, with its keepalive task started.
+    #[allow(clippy::too_many_arguments)]
+    fn guard(
+        &self,
+        name: &str,
+        hold: Hold,
+        lease_id: String,
+        fencing_token: u64,
+        ttl_ms: i64,
+        sent: Instant,
+        waited: bool,
+        options: &LockOptions,
+    ) -> LockGuard {
         let received = Instant::now();
-        let ttl = millis(reply.ttl_ms);
+        let ttl = millis(ttl_ms);
         // The lock holds for at least its TTL from the grant. The grant came
         // after the request was sent; when coord had to wait for the lock,
         // it answered right after granting, so the answer's arrival is the
@@ -197,37 +312,56 @@ impl LockClient {
         let keeper = keepalive::Keeper {
             client: self.clone(),
             name: name.to_owned(),
-            lease_id: reply.lease_id.clone(),
-            fencing_token: reply.fencing_token,
+            hold,
+            lease_id: lease_id.clone(),
+            fencing_token,
             ttl,
             confirmed_until: granted_at + ttl,
             timeout: options.timeout,
             trouble: None,
         };
         tokio::spawn(keeper.run(state_tx, stop_rx));
-        Ok(LockGuard {
+        LockGuard {
             client: self.clone(),
             name: name.to_owned(),
-            lease_id: reply.lease_id,
-            fencing_token: reply.fencing_token,
+            hold,
+            lease_id,
+            fencing_token,
             ttl,
             timeout: options.timeout,
             state,
             stop: Some(stop),
-        })
+        }
     }
 
-    /// One Release call.
+    /// One Release call of what `hold` says.
     async fn release_call(
         &self,
         name: &str,
+        hold: Hold,
         lease_id: &str,
         timeout: Duration,
-    ) -> Result<crate::pb::ReleaseResponse, Status> {
-        let mut request =
-            self.request(ReleaseRequest { name: name.to_owned(), lease_id: lease_id.to_owned(), ..Default::default() });
+    ) -> Result<ReleaseStatus, Status> {
+        if let Hold::Permits(permit_id) = hold {
+            let mut request = self.request(SemaphoreServiceReleaseRequest {
+                name: name.to_owned(),
+                permit_id,
+                lease_id: lease_id.to_owned(),
+            });
+            request.set_timeout(timeout);
+            return Ok(match self.semaphores.clone().release(request).await?.into_inner().status() {
+                SemaphoreReleaseStatus::Released => ReleaseStatus::Released,
+                SemaphoreReleaseStatus::HeldByOther => ReleaseStatus::HeldByOther,
+                _ => ReleaseStatus::NotHeld,
+            });
+        }
+        let mode = match hold {
+            Hold::ReadWrite(mode) => mode as i32,
+            _ => 0,
+        };
+        let mut request = self.request(ReleaseRequest { name: name.to_owned(), lease_id: lease_id.to_owned(), mode });
         request.set_timeout(timeout);
-        Ok(self.inner.clone().release(request).await?.into_inner())
+        Ok(self.inner.clone().release(request).await?.into_inner().status())
     }
 }
 
@@ -235,6 +369,14 @@ impl LockClient {
 /// coord, or its answer may have been lost.
 fn retryable(status: &Status) -> bool {
     matches!(status.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded)
+}
+
+fn positive_ttl(ttl: Duration) -> Result<i64, ClientError> {
+    let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+    if ttl_ms <= 0 {
+        return Err(ClientError::InvalidArgument(format!("ttl {ttl:?}: must be at least 1 ms")));
+    }
+    Ok(ttl_ms)
 }
 
 fn millis(ms: i64) -> Duration {
@@ -327,6 +469,7 @@ enum Stop {
 pub struct LockGuard {
     client: LockClient,
     name: String,
+    hold: Hold,
     lease_id: String,
     fencing_token: u64,
     ttl: Duration,
@@ -339,6 +482,11 @@ impl LockGuard {
     /// The lock's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// What it holds: a lock, a read/write hold, or semaphore permits.
+    pub fn hold(&self) -> Hold {
+        self.hold
     }
 
     /// The private lease holding the lock.
@@ -396,8 +544,7 @@ impl LockGuard {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(Stop::Quiet);
         }
-        let reply = self.client.release_call(&self.name, &self.lease_id, self.timeout).await?;
-        Ok(reply.status())
+        Ok(self.client.release_call(&self.name, self.hold, &self.lease_id, self.timeout).await?)
     }
 }
 
@@ -412,10 +559,10 @@ impl Drop for LockGuard {
         // The task is gone (its runtime shut down): release from here if
         // this thread runs a tokio runtime; else the lease runs out its TTL.
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            let (client, name, lease, timeout) =
-                (self.client.clone(), self.name.clone(), self.lease_id.clone(), self.timeout);
+            let (client, name, hold, lease, timeout) =
+                (self.client.clone(), self.name.clone(), self.hold, self.lease_id.clone(), self.timeout);
             handle.spawn(async move {
-                let _ = client.release_call(&name, &lease, timeout).await;
+                let _ = client.release_call(&name, hold, &lease, timeout).await;
             });
         }
     }
