@@ -34,6 +34,11 @@ pub enum Scenario {
     LockContended,
     /// Latency from a release to the next waiter holding the lock
     LockHandoff,
+    /// Acquire + release of one permit of distinct semaphores (size 4)
+    Semaphore,
+    /// Read holds of one read/write lock by every worker (with --writer,
+    /// worker 0 takes write holds)
+    ReadLock,
     /// --leases leases with a lock each, renewed on KeepAlive streams
     Keepalive,
     /// Rate-limit checks with the --algorithm
@@ -100,6 +105,9 @@ pub struct BenchArgs {
     /// Keepalive: lease TTL (renewed every third of it)
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     pub lease_ttl: Duration,
+    /// Read-lock: worker 0 takes write holds
+    #[arg(long)]
+    pub writer: bool,
     /// Pub/sub: subscribers of the channel
     #[arg(long, default_value_t = 1000)]
     pub subscribers: usize,

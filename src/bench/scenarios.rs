@@ -34,6 +34,8 @@ pub async fn run(args: &BenchArgs, pool: &Pool) -> Result<Report, CliError> {
         Scenario::Lock => Ok(lock_cycles(args, pool, false).await),
         Scenario::LockContended => Ok(lock_cycles(args, pool, true).await),
         Scenario::LockShared => Ok(lock_shared(args, pool).await),
+        Scenario::Semaphore => Ok(semaphore_cycles(args, pool).await),
+        Scenario::ReadLock => Ok(read_lock_cycles(args, pool).await),
         Scenario::LockHandoff => Ok(handoff(args, pool).await),
         Scenario::Keepalive => keepalive(args, pool).await,
         Scenario::Ratelimit => rate_limit(args, pool).await,
@@ -65,6 +67,65 @@ async fn lock_cycles(args: &BenchArgs, pool: &Pool, contended: bool) -> Report {
             c.release(pool.request(ReleaseRequest { name, lease_id: got.lease_id, ..Default::default() }))
                 .await
                 .map_err(code)?;
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// Acquire+release of one permit under a private lease, like `lock`'s
+/// cycles: one semaphore per worker and cycle slot (as `lock` uses one
+/// lock), each of size 4.
+async fn semaphore_cycles(args: &BenchArgs, pool: &Pool) -> Report {
+    let pool = pool.clone();
+    drive(args, "acquire+release cycles", move |w, i| {
+        let pool = pool.clone();
+        async move {
+            let mut c = pb::semaphore_service_client::SemaphoreServiceClient::new(pool.channel(w));
+            let name = format!("bench-{w}-{}", i % 1000);
+            let req = pb::SemaphoreServiceAcquireRequest {
+                name: name.clone(),
+                permits: 1,
+                size: 4,
+                ttl_ms: 30_000,
+                ..Default::default()
+            };
+            let got = c.acquire(pool.request(req)).await.map_err(code)?.into_inner();
+            if got.status() != pb::SemaphoreAcquireStatus::Acquired {
+                return Err("NotAcquired".into());
+            }
+            let rel = pb::SemaphoreServiceReleaseRequest { name, permit_id: got.permit_id, lease_id: got.lease_id };
+            c.release(pool.request(rel)).await.map_err(code)?;
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// Every worker takes and gives back a read hold of one read/write lock
+/// (all readers share it); with `--writer`, worker 0 takes write holds
+/// instead (waiting for readers, and making them wait).
+async fn read_lock_cycles(args: &BenchArgs, pool: &Pool) -> Report {
+    let pool = pool.clone();
+    let writer = args.writer;
+    drive(args, "read (or write) lock cycles", move |w, _| {
+        let pool = pool.clone();
+        async move {
+            let mut c = LockServiceClient::new(pool.channel(w));
+            let mode = if writer && w == 0 { pb::LockMode::Exclusive } else { pb::LockMode::Shared };
+            let req = AcquireRequest {
+                name: "bench-rw".into(),
+                ttl_ms: 30_000,
+                wait_ms: 30_000,
+                mode: mode as i32,
+                ..Default::default()
+            };
+            let got = c.acquire(pool.request(req)).await.map_err(code)?.into_inner();
+            if got.status() != AcquireStatus::Acquired {
+                return Err("NotAcquired".into());
+            }
+            let rel = ReleaseRequest { name: "bench-rw".into(), lease_id: got.lease_id, mode: mode as i32 };
+            c.release(pool.request(rel)).await.map_err(code)?;
             Ok(())
         }
     })
