@@ -454,3 +454,33 @@ async fn bad_input_is_invalid_argument_naming_the_field() {
     // Nothing was written by any of them.
     assert_eq!(describe(&mut c, "x").await.size, 0);
 }
+
+/// Regression: a release that frees room for several waiters serves them
+/// all at once. (The first version granted only the head of the queue; the
+/// rest of the woken run waited for their next 2 s retry.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_waiter_a_release_makes_room_for_is_served_at_once() {
+    let redis = RedisServer::start();
+    let coord = serving(&redis.url()).await;
+    let mut c = coord.semaphores();
+    let all = granted(&mut c, acquire_req("batch", 4, 4)).await;
+    let waiters: Vec<_> = (0..4)
+        .map(|_| {
+            let mut c = coord.semaphores();
+            tokio::spawn(async move {
+                let got =
+                    acquire(&mut c, SemaphoreServiceAcquireRequest { wait_ms: 10_000, ..acquire_req("batch", 1, 4) })
+                        .await;
+                (Instant::now(), got)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let released = Instant::now();
+    release(&mut c, "batch", &all).await;
+    for w in waiters {
+        let (at, got) = w.await.unwrap();
+        assert_eq!(got.status, SemaphoreAcquireStatus::Acquired as i32);
+        assert!(at - released < Duration::from_millis(1000), "served {:?} after the release", at - released);
+    }
+}

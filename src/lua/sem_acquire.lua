@@ -2,10 +2,10 @@
 -- lock, which is a semaphore whose writer takes every permit), all or
 -- nothing and in arrival order, or queues the caller.
 --
--- Fairness: strict FIFO. A request is granted only when its permits are
--- free and no live waiter arrived before it, so a large request at the head
--- of the queue is not starved by a stream of small ones behind it (and a
--- waiting writer blocks new readers).
+-- Fairness: FIFO. A request is granted only when its permits are free
+-- after the live waiters that arrived before it are served, so a large
+-- request at the head of the queue is not starved by a stream of small ones
+-- behind it (and a waiting writer blocks new readers).
 --
 -- KEYS[1]  semaphore hash {size, used, seq}; expires ARGV[8] ms after the
 --          last acquire (its permits expire long before)
@@ -41,7 +41,7 @@
 --          {-1, size} n exceeds the size: never grantable;
 --          {-2, id} with ARGV[9], the lease already holds permit id;
 --          {-3} KEYS[7] is gone (nothing written)
--- O(expired permits + dead waiters at the head + log waiters)
+-- O(expired permits + waiters ahead, at most 100)
 local now = time_ms()
 local n = tonumber(ARGV[1])
 local ttl, owner = ARGV[4], ARGV[5]
@@ -87,26 +87,31 @@ if ARGV[9] == '1' then
   end
 end
 
--- Waiters past their deadline leave the head of the queue.
-local head
-for _ = 1, 100 do
-  head = redis.call('ZRANGE', KEYS[4], 0, 0)[1]
-  if not head then
+-- Arrival order: a request gets permits only from what is left after every
+-- live waiter ahead of it (all of them, for a caller not queued yet) has
+-- had its share, so the run of waiters a release woke can be served in any
+-- order, and nobody behind a large request takes what it waits for. Dead
+-- waiters met on the way leave the queue.
+local me, ahead_wants, found = ARGV[6], 0, false
+local queue = redis.call('ZRANGE', KEYS[4], 0, 99)
+for _, id in ipairs(queue) do
+  if id == me then
+    found = true
     break
   end
-  local want = redis.call('HGET', KEYS[5], head)
-  local deadline = want and tonumber(string.match(want, ' (%d+)$'))
-  if deadline and deadline > now then
-    break
+  local wn, deadline = string.match(redis.call('HGET', KEYS[5], id) or '', '^(%d+) (%d+)$')
+  if wn and tonumber(deadline) > now then
+    ahead_wants = ahead_wants + tonumber(wn)
+  else
+    redis.call('ZREM', KEYS[4], id)
+    redis.call('HDEL', KEYS[5], id)
   end
-  redis.call('ZREM', KEYS[4], head)
-  redis.call('HDEL', KEYS[5], head)
-  head = nil
 end
+-- Past the first 100 waiters: wait for the ones ahead to be served.
+local first = found or #queue < 100
 
 local free = size - used
-local first = (head == nil) or (ARGV[6] ~= '' and head == ARGV[6])
-if first and n <= free then
+if first and n + ahead_wants <= free then
   local last = tonumber(redis.call('GET', KEYS[6]) or '0') or 0
   local token = math.max(last + 1, time_us())
   local id = string.format('%.0f', token)
