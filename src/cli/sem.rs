@@ -15,36 +15,33 @@ use crate::pb::{
     SemaphoreServiceResizeRequest, semaphore_service_client::SemaphoreServiceClient,
 };
 
+/// What `sem acquire` and `sem run` take, and how long they wait.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HoldArgs {
+    name: String,
+    /// Permits to take, all or nothing
+    #[arg(long, default_value_t = 1)]
+    permits: u32,
+    /// The semaphore's size if this creates it
+    #[arg(long, default_value_t = 1)]
+    size: u32,
+    /// Lease TTL; renewed every third of it
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    ttl: Duration,
+    /// How long to wait for the permits (0: try once)
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    wait: Duration,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum SemCommand {
     /// Take permits and hold them (renewing them) until Ctrl-C; prints the permit id
-    Acquire {
-        name: String,
-        /// Permits to take, all or nothing
-        #[arg(long, default_value_t = 1)]
-        permits: u32,
-        /// The semaphore's size if this creates it
-        #[arg(long, default_value_t = 1)]
-        size: u32,
-        /// Lease TTL; renewed every third of it
-        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-        ttl: Duration,
-        /// How long to wait for the permits (0: try once)
-        #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
-        wait: Duration,
-    },
+    Acquire(HoldArgs),
     /// Run a command while holding permits; exits with the command's code.
     /// If the permits are lost the command is killed and coord exits with 75.
     Run {
-        name: String,
-        #[arg(long, default_value_t = 1)]
-        permits: u32,
-        #[arg(long, default_value_t = 1)]
-        size: u32,
-        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-        ttl: Duration,
-        #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
-        wait: Duration,
+        #[command(flatten)]
+        hold: HoldArgs,
         /// The command and its arguments (after `--`)
         #[arg(last = true, required = true)]
         command: Vec<String>,
@@ -78,11 +75,13 @@ pub async fn run(args: &ClientArgs, command: SemCommand) -> Result<ExitCode, Cli
     let channel = args.channel().await?;
     let mut c = SemaphoreServiceClient::new(channel.clone());
     let value = match command {
-        SemCommand::Acquire { name, permits, size, ttl, wait } => {
-            return hold(args, channel, &name, Want::Permits { permits, size }, ttl, wait, None).await;
+        SemCommand::Acquire(h) => {
+            let want = Want::Permits { permits: h.permits, size: h.size };
+            return hold(args, channel, &h.name, want, h.ttl, h.wait, None).await;
         }
-        SemCommand::Run { name, permits, size, ttl, wait, command } => {
-            return hold(args, channel, &name, Want::Permits { permits, size }, ttl, wait, Some(command)).await;
+        SemCommand::Run { hold: h, command } => {
+            let want = Want::Permits { permits: h.permits, size: h.size };
+            return hold(args, channel, &h.name, want, h.ttl, h.wait, Some(command)).await;
         }
         SemCommand::Describe { name, limit } => {
             let d = c.describe(args.request(SemaphoreServiceDescribeRequest { name, limit })).await?.into_inner();

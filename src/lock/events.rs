@@ -62,6 +62,22 @@ fn woken_waiters(payload: &[u8]) -> Option<Vec<&str>> {
     Some(ids.split(' ').filter(|id| !id.is_empty()).collect())
 }
 
+/// A semaphore waiter's registration with the hub (see
+/// [`LockEvents::permit_waiter`]); dropping it unregisters.
+pub struct PermitWaiter {
+    hub: Arc<LockEvents>,
+    id: String,
+    pub notify: Arc<Notify>,
+}
+
+impl Drop for PermitWaiter {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.hub.permit_waiters.lock() {
+            map.remove(&self.id);
+        }
+    }
+}
+
 /// namespace → lease → the streams that renew it.
 type LeaseWatchers = HashMap<String, HashMap<String, Vec<(u64, mpsc::UnboundedSender<GrantEnded>)>>>;
 
@@ -88,15 +104,15 @@ impl LockEvents {
         notify
     }
 
-    /// The Notify of semaphore waiter `id` (random, so one per Acquire),
-    /// woken when a release names it.
-    pub fn permit_waiter(&self, id: &str) -> Arc<Notify> {
+    /// Registers semaphore waiter `id` (random, so one per Acquire): its
+    /// Notify is woken when a release names it, until the registration is
+    /// dropped.
+    pub fn permit_waiter(self: &Arc<Self>, id: &str) -> PermitWaiter {
         let notify = Arc::new(Notify::new());
         if let Ok(mut map) = self.permit_waiters.lock() {
-            map.retain(|_, w| w.strong_count() > 0);
             map.insert(id.to_owned(), Arc::downgrade(&notify));
         }
-        notify
+        PermitWaiter { hub: self.clone(), id: id.to_owned(), notify }
     }
 
     /// Wakes one local waiter of `key`: only one can get the lock, and
@@ -193,6 +209,8 @@ impl Handler for LockEvents {
 
 #[cfg(test)]
 mod tests {
+    use futures_util::FutureExt as _;
+
     use super::*;
     use crate::redis::{KeyBuilder, Name, Namespace};
 
@@ -216,6 +234,14 @@ mod tests {
         let wake = format!("s|{}|{}w1 w2", sem.as_str().len(), sem.as_str());
         assert_eq!(woken_waiters(wake.as_bytes()), Some(vec!["w1", "w2"]));
         assert_eq!(woken_waiters(b"s|99|short"), None);
+
+        // A registered waiter named by a wake-up is woken; dropped, it is gone.
+        let hub = Arc::new(LockEvents::default());
+        let waiter = hub.permit_waiter("w2");
+        hub.on_message(wake.as_bytes());
+        assert!(waiter.notify.notified().now_or_never().is_some(), "w2 was woken");
+        drop(waiter);
+        assert!(hub.permit_waiters.lock().unwrap().is_empty());
         for bad in ["", "e|", "e|gone|1|0|coord:default:lock:{a}", "e|released|x|0|k", "e|released|1|99|short"] {
             assert_eq!(GrantEnded::parse(bad.as_bytes()), None, "{bad}");
         }

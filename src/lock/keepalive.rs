@@ -28,8 +28,8 @@ use tokio::{sync::mpsc, time::Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    GrantEnd, HoldKind, LeaseId, LockState, Locks, LostReason, PermitRef, SemKind, events::GrantEnded,
-    semaphore::PermitRenewal, store::LockRenewal,
+    GrantEnd, HoldKind, LeaseId, LockState, Locks, LostReason, PermitRef, events::GrantEnded, semaphore::PermitRenewal,
+    store::LockRenewal,
 };
 use crate::{
     error::{Error, Result},
@@ -260,12 +260,7 @@ pub async fn run(
                 }
             }
             Some(ended) = ended_rx.recv() => {
-                let sem = match ended.kind {
-                    HoldKind::Lock => None,
-                    HoldKind::Semaphore => Some(SemKind::Semaphore),
-                    HoldKind::RwLock => Some(SemKind::RwLock),
-                };
-                if let (Some(kind), Some(tracked)) = (sem, leases.get_mut(&ended.lease)) {
+                if let (Some(kind), Some(tracked)) = (ended.kind.sem(), leases.get_mut(&ended.lease)) {
                     let permit = PermitRef { kind, name: ended.name.clone(), id: ended.token };
                     match ended.lost() {
                         None => {

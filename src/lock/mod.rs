@@ -133,6 +133,17 @@ pub enum HoldKind {
     RwLock,
 }
 
+impl HoldKind {
+    /// The counted lock behind a semaphore or read/write hold.
+    pub fn sem(self) -> Option<SemKind> {
+        match self {
+            HoldKind::Lock => None,
+            HoldKind::Semaphore => Some(SemKind::Semaphore),
+            HoldKind::RwLock => Some(SemKind::RwLock),
+        }
+    }
+}
+
 impl From<SemKind> for HoldKind {
     fn from(kind: SemKind) -> Self {
         match kind {

@@ -146,7 +146,7 @@ pub enum SemReleaseOutcome {
     HeldByOther,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PermitHolder {
     pub permit: u64,
     pub permits: u32,
@@ -583,7 +583,8 @@ impl Locks {
             deadline.map_or(wait_end, |d| d.min(wait_end))
         };
         let waiter = (until > started).then(LeaseId::random_hex);
-        let notify = waiter.as_deref().map(|id| self.hub.permit_waiter(id));
+        let registered = waiter.as_deref().map(|id| self.hub.permit_waiter(id));
+        let notify = registered.as_ref().map(|w| w.notify.clone());
         let mut queued = false;
         let result = loop {
             let mut notified = std::pin::pin!(notify.as_deref().map(Notify::notified));
@@ -741,13 +742,7 @@ impl Locks {
     ) -> Result<(LockInfo, Option<RwMode>, Vec<PermitHolder>)> {
         let info = self.sem_describe(ns, SemKind::RwLock, name, 1000).await?;
         let mode = info.holders.first().map(|h| if h.permits >= RW_SIZE { RwMode::Exclusive } else { RwMode::Shared });
-        let first = info.holders.first().cloned().unwrap_or(PermitHolder {
-            permit: 0,
-            permits: 0,
-            lease: String::new(),
-            owner: String::new(),
-            ttl_ms: 0,
-        });
+        let first = info.holders.first().cloned().unwrap_or_default();
         let lock = LockInfo {
             name: info.name,
             held: !info.holders.is_empty(),
