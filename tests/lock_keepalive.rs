@@ -13,45 +13,17 @@ use coord::pb::{
     KeepAliveResponse, LockLostReason, RevokeRequest, keep_alive_response::Event,
     lock_service_client::LockServiceClient,
 };
-use support::{Coord, redis::RedisServer, serving};
+use support::{
+    Coord,
+    keepalive::{keep_renewing, next_lost, open_stream},
+    redis::RedisServer,
+    serving,
+};
 use tokio::sync::mpsc;
 use tokio_stream::{StreamExt as _, wrappers::ReceiverStream};
-use tonic::{Streaming, transport::Channel};
+use tonic::transport::Channel;
 
 type Client = LockServiceClient<Channel>;
-
-/// A client-side keepalive: the sender takes lease ids, the stream gives
-/// the server's events.
-async fn open_stream(client: &mut Client) -> (mpsc::Sender<KeepAliveRequest>, Streaming<KeepAliveResponse>) {
-    let (tx, rx) = mpsc::channel(16);
-    let stream = client.keep_alive(ReceiverStream::new(rx)).await.expect("keepalive").into_inner();
-    (tx, stream)
-}
-
-/// Renews `leases` every `every` until `until`, collecting events.
-async fn keep_renewing(
-    tx: &mpsc::Sender<KeepAliveRequest>,
-    stream: &mut Streaming<KeepAliveResponse>,
-    leases: &[String],
-    every: Duration,
-    until: Instant,
-) -> Vec<Event> {
-    let mut events = Vec::new();
-    while Instant::now() < until {
-        for lease in leases {
-            tx.send(KeepAliveRequest { lease_id: lease.clone() }).await.unwrap();
-        }
-        let tick = tokio::time::sleep(every);
-        tokio::pin!(tick);
-        loop {
-            tokio::select! {
-                _ = &mut tick => break,
-                msg = stream.next() => events.push(msg.expect("stream open").expect("no error").event.expect("event")),
-            }
-        }
-    }
-    events
-}
 
 async fn grant(c: &mut Client, ttl_ms: i64) -> String {
     c.grant(GrantRequest { ttl_ms, owner: "test".into() }).await.unwrap().into_inner().lease_id
@@ -76,18 +48,6 @@ async fn holder(c: &mut Client, name: &str) -> Option<String> {
         .lock
         .unwrap();
     info.held.then_some(info.lease_id)
-}
-
-/// Waits for the next LockLost on the stream, renewing nothing.
-async fn next_lost(stream: &mut Streaming<KeepAliveResponse>, within: Duration) -> coord::pb::LockLost {
-    let deadline = Instant::now() + within;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let msg = tokio::time::timeout(left, stream.next()).await.expect("no LockLost in time");
-        if let Some(Ok(KeepAliveResponse { event: Some(Event::LockLost(lost)) })) = msg {
-            return lost;
-        }
-    }
 }
 
 #[tokio::test]

@@ -17,10 +17,10 @@ use std::{
 
 use coord::pb::{
     AcquireRequest, AcquireResponse, AcquireStatus, DescribeRequest, ForceReleaseRequest, GrantRequest, HoldKind,
-    KeepAliveRequest, KeepAliveResponse, LockLostReason, LockMode, ReleaseRequest, ReleaseStatus,
-    keep_alive_response::Event, lock_service_client::LockServiceClient,
+    KeepAliveRequest, LockLostReason, LockMode, ReleaseRequest, ReleaseStatus, keep_alive_response::Event,
+    lock_service_client::LockServiceClient,
 };
-use support::{redis::RedisServer, serving};
+use support::{keepalive::next_lost, redis::RedisServer, serving};
 use tokio_stream::{StreamExt as _, wrappers::ReceiverStream};
 use tonic::{Code, transport::Channel};
 
@@ -214,14 +214,7 @@ async fn read_holds_are_renewed_by_the_lease_and_their_loss_reported() {
         .unwrap()
         .into_inner();
     assert!(forced.released);
-    let deadline = Instant::now() + Duration::from_secs(2);
-    let lost = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let msg = tokio::time::timeout(left, stream.next()).await.expect("LockLost in time");
-        if let Some(Ok(KeepAliveResponse { event: Some(Event::LockLost(lost)) })) = msg {
-            break lost;
-        }
-    };
+    let lost = next_lost(&mut stream, Duration::from_secs(2)).await;
     assert_eq!(
         (lost.kind, lost.reason, lost.fencing_token),
         (HoldKind::ReadWriteLock as i32, LockLostReason::ForceReleased as i32, got.fencing_token)

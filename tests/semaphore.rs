@@ -17,16 +17,17 @@ use std::{
 };
 
 use coord::pb::{
-    GrantRequest, HoldKind, KeepAliveRequest, KeepAliveResponse, LockLostReason, RevokeRequest, SemaphoreAcquireStatus,
-    SemaphoreReleaseStatus, SemaphoreServiceAcquireRequest, SemaphoreServiceAcquireResponse,
-    SemaphoreServiceDescribeRequest, SemaphoreServiceDescribeResponse, SemaphoreServiceForceReleaseRequest,
-    SemaphoreServiceReleaseRequest, SemaphoreServiceResizeRequest, keep_alive_response::Event,
-    semaphore_service_client::SemaphoreServiceClient,
+    GrantRequest, HoldKind, LockLostReason, RevokeRequest, SemaphoreAcquireStatus, SemaphoreReleaseStatus,
+    SemaphoreServiceAcquireRequest, SemaphoreServiceAcquireResponse, SemaphoreServiceDescribeRequest,
+    SemaphoreServiceDescribeResponse, SemaphoreServiceForceReleaseRequest, SemaphoreServiceReleaseRequest,
+    SemaphoreServiceResizeRequest, keep_alive_response::Event, semaphore_service_client::SemaphoreServiceClient,
 };
-use support::{Coord, redis::RedisServer, serving};
-use tokio::sync::mpsc;
-use tokio_stream::{StreamExt as _, wrappers::ReceiverStream};
-use tonic::{Code, Streaming, transport::Channel};
+use support::{
+    keepalive::{keep_renewing, next_lost, open_stream},
+    redis::RedisServer,
+    serving,
+};
+use tonic::{Code, transport::Channel};
 
 type Sems = SemaphoreServiceClient<Channel>;
 
@@ -205,47 +206,6 @@ async fn a_crashed_holders_permits_come_back_within_one_ttl() {
     assert!(took >= Duration::from_millis(300) && took < Duration::from_millis(2500), "took {took:?}");
 }
 
-async fn open_stream(coord: &Coord) -> (mpsc::Sender<KeepAliveRequest>, Streaming<KeepAliveResponse>) {
-    let (tx, rx) = mpsc::channel(16);
-    let stream = coord.locks().keep_alive(ReceiverStream::new(rx)).await.expect("keepalive").into_inner();
-    (tx, stream)
-}
-
-/// Sends `lease` every `every` for `for_`; returns the events seen.
-async fn renew_for(
-    tx: &mpsc::Sender<KeepAliveRequest>,
-    stream: &mut Streaming<KeepAliveResponse>,
-    lease: &str,
-    every: Duration,
-    for_: Duration,
-) -> Vec<Event> {
-    let until = Instant::now() + for_;
-    let mut events = Vec::new();
-    while Instant::now() < until {
-        tx.send(KeepAliveRequest { lease_id: lease.into() }).await.unwrap();
-        let tick = tokio::time::sleep(every);
-        tokio::pin!(tick);
-        loop {
-            tokio::select! {
-                _ = &mut tick => break,
-                msg = stream.next() => events.push(msg.expect("open").expect("no error").event.expect("event")),
-            }
-        }
-    }
-    events
-}
-
-async fn next_lost(stream: &mut Streaming<KeepAliveResponse>, within: Duration) -> coord::pb::LockLost {
-    let deadline = Instant::now() + within;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let msg = tokio::time::timeout(left, stream.next()).await.expect("no LockLost in time");
-        if let Some(Ok(KeepAliveResponse { event: Some(Event::LockLost(lost)) })) = msg {
-            return lost;
-        }
-    }
-}
-
 /// Permits under a shared lease live as long as the lease is renewed (many
 /// TTLs); a force-release is reported on the stream with kind SEMAPHORE and
 /// the permit id; the other permit stays.
@@ -269,8 +229,15 @@ async fn keepalive_renews_permits_and_reports_a_force_release() {
     let info = describe(&mut c, "renewed").await;
     assert!(info.holders.iter().all(|h| h.owner == "worker-1"), "the lease's owner label: {info:?}");
 
-    let (tx, mut stream) = open_stream(&coord).await;
-    let events = renew_for(&tx, &mut stream, &lease, Duration::from_millis(150), Duration::from_millis(2000)).await;
+    let (tx, mut stream) = open_stream(&mut coord.locks()).await;
+    let events = keep_renewing(
+        &tx,
+        &mut stream,
+        std::slice::from_ref(&lease),
+        Duration::from_millis(150),
+        Instant::now() + Duration::from_millis(2000),
+    )
+    .await;
     assert!(events.iter().all(|e| matches!(e, Event::Renewed(r) if r.ttl_ms == 500)), "{events:?}");
     assert_eq!(describe(&mut c, "renewed").await.used, 3, "both grants outlived 4 TTLs");
 
@@ -285,11 +252,25 @@ async fn keepalive_renews_permits_and_reports_a_force_release() {
         (lost.kind, lost.reason, lost.fencing_token, lost.name.as_str()),
         (HoldKind::Semaphore as i32, LockLostReason::ForceReleased as i32, a.permit_id, "renewed")
     );
-    let events = renew_for(&tx, &mut stream, &lease, Duration::from_millis(150), Duration::from_millis(800)).await;
+    let events = keep_renewing(
+        &tx,
+        &mut stream,
+        std::slice::from_ref(&lease),
+        Duration::from_millis(150),
+        Instant::now() + Duration::from_millis(800),
+    )
+    .await;
     assert!(events.iter().all(|e| matches!(e, Event::Renewed(_))), "nothing else is lost: {events:?}");
     assert_eq!(describe(&mut c, "renewed").await.used, 1);
     assert_eq!(release(&mut c, "renewed", &b).await, SemaphoreReleaseStatus::Released as i32);
-    let events = renew_for(&tx, &mut stream, &lease, Duration::from_millis(150), Duration::from_millis(500)).await;
+    let events = keep_renewing(
+        &tx,
+        &mut stream,
+        std::slice::from_ref(&lease),
+        Duration::from_millis(150),
+        Instant::now() + Duration::from_millis(500),
+    )
+    .await;
     assert!(events.iter().all(|e| matches!(e, Event::Renewed(_))), "a release is not a loss: {events:?}");
 }
 
@@ -308,8 +289,15 @@ async fn revoking_a_lease_returns_its_permits_and_private_leases_renew() {
         SemaphoreServiceAcquireRequest { lease_id: lease.clone(), ttl_ms: 0, ..acquire_req("rev", 2, 2) },
     )
     .await;
-    let (tx, mut stream) = open_stream(&a).await;
-    renew_for(&tx, &mut stream, &lease, Duration::from_millis(100), Duration::from_millis(300)).await;
+    let (tx, mut stream) = open_stream(&mut a.locks()).await;
+    keep_renewing(
+        &tx,
+        &mut stream,
+        std::slice::from_ref(&lease),
+        Duration::from_millis(100),
+        Instant::now() + Duration::from_millis(300),
+    )
+    .await;
     let revoked = b.locks().revoke(RevokeRequest { lease_id: lease.clone() }).await.unwrap().into_inner();
     assert_eq!(revoked.released, vec!["rev".to_owned()]);
     let lost = next_lost(&mut stream, Duration::from_secs(2)).await;
@@ -322,8 +310,14 @@ async fn revoking_a_lease_returns_its_permits_and_private_leases_renew() {
     // A private lease: renewed well past its TTL, then gone within it.
     let private = granted(&mut c, SemaphoreServiceAcquireRequest { ttl_ms: 400, ..acquire_req("rev", 1, 2) }).await;
     assert!(private.lease_id.starts_with('q'), "{}", private.lease_id);
-    let events =
-        renew_for(&tx, &mut stream, &private.lease_id, Duration::from_millis(120), Duration::from_millis(1500)).await;
+    let events = keep_renewing(
+        &tx,
+        &mut stream,
+        std::slice::from_ref(&private.lease_id),
+        Duration::from_millis(120),
+        Instant::now() + Duration::from_millis(1500),
+    )
+    .await;
     assert!(events.iter().all(|e| matches!(e, Event::Renewed(r) if r.ttl_ms == 400)), "{events:?}");
     assert_eq!(describe(&mut c, "rev").await.used, 1);
     drop(tx);

@@ -3,6 +3,7 @@
 //! users reach it.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod keepalive;
 pub mod process;
 pub mod proxy;
 pub mod raw;
