@@ -478,3 +478,46 @@ async fn every_waiter_a_release_makes_room_for_is_served_at_once() {
         assert!(at - released < Duration::from_millis(1000), "served {:?} after the release", at - released);
     }
 }
+
+/// Regression (found by tests/fuzz.rs): names hold any characters, and a
+/// private lease's id holds its name, so grants under names with spaces,
+/// newlines or `<id>` are described, renewed, released and revoked like
+/// any other. (Grants were stored space-separated: Describe failed with
+/// INTERNAL, and such grants could be neither renewed nor released.)
+#[tokio::test]
+async fn names_with_any_characters_work_end_to_end() {
+    let redis = RedisServer::start();
+    let coord = serving(&redis.url()).await;
+    let mut c = coord.semaphores();
+    for name in ["ünï cødé ✓ 🔒", "two\nlines", "a <id> b", " "] {
+        let private = granted(&mut c, SemaphoreServiceAcquireRequest { ttl_ms: 400, ..acquire_req(name, 1, 3) }).await;
+        let (tx, mut stream) = open_stream(&mut coord.locks()).await;
+        let events = keep_renewing(
+            &tx,
+            &mut stream,
+            std::slice::from_ref(&private.lease_id),
+            Duration::from_millis(120),
+            Instant::now() + Duration::from_millis(900),
+        )
+        .await;
+        assert!(events.iter().all(|e| matches!(e, Event::Renewed(r) if r.ttl_ms == 400)), "{name:?}: {events:?}");
+        let info = describe(&mut c, name).await;
+        assert_eq!((info.used, info.holders.len()), (1, 1), "{name:?}: renewed past its TTL");
+        assert_eq!(
+            (info.holders[0].lease_id.as_str(), info.holders[0].owner.as_str()),
+            (private.lease_id.as_str(), "test")
+        );
+        assert_eq!(release(&mut c, name, &private).await, SemaphoreReleaseStatus::Released as i32, "{name:?}");
+
+        // Under a shared lease: Revoke finds the grant through the lease's index.
+        let lease =
+            coord.locks().grant(GrantRequest { ttl_ms: 5_000, owner: "o".into() }).await.unwrap().into_inner().lease_id;
+        let shared = SemaphoreServiceAcquireRequest { lease_id: lease.clone(), ttl_ms: 0, ..acquire_req(name, 2, 3) };
+        let got = granted(&mut c, shared.clone()).await;
+        assert_eq!(release(&mut c, name, &got).await, SemaphoreReleaseStatus::Released as i32);
+        granted(&mut c, shared).await;
+        let revoked = coord.locks().revoke(RevokeRequest { lease_id: lease }).await.unwrap().into_inner();
+        assert_eq!(revoked.released, vec![name.to_owned()], "only the live grant: the released one left the index");
+        assert_eq!(describe(&mut c, name).await.used, 0, "{name:?}");
+    }
+}

@@ -101,7 +101,14 @@ pub struct PermitRef {
 impl PermitRef {
     /// Its entry in a shared lease's permit index: `<tag><id> <name>`.
     pub fn entry(kind: SemKind, id: &str, name: &Name) -> String {
-        format!("{}{id} {}", kind.tag() as char, name.as_str())
+        let (before, after) = Self::entry_around(kind, name);
+        format!("{before}{id}{after}")
+    }
+
+    /// The entry's text before and after the permit id, for the scripts
+    /// (which learn the id when they grant).
+    fn entry_around(kind: SemKind, name: &Name) -> (String, String) {
+        ((kind.tag() as char).to_string(), format!(" {}", name.as_str()))
     }
 
     pub fn parse_entry(entry: &str) -> Option<Self> {
@@ -314,7 +321,7 @@ impl Store {
         replicas: Option<(u32, Duration)>,
     ) -> Result<SemAttempt> {
         let keys = self.sem_keys(ns, kind, name);
-        let entry = PermitRef::entry(kind, "<id>", name);
+        let entry = PermitRef::entry_around(kind, name);
         // A shared lease's keys go into the call when they are on its node;
         // else the lease is read first and the grant recorded after.
         let (lease_keys, apart) = match t.lease {
@@ -353,7 +360,8 @@ impl Store {
                 .arg(&queue)
                 .arg(SEM_KEY_TTL_MS)
                 .arg(if t.once { "1" } else { "0" })
-                .arg(&entry);
+                .arg(&entry.0)
+                .arg(&entry.1);
         };
         let attempt = match replicas {
             None => self.redis.invoke::<SemAttempt>(&scripts::SEM_ACQUIRE, prepare).await?,
@@ -418,7 +426,7 @@ impl Store {
             Some(index) if self.same_node(&index, keys.base.as_str()) => (Some(index), None),
             other => (None, other),
         };
-        let entry = PermitRef::entry(kind, "<id>", name);
+        let entry = PermitRef::entry_around(kind, name);
         let ended: SemEnded = self
             .redis
             .invoke(&scripts::SEM_RELEASE, |inv| {
@@ -431,7 +439,8 @@ impl Store {
                     .arg(&self.channel)
                     .arg(keys.base.as_str())
                     .arg(how.as_str())
-                    .arg(&entry);
+                    .arg(&entry.0)
+                    .arg(&entry.1);
             })
             .await?;
         if let (Some(index), SemEnded::Ended { permit, .. }) = (apart, &ended) {

@@ -42,3 +42,14 @@ local function sem_wake(queue, wants, free, size, now, channel, key)
   end
   return #woken
 end
+-- sem_record(n, ttl, lease, owner) and sem_grant(record) -> n, lease, ttl
+-- (text), owner: a semaphore grant as '<n> <ttl ms> <lease length>
+-- <lease><owner>' (a private lease's id holds its name: any bytes).
+local function sem_record(n, ttl, lease, owner)
+  return n .. ' ' .. ttl .. ' ' .. #lease .. ' ' .. lease .. owner
+end
+local function sem_grant(p)
+  local n, ttl, len, rest = string.match(p, '^(%d+) (%d+) (%d+) (.*)$')
+  len = tonumber(len)
+  return tonumber(n), string.sub(rest, 1, len), ttl, string.sub(rest, len + 1)
+end

@@ -9,7 +9,7 @@
 --
 -- KEYS[1]  semaphore hash {size, used, seq}; expires ARGV[8] ms after the
 --          last acquire (its permits expire long before)
--- KEYS[2]  permits hash: '<id>' -> '<n> <lease> <ttl ms> <owner>' (id = the
+-- KEYS[2]  permits hash: '<id>' -> a grant (sem_record, id = the
 --          fencing token); '<lease>' -> id for a lease that holds one permit
 --          here (private leases, and ARGV[9]); 'w<id>' -> '1' while a
 --          KeepAlive stream renews it; 'x<id>' -> how a watched permit
@@ -32,8 +32,8 @@
 --          granted); a queued waiter calls again before then to stay queued
 -- ARGV[8]  TTL in ms of the semaphore hash, the queue and the fence
 -- ARGV[9]  '1': a lease holds at most one permit here (read/write locks)
--- ARGV[10] the permit index entry (with KEYS[7]); '<id>' in it becomes the
---          permit id
+-- ARGV[10], ARGV[11] the permit index entry around the permit id (with
+--          KEYS[7]): '<tag>' and ' <name>'
 -- returns  {1, token, permit TTL ms, size, free after} granted;
 --          {0, size, free (negative after a shrink), waiters ahead,
 --           ms until the soonest permit expires (0 = none)} not granted
@@ -66,8 +66,8 @@ local expired = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 10
 for _, id in ipairs(expired) do
   local p = redis.call('HGET', KEYS[2], id)
   if p and string.byte(id) ~= 120 then -- not 'x': a permit
-    local pn, plessee = string.match(p, '^(%d+) (%S*)')
-    used = used - tonumber(pn)
+    local pn, plessee = sem_grant(p)
+    used = used - pn
     if redis.call('HGET', KEYS[2], plessee) == id then
       redis.call('HDEL', KEYS[2], plessee)
     end
@@ -116,7 +116,7 @@ if first and n + ahead_wants <= free then
   local token = math.max(last + 1, time_us())
   local id = string.format('%.0f', token)
   redis.call('SET', KEYS[6], id, 'PX', ARGV[8])
-  redis.call('HSET', KEYS[2], id, ARGV[1] .. ' ' .. ARGV[3] .. ' ' .. ttl .. ' ' .. owner)
+  redis.call('HSET', KEYS[2], id, sem_record(ARGV[1], ttl, ARGV[3], owner))
   if ARGV[9] == '1' or string.byte(ARGV[3]) ~= 108 then -- not 'l': one permit per lease
     redis.call('HSET', KEYS[2], ARGV[3], id)
   end
@@ -128,7 +128,7 @@ if first and n + ahead_wants <= free then
     redis.call('HDEL', KEYS[5], ARGV[6])
   end
   if KEYS[7] then
-    redis.call('SADD', KEYS[8], (string.gsub(ARGV[10], '<id>', id)))
+    redis.call('SADD', KEYS[8], ARGV[10] .. id .. ARGV[11])
     if redis.call('PTTL', KEYS[8]) < tonumber(ttl) then
       redis.call('PEXPIRE', KEYS[8], ttl)
     end

@@ -16,8 +16,8 @@ local live = redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. now, '+inf', 'WITHSCORE
 for i = 1, #live, 2 do
   local p = string.byte(live[i]) ~= 120 and redis.call('HGET', KEYS[2], live[i])
   if p then
-    local n, lease, owner = string.match(p, '^(%d+) (%S*) %d+ ?(.*)$')
-    used = used + tonumber(n)
+    local n, lease, _, owner = sem_grant(p)
+    used = used + n
     if #holders < tonumber(ARGV[1]) then
       holders[#holders + 1] = { live[i], tonumber(n), lease, owner, tonumber(live[i + 1]) - now }
     end

@@ -9,13 +9,13 @@
 -- KEYS[1..5] as sem_acquire.lua: semaphore hash, permits hash, permit
 --          expiry zset, queue zset, wants hash
 -- KEYS[6]  optional: the holder's shared lease permit index, when on this
---          node (the entry ARGV[6] leaves it)
+--          node (the entry ARGV[6] .. id .. ARGV[7] leaves it)
 -- ARGV[1]  permit id; '' = the one permit lease ARGV[2] holds here
 -- ARGV[2]  lease id that holds it; '' = whichever (an admin's force)
 -- ARGV[3]  pub/sub channel for lock events
 -- ARGV[4]  the semaphore's key (KEYS[1]), named in the events
 -- ARGV[5]  how it ends: 'released', 'forced', 'revoked' (lock::GrantEnd)
--- ARGV[6]  the permit index entry, with '<id>' for the permit id (KEYS[6])
+-- ARGV[6], ARGV[7] the permit index entry around the permit id (KEYS[6])
 -- A grant a KeepAlive stream renews (sem_renew.lua marked it 'w<id>')
 -- leaves a tombstone saying how it ended, for one grant TTL.
 -- returns  {1, free after, waiters woken, permit id, lease, owner, n}
@@ -36,7 +36,7 @@ local p = redis.call('HGET', KEYS[2], id)
 if not p or string.byte(id) == 120 then
   return { 0 }
 end
-local n, lease, ttl, owner = string.match(p, '^(%d+) (%S*) (%d+) ?(.*)$')
+local n, lease, ttl, owner = sem_grant(p)
 if ARGV[2] ~= '' and lease ~= ARGV[2] then
   return { 2 }
 end
@@ -51,7 +51,7 @@ if redis.call('HDEL', KEYS[2], 'w' .. id) == 1 then
   redis.call('ZADD', KEYS[3], now + tonumber(ttl), 'x' .. id)
 end
 if KEYS[6] then
-  redis.call('SREM', KEYS[6], (string.gsub(ARGV[6], '<id>', id)))
+  redis.call('SREM', KEYS[6], ARGV[6] .. id .. ARGV[7])
 end
 local f = redis.call('HMGET', KEYS[1], 'size', 'used')
 local size = tonumber(f[1] or '0')

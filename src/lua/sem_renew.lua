@@ -20,7 +20,11 @@ for i = 3, #ARGV do
     id = redis.call('HGET', KEYS[2], lease) or ''
   end
   local p = id ~= '' and redis.call('HGET', KEYS[2], id)
-  local _, plessee, pttl = string.match(p or '', '^(%d+) (%S*) (%d+)')
+  local plessee, pttl
+  if p then
+    local _
+    _, plessee, pttl = sem_grant(p)
+  end
   local expiry = p and redis.call('ZSCORE', KEYS[3], id)
   if plessee == lease and expiry and tonumber(expiry) > now then
     local ttl = ARGV[2]
