@@ -354,6 +354,9 @@ pub async fn serve(
         .add_service(limited!(pb::semaphore_service_server::SemaphoreServiceServer::new(
             lock::semaphore_grpc::Service::new(locks.clone())
         )))
+        .add_service(limited!(pb::election_service_server::ElectionServiceServer::new(
+            lock::election_grpc::Service::new(locks.clone())
+        )))
         .add_service(limited!(pb::lock_service_server::LockServiceServer::new(lock::grpc::Service::new(
             locks,
             shutdown.clone()

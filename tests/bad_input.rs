@@ -30,7 +30,7 @@ async fn undecodable_requests_are_invalid_argument_on_every_rpc() {
     let redis = RedisServer::start();
     let coord = serving(&redis.url()).await;
     let rpcs = every_rpc();
-    assert_eq!(rpcs.len(), 31, "{rpcs:?}");
+    assert_eq!(rpcs.len(), 37, "{rpcs:?}");
     for path in &rpcs {
         // A tag that is not a varint: no message decodes it.
         let status = call(coord.channel(), path, vec![0xff; 11]).await;

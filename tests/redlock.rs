@@ -569,10 +569,10 @@ async fn a_loaded_healthy_cluster_does_not_fail_calls() {
 }
 
 /// Semaphores and read/write locks count permits, which independent nodes
-/// cannot reconcile by majority without over-admitting: Redlock mode
-/// refuses them clearly instead of pretending.
+/// cannot reconcile by majority without over-admitting (and elections are
+/// built on them): Redlock mode refuses them clearly instead of pretending.
 #[tokio::test]
-async fn semaphores_and_read_write_locks_are_refused_in_redlock_mode() {
+async fn semaphores_read_write_locks_and_elections_are_refused_in_redlock_mode() {
     let s = setup(Duration::from_secs(60)).await;
     let err = s
         .coord
@@ -596,8 +596,24 @@ async fn semaphores_and_read_write_locks_are_refused_in_redlock_mode() {
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert!(err.message().contains("read/write"), "{}", err.message());
+    let mut elections = coord::pb::election_service_client::ElectionServiceClient::new(s.coord.channel());
+    let err = elections
+        .campaign(coord::pb::ElectionServiceCampaignRequest {
+            election: "e".into(),
+            ttl_ms: 1_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("elections"), "{}", err.message());
+    let err = elections.observe(coord::pb::ElectionServiceObserveRequest { election: "e".into() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
     for i in 0..5 {
         let keys = s.nodes.node(i).cli(&["KEYS", "*"]);
-        assert!(!keys.contains(":sem:") && !keys.contains(":rwlock:"), "nothing written on node {i}: {keys}");
+        assert!(
+            !keys.contains(":sem:") && !keys.contains(":rwlock:") && !keys.contains(":election:"),
+            "nothing written on node {i}: {keys}"
+        );
     }
 }

@@ -72,6 +72,11 @@ pub fn rule(path: &str) -> Rule {
             "Resize" | "ForceRelease" => needs(LockAdmin),
             _ => needs(Lock),
         },
+        pb::election_service_server::SERVICE_NAME => match method {
+            "ForceResign" => needs(LockAdmin),
+            "Observe" => Rule { stream: true, ..needs(Lock) },
+            _ => needs(Lock),
+        },
         pb::rate_limit_service_server::SERVICE_NAME => match method {
             "Refund" => needs(RatelimitAdmin),
             _ => needs(RatelimitCheck),
@@ -394,6 +399,9 @@ mod tests {
         assert_eq!(needs("/coord.v1.SemaphoreService/Describe"), Some(Lock));
         assert_eq!(needs("/coord.v1.SemaphoreService/Resize"), Some(LockAdmin));
         assert_eq!(needs("/coord.v1.SemaphoreService/ForceRelease"), Some(LockAdmin));
+        assert_eq!(needs("/coord.v1.ElectionService/Campaign"), Some(Lock));
+        assert_eq!(needs("/coord.v1.ElectionService/Observe"), Some(Lock));
+        assert_eq!(needs("/coord.v1.ElectionService/ForceResign"), Some(LockAdmin));
         assert_eq!(needs("/coord.v1.RateLimitService/Refund"), Some(RatelimitAdmin));
         assert_eq!(needs("/coord.v1.LeaderboardService/DeleteBoard"), Some(BoardAdmin));
         assert_eq!(needs("/coord.v1.LeaderboardService/Submit"), Some(BoardWrite));

@@ -10,7 +10,7 @@ use std::{
 
 use tokio::sync::{Notify, mpsc};
 
-use super::{GrantEnd, HoldKind, LostReason, SemKind};
+use super::{GrantEnd, HoldKind, LostReason, SemKind, election::ElectionState};
 use crate::redis::pubsub::Handler;
 
 /// A grant of `lease` ended (the event of release.lua and lock_end.lua).
@@ -78,6 +78,34 @@ impl Drop for PermitWaiter {
     }
 }
 
+/// An election observer's registration (see [`LockEvents::observe`]);
+/// dropping it unregisters.
+pub struct Observer {
+    hub: Arc<LockEvents>,
+    key: String,
+    id: u64,
+}
+
+impl Drop for Observer {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.hub.observers.lock()
+            && let Some(list) = map.get_mut(&self.key)
+        {
+            list.retain(|(id, _)| *id != self.id);
+            if list.is_empty() {
+                map.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// What an observer hears: a published state, or None when pub/sub
+/// reconnected (states may have been missed: read again).
+pub type Heard = Option<ElectionState>;
+
+/// Election key → its observers (registration id, channel).
+type ElectionObservers = HashMap<String, Vec<(u64, mpsc::UnboundedSender<Heard>)>>;
+
 /// namespace → lease → the streams that renew it.
 type LeaseWatchers = HashMap<String, HashMap<String, Vec<(u64, mpsc::UnboundedSender<GrantEnded>)>>>;
 
@@ -88,6 +116,9 @@ pub struct LockEvents {
     /// Semaphore waiter id → its Notify (see `permit_waiter`).
     permit_waiters: Mutex<HashMap<String, Weak<Notify>>>,
     leases: Mutex<LeaseWatchers>,
+    /// Election key → its local observers.
+    observers: Mutex<ElectionObservers>,
+    next_observer: std::sync::atomic::AtomicU64,
 }
 
 impl LockEvents {
@@ -113,6 +144,17 @@ impl LockEvents {
             map.insert(id.to_owned(), Arc::downgrade(&notify));
         }
         PermitWaiter { hub: self.clone(), id: id.to_owned(), notify }
+    }
+
+    /// Registers an observer of election `key`: it hears every state the
+    /// scripts publish for it, in order, until the registration is dropped.
+    pub fn observe(self: &Arc<Self>, key: &str) -> (Observer, mpsc::UnboundedReceiver<Heard>) {
+        let id = self.next_observer.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (tx, rx) = mpsc::unbounded_channel();
+        if let Ok(mut map) = self.observers.lock() {
+            map.entry(key.to_owned()).or_default().push((id, tx));
+        }
+        (Observer { hub: self.clone(), key: key.to_owned(), id }, rx)
     }
 
     /// Wakes one local waiter of `key`: only one can get the lock, and
@@ -175,6 +217,16 @@ impl LockEvents {
 
 impl Handler for LockEvents {
     fn on_message(&self, payload: &[u8]) {
+        if let Some((key, state)) = ElectionState::parse_event(payload) {
+            if let Ok(map) = self.observers.lock()
+                && let Some(list) = map.get(key)
+            {
+                for (_, tx) in list {
+                    let _ = tx.send(Some(state.clone()));
+                }
+            }
+            return;
+        }
         if let Some(ids) = woken_waiters(payload) {
             let Ok(map) = self.permit_waiters.lock() else { return };
             for notify in ids.into_iter().filter_map(|id| map.get(id).and_then(Weak::upgrade)) {
@@ -203,6 +255,12 @@ impl Handler for LockEvents {
         }
         for notify in notifies {
             notify.notify_waiters();
+        }
+        // Election changes too: observers read the state again.
+        if let Ok(map) = self.observers.lock() {
+            for (_, tx) in map.values().flatten() {
+                let _ = tx.send(None);
+            }
         }
     }
 }

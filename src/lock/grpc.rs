@@ -124,6 +124,7 @@ impl LockService for Service {
                 holder,
                 wait: Duration::from_millis(req.wait_ms as u64),
                 owner: req.owner,
+                value: Vec::new(),
             };
             let outcome = acquire_counted(&self.locks, &ctx, SemKind::RwLock, params).await?;
             return Ok(Response::new(match outcome {
@@ -283,6 +284,7 @@ fn to_pb(event: StreamEvent) -> pb::KeepAliveResponse {
                 HoldKind::Lock => pb::HoldKind::Lock,
                 HoldKind::Semaphore => pb::HoldKind::Semaphore,
                 HoldKind::RwLock => pb::HoldKind::ReadWriteLock,
+                HoldKind::Leadership => pb::HoldKind::Leadership,
             }
             .into(),
             name,

@@ -23,6 +23,8 @@
 //! `GrantEnd`, `LockState`, `LostReason`, `LockInfo`, the outcomes) and the
 //! operations.
 
+mod election;
+pub mod election_grpc;
 mod events;
 pub mod grpc;
 mod keepalive;
@@ -131,6 +133,7 @@ pub enum HoldKind {
     Lock,
     Semaphore,
     RwLock,
+    Leadership,
 }
 
 impl HoldKind {
@@ -140,6 +143,7 @@ impl HoldKind {
             HoldKind::Lock => None,
             HoldKind::Semaphore => Some(SemKind::Semaphore),
             HoldKind::RwLock => Some(SemKind::RwLock),
+            HoldKind::Leadership => Some(SemKind::Election),
         }
     }
 }
@@ -149,6 +153,7 @@ impl From<SemKind> for HoldKind {
         match kind {
             SemKind::Semaphore => HoldKind::Semaphore,
             SemKind::RwLock => HoldKind::RwLock,
+            SemKind::Election => HoldKind::Leadership,
         }
     }
 }
@@ -383,6 +388,11 @@ impl Locks {
             None => Arc::new(keys.clone()),
         };
         Locks { store, keys, hub, settings, shutdown, redlock: is_redlock }
+    }
+
+    /// The longest wait an Acquire or Campaign may ask for.
+    pub fn max_wait(&self) -> Duration {
+        self.settings.max_wait
     }
 
     /// The pub/sub channel the scripts publish on.

@@ -53,6 +53,9 @@ const SEM_KEY_TTL_MS: u64 = 7 * 24 * 3600 * 1000;
 pub enum SemKind {
     Semaphore,
     RwLock,
+    /// An election: a semaphore of one permit whose grant is the
+    /// leadership (see `election`).
+    Election,
 }
 
 impl SemKind {
@@ -61,6 +64,7 @@ impl SemKind {
         match self {
             SemKind::Semaphore => "sem",
             SemKind::RwLock => "rwlock",
+            SemKind::Election => "election",
         }
     }
 
@@ -69,15 +73,18 @@ impl SemKind {
         match self {
             SemKind::Semaphore => b's',
             SemKind::RwLock => b'r',
+            SemKind::Election => b'e',
         }
     }
 
+    const ALL: [SemKind; 3] = [SemKind::Semaphore, SemKind::RwLock, SemKind::Election];
+
     pub fn from_tag(tag: u8) -> Option<Self> {
-        [SemKind::Semaphore, SemKind::RwLock].into_iter().find(|k| k.tag() == tag)
+        Self::ALL.into_iter().find(|k| k.tag() == tag)
     }
 
     pub fn from_key_kind(kind: &str) -> Option<Self> {
-        [SemKind::Semaphore, SemKind::RwLock].into_iter().find(|k| k.key_kind() == kind)
+        Self::ALL.into_iter().find(|k| k.key_kind() == kind)
     }
 }
 
@@ -138,6 +145,8 @@ pub struct SemAcquire {
     pub holder: Holder,
     pub wait: Duration,
     pub owner: String,
+    /// An election candidate's value (elections only).
+    pub value: Vec<u8>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -211,7 +220,7 @@ impl FromRedisValue for SemAttempt {
 
 /// sem_release.lua's reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum SemEnded {
+pub(super) enum SemEnded {
     Ended { free: i64, permit: u64, lease: String, owner: String, permits: u32 },
     NotHeld,
     HeldByOther,
@@ -273,14 +282,14 @@ impl FromRedisValue for SemInfo {
 // === keys and script calls ===
 
 /// A semaphore's keys, in the scripts' KEYS order.
-struct SemKeys {
-    base: ResourceKey,
+pub(super) struct SemKeys {
+    pub(super) base: ResourceKey,
     rest: [String; 5],
 }
 
 impl SemKeys {
     /// base, permits, expiry, queue, wants (and the fence when `fence`).
-    fn push(&self, inv: &mut redis::ScriptInvocation<'_>, upto: usize) {
+    pub(super) fn push(&self, inv: &mut redis::ScriptInvocation<'_>, upto: usize) {
         inv.key(self.base.as_str());
         for k in self.rest.iter().take(upto - 1) {
             inv.key(k);
@@ -298,10 +307,12 @@ struct SemTry<'a> {
     waiter: Option<&'a str>,
     queue_until: Option<i64>,
     once: bool,
+    /// Elections: the candidate's value.
+    value: Option<&'a [u8]>,
 }
 
 impl Store {
-    fn sem_keys(&self, ns: &Namespace, kind: SemKind, name: &Name) -> SemKeys {
+    pub(super) fn sem_keys(&self, ns: &Namespace, kind: SemKind, name: &Name) -> SemKeys {
         let base = self.keys.resource(ns, kind.key_kind(), name);
         let rest = ["permits", "expiry", "queue", "wants", "fence"].map(|s| base.sub(s));
         SemKeys { base, rest }
@@ -362,6 +373,9 @@ impl Store {
                 .arg(if t.once { "1" } else { "0" })
                 .arg(&entry.0)
                 .arg(&entry.1);
+            if let Some(value) = t.value {
+                inv.arg(value).arg(&self.channel).arg(keys.base.as_str());
+            }
         };
         let attempt = match replicas {
             None => self.redis.invoke::<SemAttempt>(&scripts::SEM_ACQUIRE, prepare).await?,
@@ -408,7 +422,7 @@ impl Store {
 
     /// Ends a grant: permit `id` (None: the one `lease` holds here), held by
     /// `lease` ('' = whichever, an admin's force).
-    async fn sem_end(
+    pub(super) async fn sem_end(
         &self,
         ns: &Namespace,
         kind: SemKind,
@@ -440,7 +454,8 @@ impl Store {
                     .arg(keys.base.as_str())
                     .arg(how.as_str())
                     .arg(&entry.0)
-                    .arg(&entry.1);
+                    .arg(&entry.1)
+                    .arg(if kind == SemKind::Election { "1" } else { "0" });
             })
             .await?;
         if let (Some(index), SemEnded::Ended { permit, .. }) = (apart, &ended) {
@@ -529,11 +544,12 @@ impl Locks {
     /// Semaphores and read/write locks live on one Redis (a node or a
     /// cluster): permits counted on independent nodes cannot be reconciled
     /// by majority without over-admitting, so Redlock mode refuses them.
-    fn counted_locks_available(&self, kind: SemKind) -> Result<()> {
+    pub(super) fn counted_locks_available(&self, kind: SemKind) -> Result<()> {
         if self.redlock {
             let what = match kind {
                 SemKind::Semaphore => "semaphores",
                 SemKind::RwLock => "read/write locks",
+                SemKind::Election => "elections",
             };
             return Err(Error::FailedPrecondition(format!(
                 "{what} are not available in Redlock mode: permits counted on independent nodes cannot be \
@@ -557,6 +573,9 @@ impl Locks {
         let started = Instant::now();
         self.counted_locks_available(kind)?;
         super::check_owner(&p.owner)?;
+        if kind == SemKind::Election {
+            super::election::check_value(&p.value)?;
+        }
         if p.wait > self.settings.max_wait {
             return Err(Error::invalid(
                 "wait_ms",
@@ -575,6 +594,9 @@ impl Locks {
             }
             (SemKind::RwLock, RwMode::Shared) => (1, RW_SIZE, true),
             (SemKind::RwLock, RwMode::Exclusive) => (RW_SIZE, RW_SIZE, true),
+            // One leader; a lease leads once (campaigning again while
+            // leading is refused, not re-entered).
+            (SemKind::Election, _) => (1, 1, true),
         };
         let name = &p.name;
         let (lease, ttl_ms) = match &p.holder {
@@ -615,6 +637,7 @@ impl Locks {
                 waiter: waiter.as_deref(),
                 queue_until,
                 once,
+                value: (kind == SemKind::Election).then_some(p.value.as_slice()),
             };
             let retry_ms = match self.keys.sem_try(ns, kind, name, t, self.settings.replicas).await {
                 Err(e) => break Err(e),
@@ -624,6 +647,13 @@ impl Locks {
                         field: "permits".into(),
                         reason: format!("must be at most the semaphore's size {size}, got {n}"),
                     });
+                }
+                Ok(SemAttempt::AlreadyHolds { permit }) if kind == SemKind::Election => {
+                    break Err(Error::FailedPrecondition(format!(
+                        "lease {} already leads election {:?} (term {permit})",
+                        lease.as_str(),
+                        name.as_str()
+                    )));
                 }
                 Ok(SemAttempt::AlreadyHolds { permit }) => {
                     break Err(Error::FailedPrecondition(format!(
@@ -838,7 +868,15 @@ impl Locks {
 
     /// Tells this instance's streams of a grant's end at once (others hear
     /// forced and revoked ends through pub/sub, and releases from renewal).
-    fn local_permit_end(&self, ns: &Namespace, kind: SemKind, name: &Name, lease: &str, state: GrantEnd, permit: u64) {
+    pub(super) fn local_permit_end(
+        &self,
+        ns: &Namespace,
+        kind: SemKind,
+        name: &Name,
+        lease: &str,
+        state: GrantEnd,
+        permit: u64,
+    ) {
         let key = self.keys.keys.resource(ns, kind.key_kind(), name);
         self.hub.ended(ns.as_str(), lease, || GrantEnded {
             kind: kind.into(),

@@ -63,6 +63,7 @@ impl SemaphoreService for Service {
             holder,
             wait: Duration::from_millis(req.wait_ms as u64),
             owner: req.owner,
+            value: Vec::new(),
         };
         Ok(Response::new(match acquire_counted(&self.locks, &ctx, SemKind::Semaphore, params).await? {
             SemOutcome::Acquired { permit, lease, ttl_ms, size, available } => pb::SemaphoreServiceAcquireResponse {

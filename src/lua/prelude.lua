@@ -53,3 +53,28 @@ local function sem_grant(p)
   len = tonumber(len)
   return tonumber(n), string.sub(rest, 1, len), ttl, string.sub(rest, len + 1)
 end
+-- Elections (a semaphore of one permit whose grant is the leadership):
+-- el_state(term, rev, ttl, lease, owner, value) and el_none(term, rev) are
+-- an election's state as lock::election::ElectionState parses it,
+-- 'L <term> <rev> <ttl ms> <lease length> <lease><owner length>
+-- <owner><value>' or 'N <last term> <rev>'; rev counts the election's
+-- changes, so an observer can order what it reads and hears.
+local function el_state(term, rev, ttl, lease, owner, value)
+  return 'L ' .. term .. ' ' .. rev .. ' ' .. ttl .. ' ' .. #lease .. ' ' .. lease .. #owner .. ' ' .. owner .. value
+end
+local function el_none(term, rev)
+  return 'N ' .. term .. ' ' .. rev
+end
+-- el_publish(channel, key, state): 'o|<key length>|<key><state>'.
+local function el_publish(channel, key, state)
+  redis.call('PUBLISH', channel, 'o|' .. #key .. '|' .. key .. state)
+end
+-- el_vacate(hash, id, channel, key): permit id's grant ended; if it led
+-- the election (hash), nobody leads now, and observers hear so.
+local function el_vacate(hash, id, channel, key)
+  if redis.call('HGET', hash, 'leader') == id then
+    local rev = redis.call('HINCRBY', hash, 'rev', 1)
+    redis.call('HDEL', hash, 'leader', 'value')
+    el_publish(channel, key, el_none(id, rev))
+  end
+end

@@ -34,6 +34,11 @@
 -- ARGV[9]  '1': a lease holds at most one permit here (read/write locks)
 -- ARGV[10], ARGV[11] the permit index entry around the permit id (with
 --          KEYS[7]): '<tag>' and ' <name>'
+-- ARGV[12] optional: an election (size 1): the candidate's value; the
+--          grant makes it the leader (KEYS[1] 'leader' = id, 'value',
+--          'rev' counts changes), published with ARGV[13] (the lock events
+--          channel) and ARGV[14] (KEYS[1], named in the event); an expired
+--          leader's end is published too (prelude el_*)
 -- returns  {1, token, permit TTL ms, size, free after} granted;
 --          {0, size, free (negative after a shrink), waiters ahead,
 --           ms until the soonest permit expires (0 = none)} not granted
@@ -66,6 +71,9 @@ local expired = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 10
 for _, id in ipairs(expired) do
   local p = redis.call('HGET', KEYS[2], id)
   if p and string.byte(id) ~= 120 then -- not 'x': a permit
+    if ARGV[12] then
+      el_vacate(KEYS[1], id, ARGV[13], ARGV[14])
+    end
     local pn, plessee = sem_grant(p)
     used = used - pn
     if redis.call('HGET', KEYS[2], plessee) == id then
@@ -126,6 +134,11 @@ if first and n + ahead_wants <= free then
   if ARGV[6] ~= '' then
     redis.call('ZREM', KEYS[4], ARGV[6])
     redis.call('HDEL', KEYS[5], ARGV[6])
+  end
+  if ARGV[12] then
+    local rev = redis.call('HINCRBY', KEYS[1], 'rev', 1)
+    redis.call('HSET', KEYS[1], 'leader', id, 'value', ARGV[12])
+    el_publish(ARGV[13], ARGV[14], el_state(id, rev, ttl, ARGV[3], owner, ARGV[12]))
   end
   if KEYS[7] then
     redis.call('SADD', KEYS[8], ARGV[10] .. id .. ARGV[11])

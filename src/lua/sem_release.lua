@@ -16,6 +16,7 @@
 -- ARGV[4]  the semaphore's key (KEYS[1]), named in the events
 -- ARGV[5]  how it ends: 'released', 'forced', 'revoked' (lock::GrantEnd)
 -- ARGV[6], ARGV[7] the permit index entry around the permit id (KEYS[6])
+-- ARGV[8]  '1': an election; its leader's end is published (prelude el_*)
 -- A grant a KeepAlive stream renews (sem_renew.lua marked it 'w<id>')
 -- leaves a tombstone saying how it ended, for one grant TTL.
 -- returns  {1, free after, waiters woken, permit id, lease, owner, n}
@@ -58,6 +59,9 @@ local size = tonumber(f[1] or '0')
 local used = math.max(0, tonumber(f[2] or '0') - tonumber(n))
 redis.call('HSET', KEYS[1], 'used', used)
 
+if ARGV[8] == '1' then
+  el_vacate(KEYS[1], id, ARGV[3], ARGV[4])
+end
 local woken = sem_wake(KEYS[4], KEYS[5], size - used, size, now, ARGV[3], ARGV[4])
 if ARGV[5] ~= 'released' then
   redis.call('PUBLISH', ARGV[3], 'e|' .. ARGV[5] .. '|' .. id .. '|' .. #lease .. '|' .. lease .. ARGV[4])

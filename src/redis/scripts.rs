@@ -63,6 +63,8 @@ scripts! {
     SEM_DESCRIBE => "sem_describe.lua",
     SEM_RENEW => "sem_renew.lua",
     SEM_LEAVE => "sem_leave.lua",
+    EL_LEADER => "el_leader.lua",
+    EL_PROCLAIM => "el_proclaim.lua",
     DESCRIBE => "describe.lua",
     FENCE_RAISE => "fence_raise.lua",
     RATELIMIT => "ratelimit.lua",

@@ -20,9 +20,10 @@ use coord::{
     backend::Backend,
     config::Config,
     pb::{
-        admin_service_client::AdminServiceClient, leaderboard_service_client::LeaderboardServiceClient,
-        lock_service_client::LockServiceClient, pub_sub_service_client::PubSubServiceClient,
-        rate_limit_service_client::RateLimitServiceClient, semaphore_service_client::SemaphoreServiceClient,
+        admin_service_client::AdminServiceClient, election_service_client::ElectionServiceClient,
+        leaderboard_service_client::LeaderboardServiceClient, lock_service_client::LockServiceClient,
+        pub_sub_service_client::PubSubServiceClient, rate_limit_service_client::RateLimitServiceClient,
+        semaphore_service_client::SemaphoreServiceClient,
     },
     server::{self, ServeError},
 };
@@ -135,6 +136,10 @@ impl Coord {
 
     pub fn semaphores(&self) -> SemaphoreServiceClient<Channel> {
         SemaphoreServiceClient::new(self.channel())
+    }
+
+    pub fn elections(&self) -> ElectionServiceClient<Channel> {
+        ElectionServiceClient::new(self.channel())
     }
 
     pub fn rate_limits(&self) -> RateLimitServiceClient<Channel> {
