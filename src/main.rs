@@ -36,6 +36,9 @@ enum Command {
     /// Semaphores: hold permits, run a command while holding them, describe, resize, release
     #[command(subcommand)]
     Sem(cli::sem::SemCommand),
+    /// Leader election: campaign, run a command only while leading, show or follow the leader, resign
+    #[command(subcommand)]
+    Elect(cli::elect::ElectCommand),
     /// Rate limits and concurrency slots
     #[command(subcommand)]
     Limit(cli::limit::LimitCommand),
@@ -78,6 +81,7 @@ async fn main() -> ExitCode {
         Command::Serve(serve_args) => return serve(*serve_args).await,
         Command::Lock(command) => cli::lock::run(args, command).await,
         Command::Sem(command) => cli::sem::run(args, command).await,
+        Command::Elect(command) => cli::elect::run(args, command).await,
         Command::Limit(command) => cli::limit::run(args, command).await,
         Command::Board(command) => cli::board::run(args, command).await,
         Command::Pub { channel, message } => cli::pubsub::publish(args, channel, message).await,

@@ -2,7 +2,8 @@
 //! after the command and propagates its exit code, refuses to run it while
 //! another holder has the lock, kills the command when
 //! the lock is force-released, `--output json` parses, and `health` exit
-//! codes work as a probe.
+//! codes work as a probe; `sem run`, `lock run --shared` and `elect run`
+//! hold while their command runs.
 
 mod support;
 
@@ -197,4 +198,84 @@ async fn sem_run_and_shared_lock_run_hold_while_the_command_runs() {
     assert!(a.wait().unwrap().success() && b.wait().unwrap().success());
     let writer = run(cli(&coord, &["lock", "run", "doc", "--exclusive", "--wait", "2s", "--", "true"])).await;
     assert_eq!(writer.status.code(), Some(0), "{writer:?}");
+}
+
+/// `coord elect run` runs its command only while leading: a second
+/// candidate waits, and runs once the first command ends (the first
+/// resigns); `elect leader` shows the leader's value and the candidates;
+/// `elect observe` prints the changes; `elect force-resign` kills the
+/// leader's command (exit 75, FORCE_RELEASED).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn elect_run_runs_the_command_only_while_leading() {
+    let redis = RedisServer::start();
+    let coord = serving(&redis.url()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let observer = cli(&coord, &["--output", "json", "elect", "observe", "svc"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let job = |value: &str| {
+        let script = format!("echo start-{value} >> {0}; sleep 1; echo end-{value} >> {0}", log.display());
+        cli(&coord, &["elect", "run", "svc", "--value", value, "--", "sh", "-c", &script])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut first = job("a");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let mut second = job("b");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let shown = run(cli(&coord, &["--output", "json", "elect", "leader", "svc"])).await;
+    let d: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(
+        (d["leader"].as_bool(), d["value"].as_str(), d["candidates"].as_u64()),
+        (Some(true), Some("a"), Some(1)),
+        "{d}"
+    );
+    assert!(first.wait().unwrap().success() && second.wait().unwrap().success());
+    let lines = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(lines.lines().collect::<Vec<_>>(), ["start-a", "end-a", "start-b", "end-b"], "never both at once");
+
+    // Deposed: the command is killed and coord exits 75.
+    let mut leader = cli(&coord, &["elect", "run", "svc", "--value", "c", "--", "sleep", "60"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        let shown = run(cli(&coord, &["--output", "json", "elect", "leader", "svc"])).await;
+        let d: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+        if d["value"].as_str() == Some("c") {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "never elected: {d}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await; // its stream is up
+    let forced = run(cli(&coord, &["--output", "json", "elect", "force-resign", "svc"])).await;
+    let d: serde_json::Value = serde_json::from_slice(&forced.stdout).unwrap();
+    assert_eq!(d["resigned"].as_bool(), Some(true), "{d}");
+    let status = leader.wait().unwrap();
+    assert_eq!(status.code(), Some(75));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(leader.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("FORCE_RELEASED"), "{stderr}");
+
+    let mut observer = observer;
+    observer.kill().unwrap();
+    let out = observer.wait_with_output().unwrap();
+    let values: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["value"].as_str().unwrap_or("none").to_owned()
+        })
+        .collect();
+    // The observer shows the state when it starts ("none", or already "a").
+    let from_a = values.strip_prefix(&["none".to_owned()][..]).unwrap_or(&values);
+    assert_eq!(from_a, ["a", "none", "b", "none", "c", "none"], "every change, in order: {values:?}");
 }

@@ -276,3 +276,56 @@ async fn a_coord_restart_on_the_same_redis_keeps_the_lock() {
     assert_eq!((info.lease_id.as_str(), info.fencing_token), (guard.lease_id(), guard.fencing_token()));
     assert_eq!(guard.release().await.unwrap(), ReleaseStatus::Released);
 }
+
+/// A leadership guard: campaign waits until elected (wait zero: for as
+/// long as it takes), its fencing token is the term, Proclaim updates the
+/// value, an admin's ForceResign resolves `lost()` with FORCE_RELEASED, and
+/// dropping the guard resigns so the next candidate leads at once.
+#[tokio::test]
+async fn a_leadership_guard_leads_proclaims_and_hears_when_deposed() {
+    use coord::pb::{ElectionServiceForceResignRequest, ElectionServiceLeaderRequest};
+    let redis = RedisServer::start();
+    let coord = serving(&redis.url()).await;
+    let leader = |coord: &Coord| {
+        let mut c = coord.elections();
+        async move {
+            c.leader(ElectionServiceLeaderRequest { election: "svc".into() }).await.unwrap().into_inner().state.unwrap()
+        }
+    };
+    let first = client(&coord).campaign("svc", b"10.0.0.1", opts(2_000)).await.unwrap();
+    assert_eq!(leader(&coord).await.term, first.fencing_token());
+    first.proclaim(b"10.0.0.9").await.unwrap();
+    assert_eq!(leader(&coord).await.value, b"10.0.0.9");
+
+    // A second candidate waits (wait zero: until elected); the first
+    // guard's drop resigns, and the second leads well before any TTL.
+    let c2 = client(&coord);
+    let second = tokio::spawn(async move { c2.campaign("svc", b"10.0.0.2", opts(2_000)).await.unwrap() });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!second.is_finished(), "waits while another leads");
+    let start = Instant::now();
+    drop(first);
+    let second = tokio::time::timeout(Duration::from_secs(1), second).await.expect("elected at once").unwrap();
+    assert!(start.elapsed() < Duration::from_millis(900), "{:?}", start.elapsed());
+    let state = leader(&coord).await;
+    assert_eq!((state.term, state.value.as_slice()), (second.fencing_token(), &b"10.0.0.2"[..]));
+
+    tokio::time::sleep(Duration::from_millis(200)).await; // the stream is up
+    let lost = second.lost();
+    let forced = coord
+        .elections()
+        .force_resign(ElectionServiceForceResignRequest { election: "svc".into(), term: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(forced.resigned);
+    let lost = tokio::time::timeout(Duration::from_secs(2), lost).await.expect("lost() resolves");
+    assert_eq!((lost.reason, lost.fencing_token), (LockLostReason::ForceReleased, second.fencing_token()));
+    let err = second.proclaim(b"late").await.unwrap_err();
+    assert!(matches!(&err, ClientError::Status(s) if s.code() == tonic::Code::FailedPrecondition), "{err:?}");
+    // With a wait, not leading in time is NotAcquired.
+    let _third = client(&coord).campaign("svc", b"3", opts(2_000)).await.unwrap();
+    let wait = LockOptions { wait: Duration::from_millis(200), ..opts(2_000) };
+    let err = client(&coord).campaign("svc", b"4", wait).await.unwrap_err();
+    assert!(matches!(err, ClientError::NotAcquired { .. }), "{err:?}");
+}

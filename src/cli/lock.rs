@@ -159,11 +159,16 @@ fn info(l: LockInfo) -> Value {
 }
 
 /// What `hold` acquires.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum Want {
     Lock,
     ReadWrite(LockMode),
-    Permits { permits: u32, size: u32 },
+    Permits {
+        permits: u32,
+        size: u32,
+    },
+    /// Leadership of an election, with the candidate's value.
+    Leadership(Vec<u8>),
 }
 
 impl Want {
@@ -171,11 +176,12 @@ impl Want {
         mode.map_or(Want::Lock, Want::ReadWrite)
     }
 
-    async fn acquire(self, client: &LockClient, name: &str, options: LockOptions) -> Result<LockGuard, ClientError> {
+    async fn acquire(&self, client: &LockClient, name: &str, options: LockOptions) -> Result<LockGuard, ClientError> {
         match self {
             Want::Lock => client.lock(name, options).await,
-            Want::ReadWrite(mode) => client.rw_lock(name, mode, options).await,
-            Want::Permits { permits, size } => client.permits(name, permits, size, options).await,
+            Want::ReadWrite(mode) => client.rw_lock(name, *mode, options).await,
+            Want::Permits { permits, size } => client.permits(name, *permits, *size, options).await,
+            Want::Leadership(value) => client.campaign(name, value, options).await,
         }
     }
 }
@@ -221,6 +227,9 @@ pub async fn hold(
         None if matches!(want, Want::Permits { .. }) => args.print(&json!({
             "name": name, "permit_id": token, "ttl_ms": guard.ttl().as_millis() as u64, "lease_id": guard.lease_id(),
         })),
+        None if matches!(want, Want::Leadership(_)) => args.print(&json!({
+            "election": name, "term": token, "ttl_ms": guard.ttl().as_millis() as u64, "lease_id": guard.lease_id(),
+        })),
         None => args.print(&json!({
             "name": name, "fencing_token": token, "ttl_ms": guard.ttl().as_millis() as u64, "lease_id": guard.lease_id(),
         })),
@@ -230,7 +239,7 @@ pub async fn hold(
         None => {
             tokio::select! {
                 lost = guard.lost() => {
-                    eprintln!("coord: lock lost: {lost}");
+                    eprintln!("coord: {name:?} lost: {lost}");
                     ExitCode::from(LOST_EXIT)
                 }
                 _ = tokio::signal::ctrl_c() => ExitCode::SUCCESS,
@@ -244,7 +253,7 @@ pub async fn hold(
                     ExitCode::from(status.code().map(|c| c as u8).unwrap_or(1))
                 }
                 lost = guard.lost() => {
-                    eprintln!("coord: lock lost: {lost}; killing the command");
+                    eprintln!("coord: {name:?} lost: {lost}; killing the command");
                     let _ = child.kill().await;
                     ExitCode::from(LOST_EXIT)
                 }

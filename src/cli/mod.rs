@@ -4,6 +4,7 @@
 //! table (a list of objects) or as `key: value` lines (one object).
 
 pub mod board;
+pub mod elect;
 pub mod limit;
 pub mod lock;
 pub mod pubsub;

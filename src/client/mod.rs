@@ -48,9 +48,10 @@ use crate::{
     backoff::Backoff,
     context::NAMESPACE_HEADER,
     pb::{
-        AcquireRequest, AcquireStatus, LockLostReason, LockMode, ReleaseRequest, ReleaseStatus, SemaphoreAcquireStatus,
-        SemaphoreReleaseStatus, SemaphoreServiceAcquireRequest, SemaphoreServiceReleaseRequest, lock_service_client,
-        semaphore_service_client,
+        AcquireRequest, AcquireStatus, CampaignStatus, ElectionServiceCampaignRequest, ElectionServiceProclaimRequest,
+        ElectionServiceResignRequest, Leadership, LockLostReason, LockMode, ReleaseRequest, ReleaseStatus,
+        SemaphoreAcquireStatus, SemaphoreReleaseStatus, SemaphoreServiceAcquireRequest, SemaphoreServiceReleaseRequest,
+        election_service_client, lock_service_client, semaphore_service_client,
     },
 };
 
@@ -63,6 +64,8 @@ pub enum Hold {
     ReadWrite(LockMode),
     /// A semaphore grant: its permit id.
     Permits(u64),
+    /// A leadership: its term.
+    Leadership(u64),
 }
 
 /// Why a client call failed.
@@ -94,6 +97,7 @@ pub enum ClientError {
 pub struct LockClient {
     inner: lock_service_client::LockServiceClient<Channel>,
     semaphores: semaphore_service_client::SemaphoreServiceClient<Channel>,
+    elections: election_service_client::ElectionServiceClient<Channel>,
     namespace: Option<AsciiMetadataValue>,
     authorization: Option<AsciiMetadataValue>,
 }
@@ -104,7 +108,8 @@ impl LockClient {
     pub fn new(channel: Channel) -> Self {
         LockClient {
             inner: lock_service_client::LockServiceClient::new(channel.clone()),
-            semaphores: semaphore_service_client::SemaphoreServiceClient::new(channel),
+            semaphores: semaphore_service_client::SemaphoreServiceClient::new(channel.clone()),
+            elections: election_service_client::ElectionServiceClient::new(channel),
             namespace: None,
             authorization: None,
         }
@@ -287,6 +292,48 @@ impl LockClient {
         ))
     }
 
+    /// Campaigns in election `name` with `value` under a private lease,
+    /// kept like [`lock`](Self::lock), until this candidate leads: the
+    /// guard's fencing token is the term, and [`LockGuard::lost`] resolves
+    /// when the leadership is lost. With `options.wait` zero it campaigns
+    /// until elected (call after call, keeping its place in the queue as
+    /// long as each call lasts); else not leading within the wait is
+    /// [`ClientError::NotAcquired`]. Dropping the guard resigns.
+    pub async fn campaign(&self, name: &str, value: &[u8], options: LockOptions) -> Result<LockGuard, ClientError> {
+        let ttl_ms = positive_ttl(options.ttl)?;
+        let forever = options.wait.is_zero();
+        loop {
+            let mut request = self.request(ElectionServiceCampaignRequest {
+                election: name.to_owned(),
+                ttl_ms,
+                value: value.to_vec(),
+                // 0: as long as the server allows (its max wait).
+                wait_ms: i64::try_from(options.wait.as_millis()).unwrap_or(i64::MAX),
+                owner: options.owner.clone(),
+                ..Default::default()
+            });
+            if !forever {
+                request.set_timeout(options.timeout.saturating_add(options.wait));
+            }
+            let sent = Instant::now();
+            let reply = self.elections.clone().campaign(request).await?.into_inner();
+            match (reply.status(), reply.leadership) {
+                (CampaignStatus::Elected, Some(l)) => {
+                    let hold = Hold::Leadership(l.term);
+                    return Ok(self.guard(name, hold, l.lease_id, l.term, reply.ttl_ms, sent, true, &options));
+                }
+                _ if forever => continue,
+                _ => {
+                    return Err(ClientError::NotAcquired {
+                        name: name.to_owned(),
+                        holder_owner: String::new(),
+                        holder_ttl: Duration::ZERO,
+                    });
+                }
+            }
+        }
+    }
+
     /// The guard of a grant, with its keepalive task started.
     #[allow(clippy::too_many_arguments)]
     fn guard(
@@ -342,6 +389,15 @@ impl LockClient {
         lease_id: &str,
         timeout: Duration,
     ) -> Result<ReleaseStatus, Status> {
+        if let Hold::Leadership(term) = hold {
+            let leadership = Leadership { election: name.to_owned(), lease_id: lease_id.to_owned(), term };
+            let mut request = self.request(ElectionServiceResignRequest { leadership: Some(leadership) });
+            request.set_timeout(timeout);
+            return Ok(match self.elections.clone().resign(request).await?.into_inner().resigned {
+                true => ReleaseStatus::Released,
+                false => ReleaseStatus::NotHeld,
+            });
+        }
         if let Hold::Permits(permit_id) = hold {
             let mut request = self.request(SemaphoreServiceReleaseRequest {
                 name: name.to_owned(),
@@ -536,6 +592,21 @@ impl LockGuard {
                 None => std::future::pending().await,
             }
         }
+    }
+
+    /// A leader sets its value (see `ElectionService.Proclaim`); refused
+    /// (`FAILED_PRECONDITION`) once the leadership is lost, and
+    /// `INVALID_ARGUMENT` for a guard that holds no leadership.
+    pub async fn proclaim(&self, value: &[u8]) -> Result<(), ClientError> {
+        let Hold::Leadership(term) = self.hold else {
+            return Err(ClientError::InvalidArgument("only a leadership (campaign) can proclaim".to_owned()));
+        };
+        let leadership = Leadership { election: self.name.clone(), lease_id: self.lease_id.clone(), term };
+        let mut request =
+            self.client.request(ElectionServiceProclaimRequest { leadership: Some(leadership), value: value.to_vec() });
+        request.set_timeout(self.timeout);
+        self.client.elections.clone().proclaim(request).await?;
+        Ok(())
     }
 
     /// Stops renewing and releases the lock. After a loss this answers
