@@ -26,7 +26,9 @@ async fn every_scenario_reports_throughput_without_errors() {
     let redis = RedisServer::start();
     let coord = serving(&redis.url()).await;
     let url = redis.url();
-    for scenario in ["lock", "lock-contended", "lock-handoff", "ratelimit"] {
+    for scenario in
+        ["lock", "lock-contended", "lock-handoff", "semaphore", "read-lock", "election-failover", "ratelimit"]
+    {
         let report = bench(&coord, &[scenario, "--redis-url", &url]).await;
         assert_eq!(report["scenario"], scenario);
         assert!(report["latency_ms"]["p99"].as_f64().unwrap() > 0.0);

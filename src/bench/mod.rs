@@ -34,6 +34,9 @@ pub enum Scenario {
     LockContended,
     /// Latency from a release to the next waiter holding the lock
     LockHandoff,
+    /// Leader failover: latency from the leader's lease being revoked to
+    /// the next candidate's Campaign returning (every worker campaigns)
+    ElectionFailover,
     /// Acquire + release of one permit of distinct semaphores (size 4)
     Semaphore,
     /// Read holds of one read/write lock by every worker (with --writer,

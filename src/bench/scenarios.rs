@@ -36,7 +36,7 @@ pub async fn run(args: &BenchArgs, pool: &Pool) -> Result<Report, CliError> {
         Scenario::LockShared => Ok(lock_shared(args, pool).await),
         Scenario::Semaphore => Ok(semaphore_cycles(args, pool).await),
         Scenario::ReadLock => Ok(read_lock_cycles(args, pool).await),
-        Scenario::LockHandoff => Ok(handoff(args, pool).await),
+        Scenario::LockHandoff | Scenario::ElectionFailover => Ok(handoff(args, pool).await),
         Scenario::Keepalive => keepalive(args, pool).await,
         Scenario::Ratelimit => rate_limit(args, pool).await,
         Scenario::BoardSubmit | Scenario::BoardTop | Scenario::BoardAround => board(args, pool).await,
@@ -164,13 +164,17 @@ async fn lock_shared(args: &BenchArgs, pool: &Pool) -> Report {
 }
 
 /// Every worker waits for one lock; each holder records how long after the
-/// previous holder's release it got the lock, then releases it.
+/// previous holder's release it got the lock, then releases it. For
+/// elections: every worker campaigns under a lease of its own; each leader
+/// records how long after the previous leader's lease was revoked its
+/// Campaign returned, then revokes its lease.
 async fn handoff(args: &BenchArgs, pool: &Pool) -> Report {
     let epoch = Instant::now();
     let released_at = Arc::new(AtomicU64::new(u64::MAX));
     let deadline = epoch + args.warmup + args.duration;
     let measure_from = epoch + args.warmup;
     let meter = Meter::start_at(args, measure_from);
+    let election = args.scenario == Scenario::ElectionFailover;
     let mut workers = Vec::new();
     for w in 0..args.concurrency {
         let (pool, released_at) = (pool.clone(), released_at.clone());
@@ -178,6 +182,40 @@ async fn handoff(args: &BenchArgs, pool: &Pool) -> Report {
             let mut c = LockServiceClient::new(pool.channel(w));
             let mut latency = Histogram::<u64>::new(3).expect("valid");
             let mut errors = 0u64;
+            if election {
+                let mut e = pb::election_service_client::ElectionServiceClient::new(pool.channel(w));
+                while Instant::now() < deadline {
+                    let Ok(lease) = c.grant(pool.request(GrantRequest { ttl_ms: 30_000, owner: String::new() })).await
+                    else {
+                        errors += 1;
+                        continue;
+                    };
+                    let lease_id = lease.into_inner().lease_id;
+                    let req = pb::ElectionServiceCampaignRequest {
+                        election: "bench-election".into(),
+                        lease_id: lease_id.clone(),
+                        wait_ms: 30_000,
+                        ..Default::default()
+                    };
+                    match e.campaign(pool.request(req)).await {
+                        Ok(r) if r.get_ref().status() == pb::CampaignStatus::Elected => {}
+                        _ => {
+                            errors += 1;
+                            continue;
+                        }
+                    }
+                    let now = epoch.elapsed().as_micros() as u64;
+                    let previous = released_at.load(Ordering::Relaxed);
+                    if previous != u64::MAX && Instant::now() > measure_from {
+                        let _ = latency.record(now.saturating_sub(previous));
+                    }
+                    released_at.store(epoch.elapsed().as_micros() as u64, Ordering::Relaxed);
+                    if c.revoke(pool.request(pb::RevokeRequest { lease_id })).await.is_err() {
+                        errors += 1;
+                    }
+                }
+                return (latency, errors);
+            }
             while Instant::now() < deadline {
                 let req = AcquireRequest {
                     name: "bench-handoff".into(),
@@ -207,10 +245,11 @@ async fn handoff(args: &BenchArgs, pool: &Pool) -> Report {
         }));
     }
     let (latency, errors) = gather(workers).await;
-    let mut report = Report::new(args.scenario, "handoffs", latency, args.duration.as_secs_f64());
+    let unit = if election { "failovers" } else { "handoffs" };
+    let mut report = Report::new(args.scenario, unit, latency, args.duration.as_secs_f64());
     meter.finish(&mut report).await;
     report.error("Failed", errors);
-    report.notes.insert("waiters", json!(args.concurrency.saturating_sub(1)));
+    report.notes.insert(if election { "candidates" } else { "waiters" }, json!(args.concurrency.saturating_sub(1)));
     report
 }
 
