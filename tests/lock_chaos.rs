@@ -19,7 +19,9 @@
 //!
 //! The same run with semaphores (SemaphoreService, size 2, one permit per
 //! grant, private leases renewed on KeepAlive) holds them to the same
-//! promises with "two holders" read as "more holders than the size".
+//! promises with "two holders" read as "more holders than the size"; and
+//! with elections (ElectionService, one leader per election, terms as
+//! fencing tokens on the resource, Resign to step down) to the lock's.
 //!
 //! `COORD_CHAOS_SECS` (default 20) sets each mode's run time for soak runs;
 //! `COORD_CHAOS_SEED` replays a nemesis schedule. Counts are printed.
@@ -38,9 +40,11 @@ use std::{
 };
 
 use coord::pb::{
-    AcquireRequest, AcquireStatus, KeepAliveRequest, KeepAliveResponse, ReleaseRequest, SemaphoreAcquireStatus,
-    SemaphoreServiceAcquireRequest, SemaphoreServiceReleaseRequest, keep_alive_response::Event,
-    lock_service_client::LockServiceClient, semaphore_service_client::SemaphoreServiceClient,
+    AcquireRequest, AcquireStatus, CampaignStatus, ElectionServiceCampaignRequest, ElectionServiceResignRequest,
+    KeepAliveRequest, KeepAliveResponse, Leadership, ReleaseRequest, SemaphoreAcquireStatus,
+    SemaphoreServiceAcquireRequest, SemaphoreServiceReleaseRequest, election_service_client::ElectionServiceClient,
+    keep_alive_response::Event, lock_service_client::LockServiceClient,
+    semaphore_service_client::SemaphoreServiceClient,
 };
 use support::{
     process::{free_port_pair, spawn_serve},
@@ -67,6 +71,7 @@ const SEM_SIZE: usize = 2;
 enum Kind {
     Lock,
     Semaphore,
+    Election,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -80,6 +85,13 @@ async fn single_redis_keeps_its_promises_under_faults() {
 async fn single_redis_semaphores_keep_their_promises_under_faults() {
     let redis = Arc::new(RedisServer::start());
     let run = Run::start(&["--redis-url".into(), redis.url()], Backend::Single(redis.clone()), Kind::Semaphore).await;
+    run.exercise().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_redis_elections_keep_their_promises_under_faults() {
+    let redis = Arc::new(RedisServer::start());
+    let run = Run::start(&["--redis-url".into(), redis.url()], Backend::Single(redis.clone()), Kind::Election).await;
     run.exercise().await;
 }
 
@@ -320,6 +332,25 @@ impl Run {
     async fn every_lock_acquirable(&self) -> Duration {
         let mut longest = Duration::ZERO;
         for name in 0..NAMES {
+            if self.kind == Kind::Election {
+                // A candidate is elected: no leadership outlived its lease.
+                let mut c = ElectionServiceClient::new(self.coords[0].channel.clone());
+                let start = Instant::now();
+                let got = c
+                    .campaign(ElectionServiceCampaignRequest {
+                        election: format!("chaos-{name}"),
+                        ttl_ms: TTL_MS,
+                        wait_ms: TTL_MS + 1_000,
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap_or_else(|e| panic!("chaos-{name} after the faults: {e:?}"))
+                    .into_inner();
+                assert_eq!(got.status, CampaignStatus::Elected as i32, "chaos-{name}: nobody elected");
+                longest = longest.max(start.elapsed());
+                c.resign(ElectionServiceResignRequest { leadership: got.leadership }).await.unwrap();
+                continue;
+            }
             if self.kind == Kind::Semaphore {
                 // Every permit: nothing leaked.
                 let mut c = SemaphoreServiceClient::new(self.coords[0].channel.clone());
@@ -494,6 +525,10 @@ impl Worker {
                 self.take_permit(name).await;
                 continue;
             }
+            if self.kind == Kind::Election {
+                self.lead(name).await;
+                continue;
+            }
             let mut request = tonic::Request::new(AcquireRequest {
                 name: format!("chaos-{name}"),
                 ttl_ms: TTL_MS,
@@ -570,6 +605,44 @@ impl Worker {
         self.history.lock().unwrap().grants.push(grant);
     }
 
+    /// Leads election `name` under a private lease, held like a lock (the
+    /// term is the fencing token the resource checks).
+    async fn lead(&mut self, name: usize) {
+        let mut request = tonic::Request::new(ElectionServiceCampaignRequest {
+            election: format!("chaos-{name}"),
+            ttl_ms: TTL_MS,
+            wait_ms: 1_500,
+            value: format!("w{}", self.id).into_bytes(),
+            ..Default::default()
+        });
+        request.set_timeout(Duration::from_secs(4));
+        let sent = Instant::now();
+        let got = match ElectionServiceClient::new(self.coords[self.pick].channel.clone()).campaign(request).await {
+            Ok(reply) => reply.into_inner(),
+            Err(e) => {
+                self.error("campaign", e.code());
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                return;
+            }
+        };
+        let Some(leadership) = got.leadership.filter(|_| got.status == CampaignStatus::Elected as i32) else {
+            return;
+        };
+        let mut grant = Grant {
+            name,
+            worker: self.id,
+            token: leadership.term,
+            hold_count: 1,
+            sent,
+            got: Instant::now(),
+            valid_until: sent + Duration::from_millis(got.ttl_ms.max(0) as u64),
+            released: None,
+            lost: None,
+        };
+        self.hold(&mut grant, &leadership.lease_id).await;
+        self.history.lock().unwrap().grants.push(grant);
+    }
+
     /// Uses the lock for a while, renewing it every TTL/3 on a KeepAlive
     /// stream (moving to another coord when one fails), then releases it —
     /// unless it was lost or its validity ran out first.
@@ -589,7 +662,7 @@ impl Worker {
                 break;
             }
             // A semaphore's holders work side by side: no single-writer resource.
-            if self.kind == Kind::Lock && !self.resource.write(grant.name, grant.token) {
+            if self.kind != Kind::Semaphore && !self.resource.write(grant.name, grant.token) {
                 if grant.lost.is_none() && Instant::now() < grant.valid_until {
                     self.history.lock().unwrap().rejected.push((grant.name, grant.token, Instant::now(), grant.got));
                 }
@@ -688,6 +761,16 @@ impl Worker {
             return;
         }
         grant.released = Some(Instant::now());
+        if self.kind == Kind::Election {
+            let leadership =
+                Leadership { election: format!("chaos-{}", grant.name), lease_id: lease.to_owned(), term: grant.token };
+            let mut request = tonic::Request::new(ElectionServiceResignRequest { leadership: Some(leadership) });
+            request.set_timeout(Duration::from_secs(2));
+            if let Err(e) = ElectionServiceClient::new(self.coords[self.pick].channel.clone()).resign(request).await {
+                self.error("resign", e.code());
+            }
+            return;
+        }
         if self.kind == Kind::Semaphore {
             let mut request = tonic::Request::new(SemaphoreServiceReleaseRequest {
                 name: format!("chaos-{}", grant.name),
