@@ -187,3 +187,132 @@ async fn grants_wait_for_replicas_and_are_undone_without_them() {
     assert!(!info.held, "undone: {info:?}");
     replica.cont();
 }
+
+/// Semaphores, read/write locks and elections on a local Redis Cluster,
+/// held under one shared lease whose keys sit in other slots: grants in
+/// many slots, renewed together past several TTLs, all ended by Revoke
+/// (each reported on the stream with its kind); a waiting candidate is
+/// elected by notification and an observer sees every change.
+#[tokio::test]
+async fn counted_locks_and_elections_run_on_a_local_cluster() {
+    use coord::pb::{
+        CampaignStatus, ElectionServiceCampaignRequest, ElectionServiceObserveRequest, HoldKind, LockMode,
+        RevokeRequest, SemaphoreAcquireStatus, SemaphoreServiceAcquireRequest, SemaphoreServiceDescribeRequest,
+    };
+    let cluster = RedisCluster::start(0);
+    let mut config = support::config("");
+    config.redis.cluster = cluster.urls();
+    let coord = serving_with(config).await;
+    let (mut c, mut sems, mut elections) = (coord.locks(), coord.semaphores(), coord.elections());
+    let lease = c.grant(GrantRequest { ttl_ms: 800, owner: "c".into() }).await.unwrap().into_inner().lease_id;
+    let mut held = Vec::new();
+    for i in 0..6 {
+        let got = sems
+            .acquire(SemaphoreServiceAcquireRequest {
+                name: format!("pool-{i}"),
+                permits: 2,
+                size: 3,
+                lease_id: lease.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(got.status, SemaphoreAcquireStatus::Acquired as i32, "pool-{i}");
+        held.push((HoldKind::Semaphore as i32, format!("pool-{i}")));
+        let got = c
+            .acquire(AcquireRequest {
+                name: format!("doc-{i}"),
+                lease_id: lease.clone(),
+                mode: LockMode::Shared as i32,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(got.status, AcquireStatus::Acquired as i32, "doc-{i}");
+        held.push((HoldKind::ReadWriteLock as i32, format!("doc-{i}")));
+    }
+    let slots: std::collections::HashSet<String> = (0..6)
+        .map(|i| cluster.nodes()[0].cli(&["CLUSTER", "KEYSLOT", &format!("coord:default:sem:{{pool-{i}}}")]))
+        .collect();
+    assert!(slots.len() > 3, "semaphores spread over slots: {slots:?}");
+
+    let mut states =
+        elections.observe(ElectionServiceObserveRequest { election: "leader".into() }).await.unwrap().into_inner();
+    let leads = elections
+        .campaign(ElectionServiceCampaignRequest {
+            election: "leader".into(),
+            lease_id: lease.clone(),
+            value: b"a".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(leads.status, CampaignStatus::Elected as i32);
+    held.push((HoldKind::Leadership as i32, "leader".to_owned()));
+    let mut candidate = coord.elections();
+    let next = tokio::spawn(async move {
+        candidate
+            .campaign(ElectionServiceCampaignRequest {
+                election: "leader".into(),
+                ttl_ms: 5_000,
+                value: b"b".to_vec(),
+                wait_ms: 10_000,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    });
+
+    // Renewed together past several TTLs.
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let mut stream = c.keep_alive(ReceiverStream::new(rx)).await.unwrap().into_inner();
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        tx.send(KeepAliveRequest { lease_id: lease.clone() }).await.unwrap();
+        match tokio::time::timeout(Duration::from_secs(2), stream.next()).await.unwrap().unwrap().unwrap().event {
+            Some(Event::Renewed(r)) => assert_eq!(r.ttl_ms, 800),
+            other => panic!("unexpected {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let used = sems
+        .describe(SemaphoreServiceDescribeRequest { name: "pool-5".into(), limit: 0 })
+        .await
+        .unwrap()
+        .into_inner()
+        .used;
+    assert_eq!(used, 2, "still held after 2 s of an 800 ms TTL");
+
+    // Revoke ends every grant: each reported with its kind; the candidate leads.
+    let start = Instant::now();
+    c.revoke(RevokeRequest { lease_id: lease }).await.unwrap();
+    let mut lost = Vec::new();
+    while lost.len() < held.len() {
+        let msg = tokio::time::timeout(Duration::from_secs(3), stream.next()).await.unwrap().unwrap().unwrap();
+        if let Some(Event::LockLost(l)) = msg.event {
+            lost.push((l.kind, l.name));
+        }
+    }
+    lost.sort();
+    held.sort();
+    assert_eq!(lost, held);
+    let next = tokio::time::timeout(Duration::from_secs(2), next).await.expect("elected").unwrap();
+    assert_eq!(next.status, CampaignStatus::Elected as i32);
+    assert!(start.elapsed() < Duration::from_secs(1), "by notification: {:?}", start.elapsed());
+    let mut seen = Vec::new();
+    while seen.len() < 4 {
+        let s = tokio::time::timeout(Duration::from_secs(3), stream_next(&mut states)).await.unwrap();
+        seen.push(if s.has_leader { String::from_utf8_lossy(&s.value).into_owned() } else { "none".into() });
+    }
+    assert_eq!(seen, ["none", "a", "none", "b"]);
+}
+
+async fn stream_next(
+    states: &mut tonic::Streaming<coord::pb::ElectionServiceObserveResponse>,
+) -> coord::pb::ElectionState {
+    states.next().await.unwrap().unwrap().state.unwrap()
+}
