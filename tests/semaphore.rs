@@ -521,3 +521,56 @@ async fn names_with_any_characters_work_end_to_end() {
         assert_eq!(describe(&mut c, name).await.used, 0, "{name:?}");
     }
 }
+
+/// A grant force-released before its stream renewed it even once is still
+/// reported, as for locks: under a shared lease the stream already watches
+/// (the pub/sub event names the lease), and under a private lease whose
+/// first renewal comes after the force (the tombstone says how it ended).
+/// (Before: only grants the stream had seen held were reported, so such a
+/// holder heard nothing, or only a TTL of 0.)
+#[tokio::test]
+async fn a_grant_forced_before_its_first_renewal_is_reported() {
+    let redis = RedisServer::start();
+    let coord = serving(&redis.url()).await;
+    let mut c = coord.semaphores();
+    let mut locks = coord.locks();
+    let (tx, mut stream) = open_stream(&mut locks).await;
+    let lease = locks.grant(GrantRequest { ttl_ms: 5_000, owner: "svc".into() }).await.unwrap().into_inner().lease_id;
+    keep_renewing(
+        &tx,
+        &mut stream,
+        std::slice::from_ref(&lease),
+        Duration::from_millis(50),
+        Instant::now() + Duration::from_millis(120),
+    )
+    .await;
+    let shared =
+        granted(&mut c, SemaphoreServiceAcquireRequest { lease_id: lease, ttl_ms: 0, ..acquire_req("early", 1, 2) })
+            .await;
+    let forced = c
+        .force_release(SemaphoreServiceForceReleaseRequest { name: "early".into(), permit_id: shared.permit_id })
+        .await
+        .unwrap();
+    assert!(forced.into_inner().released);
+    let lost = next_lost(&mut stream, Duration::from_secs(2)).await;
+    assert_eq!(
+        (lost.kind, lost.reason, lost.fencing_token),
+        (HoldKind::Semaphore as i32, LockLostReason::ForceReleased as i32, shared.permit_id)
+    );
+
+    let private = granted(&mut c, acquire_req("early", 1, 2)).await;
+    c.force_release(SemaphoreServiceForceReleaseRequest { name: "early".into(), permit_id: private.permit_id })
+        .await
+        .unwrap();
+    tx.send(coord::pb::KeepAliveRequest { lease_id: private.lease_id.clone() }).await.unwrap();
+    let lost = next_lost(&mut stream, Duration::from_secs(2)).await;
+    assert_eq!(
+        (lost.kind, lost.reason, lost.fencing_token, lost.lease_id.as_str()),
+        (
+            HoldKind::Semaphore as i32,
+            LockLostReason::ForceReleased as i32,
+            private.permit_id,
+            private.lease_id.as_str()
+        )
+    );
+}

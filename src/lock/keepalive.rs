@@ -197,7 +197,9 @@ pub async fn run(
                                 }
                             }
                         }
-                        // Grants: only those seen held can be reported lost.
+                        // Grants: expired or gone only if seen held; a
+                        // tombstone saying forced or revoked is this lease's
+                        // loss whether or not the stream saw it held.
                         let mut permit_reasons: HashMap<PermitRef, LostReason> = HashMap::new();
                         for PermitRenewal { permit, state, .. } in &renewal.permits {
                             match state {
@@ -208,7 +210,7 @@ pub async fn run(
                                 LockState::Ended(GrantEnd::Released) => {
                                     tracked.permits.remove(permit);
                                 }
-                                _ if !tracked.permits.contains(permit) => {}
+                                LockState::Held | LockState::Gone if !tracked.permits.contains(permit) => {}
                                 LockState::Held => {
                                     permit_reasons.insert(permit.clone(), LostReason::Expired);
                                 }
@@ -324,9 +326,10 @@ fn lost(tracked: &mut Tracked, name: String, reason: LostReason, token: u64) -> 
     Some(StreamEvent::Lost { kind: HoldKind::Lock, name, lease: tracked.id.as_str().to_owned(), reason, token })
 }
 
-/// A LockLost event for a grant seen held, once.
+/// A LockLost event for a grant of the lease, once.
 fn lost_permit(tracked: &mut Tracked, permit: PermitRef, reason: LostReason) -> Option<StreamEvent> {
-    if !tracked.permits.remove(&permit) || !tracked.permits_ended.insert(permit.clone()) {
+    tracked.permits.remove(&permit);
+    if !tracked.permits_ended.insert(permit.clone()) {
         return None;
     }
     let kind = HoldKind::from(permit.kind);

@@ -12,10 +12,11 @@
 -- KEYS[2]  permits hash: '<id>' -> a grant (sem_record, id = the
 --          fencing token); '<lease>' -> id for a lease that holds one permit
 --          here (private leases, and ARGV[9]); 'w<id>' -> '1' while a
---          KeepAlive stream renews it; 'x<id>' -> how a watched permit
---          ended ('released', 'forced', 'revoked'), a tombstone
--- KEYS[3]  expiry zset: id -> expiry, and 'x<id>' -> when its tombstone goes
---          (ms since the epoch)
+--          KeepAlive stream renews it; 'x<id>' -> how a watched, forced
+--          or revoked permit ended ('released', 'forced', 'revoked'), a
+--          tombstone, and 'x<lease>' -> '<how> <id>' for one found by lease
+-- KEYS[3]  expiry zset: id -> expiry, and 'x<id>', 'x<lease>' -> when the
+--          tombstone goes (ms since the epoch)
 -- KEYS[4]  queue zset: waiter id -> arrival number
 -- KEYS[5]  wants hash: waiter id -> '<n> <deadline ms>'
 -- KEYS[6]  fence: the last token issued

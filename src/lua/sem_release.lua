@@ -17,8 +17,10 @@
 -- ARGV[5]  how it ends: 'released', 'forced', 'revoked' (lock::GrantEnd)
 -- ARGV[6], ARGV[7] the permit index entry around the permit id (KEYS[6])
 -- ARGV[8]  '1': an election; its leader's end is published (prelude el_*)
--- A grant a KeepAlive stream renews (sem_renew.lua marked it 'w<id>')
--- leaves a tombstone saying how it ended, for one grant TTL.
+-- A grant a KeepAlive stream renews (sem_renew.lua marked it 'w<id>'), or
+-- that is forced or revoked, leaves a tombstone saying how it ended, for
+-- one grant TTL: 'x<id>' -> how, and for a grant found by its lease (see
+-- sem_acquire.lua) also 'x<lease>' -> '<how> <id>'.
 -- returns  {1, free after, waiters woken, permit id, lease, owner, n}
 --          ended; {0} no such permit (released already, or expired);
 --          {2} held by another lease
@@ -43,13 +45,21 @@ if ARGV[2] ~= '' and lease ~= ARGV[2] then
 end
 local now = time_ms()
 redis.call('HDEL', KEYS[2], id)
-if redis.call('HGET', KEYS[2], lease) == id then
+local by_lease = redis.call('HGET', KEYS[2], lease) == id
+if by_lease then
   redis.call('HDEL', KEYS[2], lease)
 end
 redis.call('ZREM', KEYS[3], id)
-if redis.call('HDEL', KEYS[2], 'w' .. id) == 1 then
+-- Forced and revoked ends always leave one (rare, and the holder may not
+-- have renewed yet); a release only when a stream watches the grant.
+if redis.call('HDEL', KEYS[2], 'w' .. id) == 1 or ARGV[5] ~= 'released' then
   redis.call('HSET', KEYS[2], 'x' .. id, ARGV[5])
   redis.call('ZADD', KEYS[3], now + tonumber(ttl), 'x' .. id)
+  if by_lease then
+    -- Found by the lease too: a private lease renews its grant by lease.
+    redis.call('HSET', KEYS[2], 'x' .. lease, ARGV[5] .. ' ' .. id)
+    redis.call('ZADD', KEYS[3], now + tonumber(ttl), 'x' .. lease)
+  end
 end
 if KEYS[6] then
   redis.call('SREM', KEYS[6], ARGV[6] .. id .. ARGV[7])

@@ -42,6 +42,13 @@ for i = 3, #ARGV do
     end
   else
     local ended = id ~= '' and redis.call('HGET', KEYS[2], 'x' .. id)
+    if not ended and ARGV[i] == '' then
+      -- The lease's one grant ended: its tombstone by lease, '<how> <id>'.
+      local by_lease = redis.call('HGET', KEYS[2], 'x' .. lease)
+      if by_lease then
+        ended, id = string.match(by_lease, '^(%a+) (%d+)$')
+      end
+    end
     results[#results + 1] = { ended or 'gone', tonumber(id) or 0, 0 }
   end
 end
