@@ -1,6 +1,7 @@
 //! The Prometheus endpoint: every RPC is counted with its status code and
 //! timed by one tower layer, streams are recorded when they end, and Redis
-//! errors and pool gauges are exported.
+//! errors and pool gauges are exported, with per-service metrics (elections
+//! among them).
 
 mod support;
 
@@ -10,7 +11,10 @@ use std::{
     time::Duration,
 };
 
-use coord::pb::{Board, CountRequest, CreateBoardRequest, GetBackendStatusRequest, PublishRequest, SubmitRequest};
+use coord::pb::{
+    Board, CountRequest, CreateBoardRequest, ElectionServiceCampaignRequest, GetBackendStatusRequest, PublishRequest,
+    SubmitRequest,
+};
 use support::{Coord, redis::RedisServer};
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 
@@ -48,6 +52,17 @@ async fn rpcs_are_counted_by_method_and_code() {
     let mut ps = coord.pubsub();
     let publish = PublishRequest { channel: "m".into(), ..Default::default() };
     ps.publish(publish).await.expect("publish");
+    // An election: one leader, one candidate that waits, then gives up.
+    let mut elections = coord.elections();
+    let campaign = |value: &str, wait_ms| ElectionServiceCampaignRequest {
+        election: "m".into(),
+        ttl_ms: 5_000,
+        value: value.into(),
+        wait_ms,
+        ..Default::default()
+    };
+    elections.campaign(campaign("a", 0)).await.expect("campaign");
+    elections.campaign(campaign("b", 300)).await.expect("not elected in time");
     redis.stop();
     let err = admin.get_backend_status(GetBackendStatusRequest {}).await.expect_err("redis stopped");
     assert_eq!(err.code(), tonic::Code::Unavailable);
@@ -86,6 +101,10 @@ async fn rpcs_are_counted_by_method_and_code() {
         r#"coord_leaderboard_reads_total{op="count"} 1"#,
         r#"coord_leaderboard_board_entries_bucket{le="10"} 1"#,
         r#"coord_pubsub_publishes_total{mode="ephemeral",outcome="published"} 1"#,
+        "coord_election_elected_total 1",
+        r#"coord_semaphore_acquires_total{kind="election",outcome="not_acquired"} 1"#,
+        r#"coord_semaphore_waiters{kind="election"} 0"#,
+        r#"coord_semaphore_wait_seconds_count{kind="election"} 1"#,
         "coord_redis_pool_connections ",
         "coord_redis_up ",
     ] {

@@ -538,6 +538,22 @@ impl Store {
     }
 }
 
+/// `coord_semaphore_waiters{kind}`: calls of this instance queued now.
+struct WaiterGauge(SemKind);
+
+impl WaiterGauge {
+    fn new(kind: SemKind) -> Self {
+        metrics::gauge!("coord_semaphore_waiters", "kind" => kind.key_kind()).increment(1.0);
+        WaiterGauge(kind)
+    }
+}
+
+impl Drop for WaiterGauge {
+    fn drop(&mut self) {
+        metrics::gauge!("coord_semaphore_waiters", "kind" => self.0.key_kind()).decrement(1.0);
+    }
+}
+
 // === operations ===
 
 impl Locks {
@@ -617,6 +633,7 @@ impl Locks {
         let registered = waiter.as_deref().map(|id| self.hub.permit_waiter(id));
         let notify = registered.as_ref().map(|w| w.notify.clone());
         let mut queued = false;
+        let mut waiting = None;
         let result = loop {
             let mut notified = std::pin::pin!(notify.as_deref().map(Notify::notified));
             if let Some(n) = notified.as_mut().as_pin_mut() {
@@ -682,6 +699,9 @@ impl Locks {
                 }
                 Ok(SemAttempt::Queued { size, free, ahead, retry_ms }) => {
                     queued |= queue_until.is_some();
+                    if queued && waiting.is_none() {
+                        waiting = Some(WaiterGauge::new(kind));
+                    }
                     if Instant::now() >= until {
                         break Ok(SemOutcome::NotAcquired { size, available: free, ahead });
                     }
