@@ -294,3 +294,26 @@ async fn describe_shows_size_use_holders_and_live_waiters() {
     assert!(*ttl > 29_000 && *ttl <= 30_000, "{ttl}");
     assert_eq!(holders[0].2, "lb", "soonest expiry first");
 }
+
+/// Key TTLs are topped up only when low, yet every key a grant relies on
+/// outlives its permit: a semaphore first written by a waiter (no grants
+/// yet) and then granted a permit longer than half the key TTL gets its
+/// grant and expiry keys at least that long.
+#[tokio::test]
+async fn every_key_outlives_the_permits_it_holds() {
+    let server = RedisServer::start();
+    let s = Sem::on(&server);
+    let held = granted(&s.acquire(1, 1, "a", 1_000, "", None).await);
+    assert!(matches!(s.acquire(1, 1, "b", 1_000, "w", Some(5_000)).await, Got::Waiting { .. }));
+    s.release(held, "a").await;
+    for key in [format!("{KEY}:permits"), format!("{KEY}:expiry")] {
+        server.cli(&["PERSIST", &key]);
+    }
+    server.cli(&["PEXPIRE", KEY, "1000"]);
+    // 500 s: longer than half the 600 s key TTL the helper passes.
+    granted(&s.acquire(1, 1, "b", 500_000, "w", Some(5_000)).await);
+    for key in [KEY.to_owned(), format!("{KEY}:permits"), format!("{KEY}:expiry")] {
+        let ttl: i64 = server.cli(&["PTTL", &key]).parse().unwrap();
+        assert!(ttl >= 500_000 - 1_000, "{key}: {ttl} ms");
+    }
+}

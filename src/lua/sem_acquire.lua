@@ -7,8 +7,8 @@
 -- request at the head of the queue is not starved by a stream of small ones
 -- behind it (and a waiting writer blocks new readers).
 --
--- KEYS[1]  semaphore hash {size, used, seq}; expires ARGV[8] ms after the
---          last acquire (its permits expire long before)
+-- KEYS[1]  semaphore hash {size, used, seq}; expires between ARGV[8] / 2 and
+--          ARGV[8] ms after the last acquire (its permits expire long before)
 -- KEYS[2]  permits hash: '<id>' -> a grant (sem_record, id = the
 --          fencing token); '<lease>' -> id for a lease that holds one permit
 --          here (private leases, and ARGV[9]); 'w<id>' -> '1' while a
@@ -31,7 +31,8 @@
 -- ARGV[6]  waiter id ('' = none): leaves the queue when granted
 -- ARGV[7]  queue until (ms since epoch; '' = do not queue when not
 --          granted); a queued waiter calls again before then to stay queued
--- ARGV[8]  TTL in ms of the semaphore hash, the queue and the fence
+-- ARGV[8]  TTL in ms of the semaphore hash and the fence (topped up when
+--          below half)
 -- ARGV[9]  '1': a lease holds at most one permit here (read/write locks)
 -- ARGV[10], ARGV[11] the permit index entry around the permit id (with
 --          KEYS[7]): '<tag>' and ' <name>'
@@ -48,7 +49,9 @@
 --          {-2, id} with ARGV[9], the lease already holds permit id;
 --          {-3} KEYS[7] is gone (nothing written)
 -- O(expired permits + waiters ahead, at most 100)
-local now = time_ms()
+-- One TIME call: ms for expiries, µs for tokens.
+local now_us = time_us()
+local now = math.floor(now_us / 1000)
 local n = tonumber(ARGV[1])
 local ttl, owner = ARGV[4], ARGV[5]
 if KEYS[7] then
@@ -61,11 +64,12 @@ if KEYS[7] then
     owner = redis.call('HGET', KEYS[7], 'owner') or ''
   end
 end
-local size = tonumber(redis.call('HGET', KEYS[1], 'size') or ARGV[2])
+local sem = redis.call('HMGET', KEYS[1], 'size', 'used')
+local size = tonumber(sem[1] or ARGV[2])
 if n > size then
   return { -1, size }
 end
-local used = tonumber(redis.call('HGET', KEYS[1], 'used') or '0')
+local used = tonumber(sem[2] or '0')
 
 -- Permits whose lease stopped renewing them come back here; tombstones go.
 local expired = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 100)
@@ -122,7 +126,7 @@ local first = found or #queue < 100
 local free = size - used
 if first and n + ahead_wants <= free then
   local last = tonumber(redis.call('GET', KEYS[6]) or '0') or 0
-  local token = math.max(last + 1, time_us())
+  local token = math.max(last + 1, now_us)
   local id = string.format('%.0f', token)
   redis.call('SET', KEYS[6], id, 'PX', ARGV[8])
   redis.call('HSET', KEYS[2], id, sem_record(ARGV[1], ttl, ARGV[3], owner))
@@ -147,10 +151,13 @@ if first and n + ahead_wants <= free then
       redis.call('PEXPIRE', KEYS[8], ttl)
     end
   end
-  -- Nothing here outlives the longest permit by much.
+  -- The hash, grants and expiries outlive every permit; their TTL is
+  -- topped up only when below half of ARGV[8] (or this permit's TTL), not
+  -- on every grant. (The queue and wants keep their waiters' TTLs.)
   local keep = math.max(tonumber(ARGV[8]), tonumber(ttl))
-  for i = 1, 5 do
-    if redis.call('PTTL', KEYS[i]) < keep then
+  local low = math.max(tonumber(ARGV[8]) / 2, tonumber(ttl))
+  for i = 1, 3 do
+    if redis.call('PTTL', KEYS[i]) < low then
       redis.call('PEXPIRE', KEYS[i], keep)
     end
   end
@@ -179,7 +186,7 @@ if ARGV[6] ~= '' then
     end
   end
 end
-if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[8]) then
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[8]) / 2 then
   redis.call('PEXPIRE', KEYS[1], ARGV[8])
 end
 local soonest = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')[2]
