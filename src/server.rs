@@ -187,6 +187,9 @@ fn redlock_options(config: &Config) -> Result<crate::redis::ConnectOptions, Serv
     Ok(opts)
 }
 
+/// How long connections stay open after the streams end at shutdown.
+const STATUS_LINGER: Duration = Duration::from_millis(250);
+
 /// Runs coord on `listener` until `signal` resolves, then drains within
 /// the configured grace period.
 pub async fn serve(
@@ -318,6 +321,7 @@ pub async fn serve(
     };
     let incoming = transport::incoming(listener, tls, limits);
 
+    let grace = config.server.shutdown_grace;
     let drain = {
         let shutdown = shutdown.clone();
         let reporter = reporter.clone();
@@ -327,6 +331,11 @@ pub async fn serve(
             // Cancel first so the health loop cannot flip back to SERVING.
             shutdown.cancel();
             set_all(&reporter, ServingStatus::NotServing).await;
+            // The streams just ended send their UNAVAILABLE status; give
+            // clients a moment to read it before connections close, or a
+            // client still writing (a KeepAlive renewal) sees a broken pipe
+            // instead of the status.
+            tokio::time::sleep(STATUS_LINGER.min(grace)).await;
         }
     };
 
@@ -370,7 +379,6 @@ pub async fn serve(
         .add_service(limited!(pb::pub_sub_service_server::PubSubServiceServer::new(pubsub::grpc::Service::new(pubsub))))
         .serve_with_incoming_shutdown(incoming, drain);
 
-    let grace = config.server.shutdown_grace;
     tokio::select! {
         result = server => result?,
         _ = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
