@@ -357,6 +357,12 @@ pub struct RateLimitConfig {
     /// Redis timeout of policies that set none.
     #[serde(with = "humantime_serde")]
     pub default_timeout: Duration,
+    /// Most concurrent checks of one Redis node (slot) decided in one
+    /// script call; 1 turns batching off.
+    pub batch_max_size: usize,
+    /// Batches of one node (slot) in flight at once; a check goes out at
+    /// once while fewer are.
+    pub batch_in_flight: usize,
 }
 
 impl Default for RateLimitConfig {
@@ -368,6 +374,8 @@ impl Default for RateLimitConfig {
             deny_cache_entries: 100_000,
             deny_cache_min_retry: Duration::from_secs(1),
             default_timeout: Duration::from_millis(50),
+            batch_max_size: 64,
+            batch_in_flight: 2,
         }
     }
 }
@@ -597,6 +605,9 @@ pub struct ServeArgs {
     /// Remember long denials in-process [default: true]
     #[arg(long, env = "COORD_RATELIMIT_DENY_CACHE")]
     pub ratelimit_deny_cache: Option<bool>,
+    /// Most concurrent checks decided in one Redis call; 1 = no batching [default: 64]
+    #[arg(long, env = "COORD_RATELIMIT_BATCH_MAX_SIZE")]
+    pub ratelimit_batch_max_size: Option<usize>,
     /// PEM certificate (chain) for TLS on the gRPC port
     #[arg(long, env = "COORD_TLS_CERT_FILE")]
     pub tls_cert_file: Option<PathBuf>,
@@ -688,6 +699,7 @@ impl Config {
         set_opt(&mut self.ratelimit.policy_file, &a.ratelimit_policy_file);
         set(&mut self.ratelimit.reload_interval, &a.ratelimit_reload_interval);
         set(&mut self.ratelimit.deny_cache, &a.ratelimit_deny_cache);
+        set(&mut self.ratelimit.batch_max_size, &a.ratelimit_batch_max_size);
         set(&mut self.pubsub.recoverable_prefixes, &a.pubsub_recoverable_prefixes);
         set_opt(&mut self.server.tls.cert_file, &a.tls_cert_file);
         set_opt(&mut self.server.tls.key_file, &a.tls_key_file);
@@ -877,6 +889,8 @@ impl Config {
             Ok(())
         };
         count("server.max_connections", s.max_connections as u64, 1, 1_000_000)?;
+        count("ratelimit.batch_max_size", self.ratelimit.batch_max_size as u64, 1, 1024)?;
+        count("ratelimit.batch_in_flight", self.ratelimit.batch_in_flight as u64, 1, 64)?;
         count("server.max_concurrent_streams", u64::from(s.max_concurrent_streams), 1, 1_000_000)?;
         // A publish of the largest payload must fit, with room for its fields.
         let least = self.pubsub.max_payload as u64 + 64 * 1024;

@@ -270,6 +270,7 @@ pub async fn serve(
             entries: rl.deny_cache_entries,
             min_retry: rl.deny_cache_min_retry,
         },
+        ratelimit::batch::BatchSettings { max_size: rl.batch_max_size, in_flight: rl.batch_in_flight },
     ));
 
     let boards = Arc::new(leaderboard::Leaderboards::new(backend.redis.clone(), backend.keys.clone()));

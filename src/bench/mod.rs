@@ -99,6 +99,9 @@ pub struct BenchArgs {
     /// Rate-limit algorithm
     #[arg(long, value_enum, default_value_t = Algo::Fixed)]
     pub algorithm: Algo,
+    /// Rate-limit: distinct subjects checked (1 = one hot subject)
+    #[arg(long, default_value_t = 1000)]
+    pub subjects: u64,
     /// Leaderboard members preloaded
     #[arg(long, default_value_t = 100_000)]
     pub board_size: u64,

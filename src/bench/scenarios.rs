@@ -367,6 +367,7 @@ fn domain_algorithm(algo: Algo) -> (ratelimit::Algorithm, &'static str) {
 
 async fn rate_limit(args: &BenchArgs, pool: &Pool) -> Result<Report, CliError> {
     let algo = algorithm(args.algorithm);
+    let subjects = args.subjects.max(1);
     let pool2 = pool.clone();
     let mut report = drive(args, "checks", move |w, i| {
         let pool = pool2.clone();
@@ -374,7 +375,7 @@ async fn rate_limit(args: &BenchArgs, pool: &Pool) -> Result<Report, CliError> {
             let mut c = RateLimitServiceClient::new(pool.channel(w));
             let limit = Limit { name: String::new(), algorithm: Some(algo) };
             let req = CheckRequest {
-                subject: format!("s{:012}", (w as u64 * 7919 + i) % 1000),
+                subject: format!("s{:012}", (w as u64 * 7919 + i) % subjects),
                 limits: vec![limit],
                 cost: Some(1),
                 ..Default::default()
@@ -385,14 +386,17 @@ async fn rate_limit(args: &BenchArgs, pool: &Pool) -> Result<Report, CliError> {
     })
     .await;
     report.notes.insert("algorithm", json!(format!("{:?}", args.algorithm).to_lowercase()));
+    report.notes.insert("subjects", json!(subjects));
     if args.vs_redis
         && let Some(url) = &args.redis_url
     {
         let (domain, name) = domain_algorithm(args.algorithm);
         let (kind, a, b) = domain.script_args();
         let key = format!("{}:{}:rl:{{s__rand_int__}}:{}:{name}", args.key_prefix, pool.namespace, domain.code());
-        let words: Vec<String> =
-            ["1", &key, "1", "consume", "bench", kind, &a.to_string(), &b.to_string()].map(str::to_owned).into();
+        // One key; a batch of one request: cost 1, consume, id, one limit.
+        let words: Vec<String> = ["1", &key, "1", "1", "consume", "bench", "1", kind, &a.to_string(), &b.to_string()]
+            .map(str::to_owned)
+            .into();
         report.redis = Some(redis_benchmark(
             url,
             args.concurrency,

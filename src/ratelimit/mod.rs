@@ -9,6 +9,7 @@
 //! interval is rounded up to whole microseconds, so the enforced rate never
 //! exceeds the configured one.
 
+pub mod batch;
 pub mod grpc;
 pub mod policy;
 
@@ -20,7 +21,10 @@ use std::{
 
 use tokio::time::Instant;
 
-use self::policy::{Failure, Policy, PolicyStore};
+use self::{
+    batch::{BatchSettings, Batcher, Call},
+    policy::{Failure, Policy, PolicyStore},
+};
 
 use crate::{
     error::{Error, Result},
@@ -256,6 +260,7 @@ pub struct CacheSettings {
 /// The rate-limit domain.
 pub struct RateLimits {
     redis: Redis,
+    batcher: Batcher,
     keys: KeyBuilder,
     policies: Arc<PolicyStore>,
     cache: DenyCache,
@@ -263,8 +268,15 @@ pub struct RateLimits {
 }
 
 impl RateLimits {
-    pub fn new(redis: Redis, keys: KeyBuilder, policies: Arc<PolicyStore>, cache_settings: CacheSettings) -> Self {
-        RateLimits { redis, keys, policies, cache: DenyCache::default(), cache_settings }
+    pub fn new(
+        redis: Redis,
+        keys: KeyBuilder,
+        policies: Arc<PolicyStore>,
+        cache_settings: CacheSettings,
+        batch: BatchSettings,
+    ) -> Self {
+        let batcher = Batcher::new(redis.clone(), batch);
+        RateLimits { redis, batcher, keys, policies, cache: DenyCache::default(), cache_settings }
     }
 
     /// A named policy, or NOT_FOUND naming it.
@@ -414,26 +426,28 @@ impl RateLimits {
         decision.limits.into_iter().next().ok_or_else(|| Error::Internal("refund returned no limit".into()))
     }
 
-    async fn run(&self, ns: &Namespace, subject: &Name, limits: &[Limit], cost: u64, mode: &str) -> Result<Decision> {
+    async fn run(
+        &self,
+        ns: &Namespace,
+        subject: &Name,
+        limits: &[Limit],
+        cost: u64,
+        mode: &'static str,
+    ) -> Result<Decision> {
         let base = self.keys.resource(ns, "rl", subject);
         let keys: Vec<String> = limits.iter().map(|l| base.child(l.algorithm.code(), &l.name)).collect();
-        let request_id = uuid::Uuid::new_v4().simple().to_string();
-        let (all, per): (i64, Vec<Vec<i64>>) = self
-            .redis
-            .invoke(&scripts::RATELIMIT, |inv| {
-                for key in &keys {
-                    inv.key(key);
-                }
-                inv.arg(cost).arg(mode).arg(&request_id);
-                for limit in limits {
-                    let (kind, a, b) = limit.algorithm.script_args();
-                    inv.arg(kind).arg(a).arg(b);
-                }
-            })
-            .await?;
+        let call = Call {
+            keys,
+            cost,
+            mode,
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            limits: limits.iter().map(|l| l.algorithm.script_args()).collect(),
+        };
+        let verdict = self.batcher.decide(call).await?;
+        let all = verdict.first().copied().unwrap_or(0);
         let limits = limits
             .iter()
-            .zip(per)
+            .zip(verdict.get(1..).unwrap_or_default().chunks(4))
             .map(|(limit, v)| {
                 let get = |i: usize| v.get(i).copied().unwrap_or(0);
                 LimitStatus {
