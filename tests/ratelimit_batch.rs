@@ -74,6 +74,14 @@ async fn a_batch_decides_its_requests_in_order_and_denials_write_nothing() {
     assert_eq!(allowed, [1, 0, 1, 0], "{verdicts:?}");
     let remaining: Vec<i64> = verdicts.iter().map(|v| v[2]).collect();
     assert_eq!(remaining, [1, 1, 0, 0], "each sees what the ones before it charged");
+    // Later writes in a window keep the expiry the first one set.
+    let slide = "coord:default:rl:{z}:slide:s";
+    let reqs: Vec<Req> = (0..3).map(|_| (vec![slide], 1, "consume", vec![("slide", 10, 60_000)])).collect();
+    batch(&r, &reqs).await;
+    for (key, most) in [(KEY, 3_600_000), (slide, 120_000)] {
+        let ttl: i64 = server.cli(&["PTTL", key]).parse().unwrap();
+        assert!(ttl > 0 && ttl <= most, "{key}: {ttl}");
+    }
 
     // A batch of denials only (and a peek) leaves the state byte-identical.
     let before = server.cli(&["DUMP", KEY]);

@@ -74,7 +74,8 @@ local function decide(k, p)
       local L, W = a, b
       local w = math.floor(now / W)
       local f = redis.call('HMGET', key, 'w', 'n')
-      local used = (tonumber(f[1]) == w) and tonumber(f[2]) or 0
+      local same = tonumber(f[1]) == w
+      local used = same and tonumber(f[2]) or 0
       local left = (w + 1) * W - now
       local function state(u)
         return { L - u, (u > 0) and ms(left) or 0 }
@@ -89,8 +90,13 @@ local function decide(k, p)
       end
       cur_state, new_state = state(used), state(math.min(next, L))
       commit = function()
-        redis.call('HSET', key, 'w', int(w), 'n', next)
-        redis.call('PEXPIRE', key, ms(left))
+        -- Within the window its expiry (the window's end) is set already.
+        if same then
+          redis.call('HSET', key, 'n', next)
+        else
+          redis.call('HSET', key, 'w', int(w), 'n', next)
+          redis.call('PEXPIRE', key, ms(left))
+        end
       end
 
     elseif algo == 'log' then
@@ -170,8 +176,13 @@ local function decide(k, p)
       end
       cur_state, new_state = state(cur), state(next)
       commit = function()
-        redis.call('HSET', key, 'w', int(w), 'cur', next, 'prev', prev)
-        redis.call('PEXPIRE', key, 2 * W - e)
+        -- Within the window its expiry (the next window's end) is set.
+        if sw == w then
+          redis.call('HSET', key, 'cur', next)
+        else
+          redis.call('HSET', key, 'w', int(w), 'cur', next, 'prev', prev)
+          redis.call('PEXPIRE', key, 2 * W - e)
+        end
       end
     end
 
