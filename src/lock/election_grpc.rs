@@ -7,9 +7,9 @@ use tokio_stream::{Stream, StreamExt as _, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status};
 
 use super::{
-    Holder, LeaseId, Locks, RwMode, SemAcquire, SemKind, SemOutcome,
+    LeaseId, Locks, RwMode, SemAcquire, SemKind, SemOutcome,
     election::{ElectionState, check_value},
-    grpc::acquire_counted,
+    grpc::{acquire_counted, holder},
     lock_name,
 };
 use crate::{
@@ -77,12 +77,7 @@ impl ElectionService for Service {
         let ctx = RequestContext::from_request(&request)?;
         let req = request.into_inner();
         let name = election(&req.election)?;
-        let holder = match (req.lease_id.is_empty(), req.ttl_ms) {
-            (false, 0) => Holder::Lease(LeaseId::parse(&req.lease_id)?),
-            (true, ttl) if ttl != 0 => Holder::Ttl(ttl),
-            (true, _) => return Err(Error::invalid("lease_id", "set lease_id or ttl_ms").into()),
-            (false, _) => return Err(Error::invalid("ttl_ms", "set lease_id or ttl_ms, not both").into()),
-        };
+        let holder = holder(&req.lease_id, req.ttl_ms)?;
         check_value(&req.value)?;
         let wait = match req.wait_ms {
             0 => self.locks.max_wait(),

@@ -103,12 +103,7 @@ impl LockService for Service {
     async fn acquire(&self, request: Request<pb::AcquireRequest>) -> Reply<pb::AcquireResponse> {
         let ctx = RequestContext::from_request(&request)?;
         let req = request.into_inner();
-        let holder = match (req.lease_id.is_empty(), req.ttl_ms) {
-            (false, 0) => Holder::Lease(LeaseId::parse(&req.lease_id)?),
-            (true, ttl) if ttl != 0 => Holder::Ttl(ttl),
-            (true, _) => return Err(Error::invalid("lease_id", "set lease_id or ttl_ms").into()),
-            (false, _) => return Err(Error::invalid("ttl_ms", "set lease_id or ttl_ms, not both").into()),
-        };
+        let holder = holder(&req.lease_id, req.ttl_ms)?;
         if req.wait_ms < 0 {
             return Err(Error::invalid("wait_ms", format!("must be >= 0, got {}", req.wait_ms)).into());
         }
@@ -339,6 +334,17 @@ fn rw_mode(mode: i32) -> Result<Option<RwMode>, Error> {
         Ok(pb::LockMode::Shared) => Ok(Some(RwMode::Shared)),
         Ok(pb::LockMode::Exclusive) => Ok(Some(RwMode::Exclusive)),
         Err(_) => Err(Error::invalid("mode", format!("unknown lock mode {mode}"))),
+    }
+}
+
+/// The holder an Acquire or Campaign names: a lease, or a TTL for a new
+/// private lease (exactly one of them).
+pub(crate) fn holder(lease_id: &str, ttl_ms: i64) -> Result<Holder, Error> {
+    match (lease_id.is_empty(), ttl_ms) {
+        (false, 0) => Ok(Holder::Lease(LeaseId::parse(lease_id)?)),
+        (true, ttl) if ttl != 0 => Ok(Holder::Ttl(ttl)),
+        (true, _) => Err(Error::invalid("lease_id", "set lease_id or ttl_ms")),
+        (false, _) => Err(Error::invalid("ttl_ms", "set lease_id or ttl_ms, not both")),
     }
 }
 

@@ -6,7 +6,8 @@ use std::{sync::Arc, time::Duration};
 use tonic::{Request, Response, Status};
 
 use super::{
-    Holder, LeaseId, Locks, RwMode, SemAcquire, SemKind, SemOutcome, SemReleaseOutcome, grpc::acquire_counted,
+    LeaseId, Locks, RwMode, SemAcquire, SemKind, SemOutcome, SemReleaseOutcome,
+    grpc::{acquire_counted, holder},
     lock_name,
 };
 use crate::{
@@ -46,12 +47,7 @@ impl SemaphoreService for Service {
     ) -> Reply<pb::SemaphoreServiceAcquireResponse> {
         let ctx = RequestContext::from_request(&request)?;
         let req = request.into_inner();
-        let holder = match (req.lease_id.is_empty(), req.ttl_ms) {
-            (false, 0) => Holder::Lease(LeaseId::parse(&req.lease_id)?),
-            (true, ttl) if ttl != 0 => Holder::Ttl(ttl),
-            (true, _) => return Err(Error::invalid("lease_id", "set lease_id or ttl_ms").into()),
-            (false, _) => return Err(Error::invalid("ttl_ms", "set lease_id or ttl_ms, not both").into()),
-        };
+        let holder = holder(&req.lease_id, req.ttl_ms)?;
         if req.wait_ms < 0 {
             return Err(Error::invalid("wait_ms", format!("must be >= 0, got {}", req.wait_ms)).into());
         }

@@ -10,13 +10,7 @@
 local now = time_ms()
 local f = redis.call('HMGET', KEYS[1], 'leader', 'value', 'rev')
 local id, rev = f[1], f[3] or '0'
-local candidates = 0
-for _, w in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
-  local deadline = string.match(redis.call('HGET', KEYS[5], w) or '', ' (%d+)$')
-  if deadline and tonumber(deadline) > now then
-    candidates = candidates + 1
-  end
-end
+local candidates = sem_waiters(KEYS[4], KEYS[5], now)
 if id then
   local expiry = redis.call('ZSCORE', KEYS[3], id)
   local p = redis.call('HGET', KEYS[2], id)

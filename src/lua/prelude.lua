@@ -42,6 +42,18 @@ local function sem_wake(queue, wants, free, size, now, channel, key)
   end
   return #woken
 end
+-- sem_waiters(queue, wants, now): the live waiters of a semaphore's queue
+-- (those whose place has not lapsed).
+local function sem_waiters(queue, wants, now)
+  local live = 0
+  for _, id in ipairs(redis.call('ZRANGE', queue, 0, -1)) do
+    local deadline = string.match(redis.call('HGET', wants, id) or '', ' (%d+)$')
+    if deadline and tonumber(deadline) > now then
+      live = live + 1
+    end
+  end
+  return live
+end
 -- sem_record(n, ttl, lease, owner) and sem_grant(record) -> n, lease, ttl
 -- (text), owner: a semaphore grant as '<n> <ttl ms> <lease length>
 -- <lease><owner>' (a private lease's id holds its name: any bytes).

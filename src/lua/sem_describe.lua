@@ -23,11 +23,4 @@ for i = 1, #live, 2 do
     end
   end
 end
-local waiters = 0
-for _, id in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
-  local deadline = string.match(redis.call('HGET', KEYS[5], id) or '', ' (%d+)$')
-  if deadline and tonumber(deadline) > now then
-    waiters = waiters + 1
-  end
-end
-return { size, used, waiters, holders }
+return { size, used, sem_waiters(KEYS[4], KEYS[5], now), holders }

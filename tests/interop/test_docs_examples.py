@@ -34,18 +34,8 @@ def example(language):
 
 
 def start(coord, tmp_path, language):
-    """Runs the example; returns the process and the fencing token it printed."""
-    script = tmp_path / f"example{SUFFIX[language]}"
-    script.write_text(example(language))
-    env = {**os.environ, "COORD_ADDR": coord.addr, "COORD_PROTO_DIR": str(ROOT / "proto"),
-           "NODE_PATH": str(HERE / "node_modules")}
-    proc = subprocess.Popen([*RUNNERS[language], str(script)], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    line = proc.stdout.readline()
-    match = re.fullmatch(r"fencing token (\d+)\n", line)
-    if not match:
-        proc.kill()
-        raise AssertionError(f"unexpected output {line!r}; stderr: {proc.stderr.read()}")
+    """Runs the lock example; returns the process and the fencing token it printed."""
+    proc, match = start_example(coord, tmp_path, language, r"fencing token (\d+)\n")
     return proc, int(match.group(1))
 
 
@@ -147,7 +137,7 @@ def test_docs_tls_example_fails_at_once_without_a_grant_or_a_valid_key(secure, p
 def start_example(coord, tmp_path, name, first_line):
     """Runs example `name`; returns the process and the match of its first line."""
     language = name.split("-")[0]
-    script = tmp_path / f"{name}{SUFFIX[language]}"
+    script = tmp_path / f"example-{name}{SUFFIX[language]}"
     script.write_text(example(name))
     env = {**os.environ, "COORD_ADDR": coord.addr, "COORD_PROTO_DIR": str(ROOT / "proto"),
            "NODE_PATH": str(HERE / "node_modules")}
