@@ -120,6 +120,106 @@ async fn a_batch_decides_its_requests_in_order_and_denials_write_nothing() {
     assert_eq!(ints(&replies[1])[0], 1, "{replies:?}");
 }
 
+/// Calls of `command` Redis counted since the last CONFIG RESETSTAT (script
+/// calls included).
+fn command_calls(server: &RedisServer, command: &str) -> u64 {
+    let stats = server.cli(&["INFO", "commandstats"]);
+    let prefix = format!("cmdstat_{command}:calls=");
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A hot subject's state is read once per batch and written once at its
+/// end, yet every request is decided as if alone and in order: charges,
+/// a refund and a peek in between see each other, and the final state
+/// (value and expiry) is what the same requests leave one by one.
+#[tokio::test]
+async fn a_hot_subject_is_read_and_written_once_per_batch_with_the_same_decisions() {
+    let server = RedisServer::start();
+    let r = redis(&server);
+    let meter = ("meter", 1_000_000, 5); // 5 tokens, one back per second
+    let fixed = ("fixed", 5, 3_600_000_000);
+    let slide = ("slide", 5, 3_600_000);
+    // consume 2, 2, peek 1, refund 1 (to every limit), consume 2, 1 (denied:
+    // 6 > 5), and a peek of nothing
+    let steps: [(u64, &str); 7] =
+        [(2, "consume"), (2, "consume"), (1, "peek"), (1, "refund"), (2, "consume"), (1, "consume"), (0, "peek")];
+    let run = |tag: &'static str, batched: bool| {
+        let r = r.clone();
+        async move {
+            let keys = [format!("rl:{{{tag}}}:tb:m"), format!("rl:{{{tag}}}:fixed:f"), format!("rl:{{{tag}}}:slide:s")];
+            let reqs: Vec<Req> = steps
+                .iter()
+                .map(|&(cost, mode)| {
+                    let ks = keys.iter().map(String::as_str).collect();
+                    (ks, cost, mode, vec![meter, fixed, slide])
+                })
+                .collect();
+            let mut verdicts = Vec::new();
+            if batched {
+                verdicts.extend(batch(&r, &reqs).await.iter().map(ints));
+            } else {
+                for req in &reqs {
+                    verdicts.extend(batch(&r, std::slice::from_ref(req)).await.iter().map(ints));
+                }
+            }
+            (keys, verdicts)
+        }
+    };
+    server.cli(&["CONFIG", "RESETSTAT"]);
+    let (keys, batched) = run("a", true).await;
+    let (get, set, hmget, hset, pexpire) = (
+        command_calls(&server, "get"),
+        command_calls(&server, "set"),
+        command_calls(&server, "hmget"),
+        command_calls(&server, "hset"),
+        command_calls(&server, "pexpire"),
+    );
+    assert_eq!((get, set), (1, 1), "the bucket: one read, one write for 7 requests");
+    assert_eq!((hmget, hset, pexpire), (2, 2, 2), "each window: one read, one write, one expiry");
+    let (alone_keys, alone) = run("b", false).await;
+
+    // Same answers, apart from times (reset, retry) measured a few µs apart.
+    let allowed = |v: &[Vec<i64>]| v.iter().map(|v| (v[0], v[1], v[2], v[5], v[6], v[9], v[10])).collect::<Vec<_>>();
+    assert_eq!(allowed(&batched), allowed(&alone));
+    assert_eq!(batched.iter().map(|v| v[0]).collect::<Vec<_>>(), [1, 1, 1, 1, 1, 0, 1], "{batched:?}");
+    // After 2 + 2, a refund of 1 and 2 more: 0 of 5 left (the bucket may
+    // have earned nothing back in these few ms).
+    assert_eq!((batched[4][2], batched[4][6], batched[4][10]), (0, 0, 0), "{batched:?}");
+    for (a, b) in keys.iter().zip(&alone_keys).skip(1) {
+        assert_eq!(server.cli(&["HGETALL", a]), server.cli(&["HGETALL", b]), "{a} and {b}");
+    }
+    for key in keys.iter().chain(&alone_keys) {
+        let ttl: i64 = server.cli(&["PTTL", key]).parse().unwrap();
+        assert!(ttl > 0 && ttl <= 3_600_000 * 2, "{key}: {ttl}");
+    }
+}
+
+/// A request whose key holds the wrong type fails alone: the requests
+/// around it on a cached subject are decided and charged.
+#[tokio::test]
+async fn a_failing_request_between_requests_on_a_hot_subject_fails_alone() {
+    let server = RedisServer::start();
+    let r = redis(&server);
+    server.cli(&["RPUSH", "rl:{w}:fixed:bad", "x"]);
+    let key = "rl:{w}:fixed:f";
+    let reqs: Vec<Req> = vec![
+        (vec![key], 1, "consume", vec![FIXED]),
+        (vec![key, "rl:{w}:fixed:bad"], 1, "consume", vec![FIXED, FIXED]),
+        (vec![key], 1, "consume", vec![FIXED]),
+    ];
+    let replies = batch(&r, &reqs).await;
+    let second = format!("{:?}", replies[1]);
+    assert!(second.contains("WRONGTYPE"), "{second}");
+    assert_eq!((ints(&replies[0])[0], ints(&replies[2])[0]), (1, 1));
+    assert_eq!(ints(&replies[2])[2], 1, "3 - 2 charged: the failed request charged nothing");
+    assert_eq!(server.cli(&["HGET", key, "n"]), "2");
+}
+
 async fn checks(c: &mut RateLimitServiceClient<tonic::transport::Channel>, subject: &str, n: usize) -> usize {
     let mut admitted = 0;
     for _ in 0..n {

@@ -440,7 +440,12 @@ impl RateLimits {
             keys,
             cost,
             mode,
-            id: uuid::Uuid::new_v4().simple().to_string(),
+            // Only sliding logs name their entries; the id is Redis work.
+            id: if limits.iter().any(|l| matches!(l.algorithm, Algorithm::SlidingLog { .. })) {
+                uuid::Uuid::new_v4().simple().to_string()
+            } else {
+                String::new()
+            },
             limits: limits.iter().map(|l| l.algorithm.script_args()).collect(),
         };
         let verdict = self.batcher.decide(call).await?;
