@@ -117,9 +117,12 @@ pub struct BenchArgs {
     /// Pub/sub: subscribers of the channel
     #[arg(long, default_value_t = 1000)]
     pub subscribers: usize,
-    /// Pub/sub: publishes per second
-    #[arg(long, default_value_t = 10)]
-    pub rate: u64,
+    /// Requests per second in all (pub/sub: publishes, default 10). Other
+    /// scenarios run closed-loop without it; with it, each worker sends on
+    /// a fixed schedule and latency counts from the scheduled time, so a
+    /// stall is not hidden by requests that were never sent
+    #[arg(long)]
+    pub rate: Option<u64>,
     /// coord's process id, to report its CPU and RSS from /proc
     #[arg(long)]
     pub server_pid: Option<u32>,
@@ -252,10 +255,11 @@ where
     let measure_until = warm_until + args.duration;
     let progress = spawn_progress(issued.clone(), warm_until, args.duration, args.json);
     let meter = Meter::start_at(args, warm_until);
-    let mut workers = Vec::with_capacity(args.concurrency);
+    let (rate, workers) = (args.rate, args.concurrency);
+    let mut tasks = Vec::with_capacity(args.concurrency);
     for w in 0..args.concurrency {
         let (op, issued) = (op.clone(), issued.clone());
-        workers.push(tokio::spawn(async move {
+        tasks.push(tokio::spawn(async move {
             let mut latency = Histogram::<u64>::new(3).expect("3 significant digits is valid");
             let mut errors: BTreeMap<String, u64> = BTreeMap::new();
             let mut i = 0u64;
@@ -263,8 +267,18 @@ where
                 let _ = op(w, i).await;
                 i += 1;
             }
+            // Open loop: worker w's k-th request is due at (k × workers + w) / rate.
+            let gap = rate.map(|r| Duration::from_secs_f64(workers as f64 / r.max(1) as f64));
+            let mut due = warm_until + gap.map_or(Duration::ZERO, |g| g.mul_f64(w as f64 / workers as f64));
             while Instant::now() < measure_until && issued.fetch_add(1, Ordering::Relaxed) < budget {
-                let started = Instant::now();
+                let started = match gap {
+                    Some(gap) => {
+                        tokio::time::sleep_until(due).await;
+                        due += gap;
+                        due - gap
+                    }
+                    None => Instant::now(),
+                };
                 let outcome = op(w, i).await;
                 let _ = latency.record(started.elapsed().as_micros() as u64);
                 if let Err(code) = outcome {
@@ -278,7 +292,7 @@ where
     let mut latency = Histogram::<u64>::new(3).expect("valid");
     let mut errors = BTreeMap::new();
     let mut ended = warm_until;
-    for w in workers {
+    for w in tasks {
         if let Ok((h, e, end)) = w.await {
             let _ = latency.add(h);
             for (k, n) in e {

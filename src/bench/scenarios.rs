@@ -629,7 +629,7 @@ async fn pubsub(args: &BenchArgs, pool: &Pool) -> Result<Report, CliError> {
     }
     let mut c = PubSubServiceClient::new(pool.channel(0));
     let mut errors = 0u64;
-    let gap = Duration::from_secs_f64(1.0 / args.rate.max(1) as f64);
+    let gap = Duration::from_secs_f64(1.0 / args.rate.unwrap_or(10).max(1) as f64);
     let start = Instant::now();
     let meter = Meter::start_at(args, start);
     let mut publishes = 0u64;

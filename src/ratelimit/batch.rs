@@ -3,10 +3,12 @@
 //! must share a slot) are coalesced into one `ratelimit.lua` invocation,
 //! which decides each request independently and in order.
 //!
-//! No timer: a call goes out at once when fewer than `in_flight` batches of
-//! its slot are in flight; calls arriving meanwhile queue and leave together
-//! (up to `max_size`) as soon as one comes back. A call whose caller gave up
-//! before its batch left is dropped, so it charges nothing.
+//! No timer and no batching task: a call whose slot has fewer than
+//! `in_flight` batches in flight (and nobody queued) leaves at once as a
+//! batch of one. Calls arriving meanwhile queue; whenever a batch comes
+//! back, what has queued (up to `max_size`) leaves together. A queued call
+//! whose caller gave up before its batch left is dropped, so it charges
+//! nothing.
 
 use std::{
     collections::HashMap,
@@ -14,7 +16,7 @@ use std::{
 };
 
 use redis::{Value, cluster_routing::Slot};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::{
     error::{Error, Result},
@@ -49,16 +51,25 @@ pub struct BatchSettings {
     pub in_flight: usize,
 }
 
+/// One slot's batches in flight and the calls waiting for the next.
+#[derive(Default)]
+struct Lane {
+    in_flight: usize,
+    queued: Vec<Job>,
+}
+
+type Lanes = Arc<Mutex<HashMap<Option<Slot>, Lane>>>;
+
 pub struct Batcher {
     redis: Redis,
     settings: BatchSettings,
-    /// Slot (None on a single node) → its queue.
-    queues: Mutex<HashMap<Option<Slot>, mpsc::UnboundedSender<Job>>>,
+    /// Slot (None on a single node) → its lane.
+    lanes: Lanes,
 }
 
 impl Batcher {
     pub fn new(redis: Redis, settings: BatchSettings) -> Self {
-        Batcher { redis, settings, queues: Mutex::default() }
+        Batcher { redis, settings, lanes: Lanes::default() }
     }
 
     /// Decides one call, alone or in a batch.
@@ -71,66 +82,91 @@ impl Batcher {
             Topology::Cluster => call.keys.first().map(Slot::for_key),
         };
         let (reply, answer) = oneshot::channel();
-        self.queue(slot).send(Job { call, reply }).map_err(|_| Error::ShuttingDown)?;
+        let job = Job { call, reply };
+        let batch = {
+            let mut lanes = lock(&self.lanes);
+            let lane = lanes.entry(slot).or_default();
+            if lane.in_flight < self.settings.in_flight.max(1) && lane.queued.is_empty() {
+                lane.in_flight += 1;
+                Some(vec![job])
+            } else {
+                lane.queued.push(job);
+                None
+            }
+        };
+        if let Some(batch) = batch {
+            // A batch of one, sent at once. Its own task holds the in-flight
+            // place until Redis answers, even if this caller gives up, so a
+            // stalled Redis never has more than `in_flight` batches per slot.
+            let turn = Turn { redis: self.redis.clone(), lanes: self.lanes.clone(), slot, settings: self.settings };
+            tokio::spawn(send(turn, batch));
+        }
         answer.await.map_err(|_| Error::Internal("the rate-limit batch ended without an answer".into()))?
-    }
-
-    fn queue(&self, slot: Option<Slot>) -> mpsc::UnboundedSender<Job> {
-        let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
-        queues
-            .entry(slot)
-            .or_insert_with(|| {
-                let (tx, rx) = mpsc::unbounded_channel();
-                tokio::spawn(run(self.redis.clone(), rx, self.settings));
-                tx
-            })
-            .clone()
     }
 }
 
-/// A slot's batcher: takes what has queued (up to `max_size`) whenever a
-/// batch may go, and sends it.
-async fn run(redis: Redis, mut jobs: mpsc::UnboundedReceiver<Job>, settings: BatchSettings) {
-    let slots = Arc::new(Semaphore::new(settings.in_flight.max(1)));
-    loop {
-        let Ok(permit) = slots.clone().acquire_owned().await else { return };
-        let Some(first) = jobs.recv().await else { return };
-        let mut batch = vec![first];
-        while batch.len() < settings.max_size {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
+fn lock(lanes: &Lanes) -> std::sync::MutexGuard<'_, HashMap<Option<Slot>, Lane>> {
+    lanes.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// An in-flight place of a slot. When it ends, the calls queued meanwhile
+/// leave as the next batch (which takes the place over), or the place is
+/// given back.
+struct Turn {
+    redis: Redis,
+    lanes: Lanes,
+    slot: Option<Slot>,
+    settings: BatchSettings,
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let batch = {
+            let mut lanes = lock(&self.lanes);
+            let Some(lane) = lanes.get_mut(&self.slot) else { return };
+            // A caller that gave up (its deadline) is not charged.
+            lane.queued.retain(|job| !job.reply.is_closed());
+            if lane.queued.is_empty() {
+                lane.in_flight = lane.in_flight.saturating_sub(1);
+                if lane.in_flight == 0 {
+                    lanes.remove(&self.slot);
+                }
+                return;
+            }
+            let take = lane.queued.len().min(self.settings.max_size);
+            lane.queued.drain(..take).collect::<Vec<Job>>()
+        };
+        // (Outside a runtime, e.g. while it shuts down, the batch's callers
+        // hear that it ended without an answer.)
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let next =
+            Turn { redis: self.redis.clone(), lanes: self.lanes.clone(), slot: self.slot, settings: self.settings };
+        runtime.spawn(send(next, batch));
+    }
+}
+
+/// Sends `batch` in `turn`'s place and answers its callers; the place
+/// passes on when `turn` is dropped.
+async fn send(turn: Turn, batch: Vec<Job>) {
+    metrics::histogram!("coord_ratelimit_batch_size").record(batch.len() as f64);
+    let (calls, replies): (Vec<Call>, Vec<_>) = batch.into_iter().map(|j| (j.call, j.reply)).unzip();
+    match invoke(&turn.redis, calls).await {
+        Ok(verdicts) => {
+            for (reply, verdict) in replies.into_iter().zip(verdicts) {
+                let _ = reply.send(verdict);
             }
         }
-        // A caller that gave up (its deadline) is not charged.
-        batch.retain(|job| !job.reply.is_closed());
-        if batch.is_empty() {
-            continue;
-        }
-        metrics::histogram!("coord_ratelimit_batch_size").record(batch.len() as f64);
-        let redis = redis.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let (calls, replies): (Vec<Call>, Vec<_>) = batch.into_iter().map(|j| (j.call, j.reply)).unzip();
-            match invoke(&redis, calls).await {
-                Ok(verdicts) => {
-                    for (reply, verdict) in replies.into_iter().zip(verdicts) {
-                        let _ = reply.send(verdict);
-                    }
-                }
-                Err(e) => {
-                    // Every call of the batch failed the same way.
-                    let (unavailable, text) = (e.is_unavailable(), e.to_string());
-                    for reply in replies {
-                        let _ = reply.send(Err(if unavailable {
-                            Error::Unavailable(text.clone())
-                        } else {
-                            Error::Internal(text.clone())
-                        }));
-                    }
-                }
+        Err(e) => {
+            // Every call of the batch failed the same way.
+            let (unavailable, text) = (e.is_unavailable(), e.to_string());
+            for reply in replies {
+                let _ = reply.send(Err(if unavailable {
+                    Error::Unavailable(text.clone())
+                } else {
+                    Error::Internal(text.clone())
+                }));
             }
-        });
+        }
     }
 }
 
