@@ -38,6 +38,10 @@ async fn every_scenario_reports_throughput_without_errors() {
         assert!(report["redis_script_us_per_op"].as_f64().unwrap() > 0.0, "{report}");
     }
     bench(&coord, &["ratelimit", "--algorithm", "gcra"]).await;
+    // Open loop: --rate paces the requests (200/s for the 1 s measured).
+    let report = bench(&coord, &["ratelimit", "--rate", "200"]).await;
+    let sent = report["requests"].as_u64().unwrap();
+    assert!((100..=260).contains(&sent), "{sent} requests at 200/s for 1 s: {report}");
     let report = bench(&coord, &["keepalive", "--leases", "20", "--lease-ttl", "600ms", "--redis-url", &url]).await;
     assert!(report["redis_script_us_per_op"].as_f64().unwrap() > 0.0, "{report}");
     for scenario in ["board-submit", "board-top", "board-around"] {
