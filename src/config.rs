@@ -749,6 +749,17 @@ impl Config {
             Duration::from_millis(1),
             Duration::from_secs(60),
         )?;
+        // WAIT runs inside one command's response timeout: waiting longer
+        // would turn "too few replicas" into a bare timeout.
+        if self.lock.min_replicas > 0 && self.lock.replica_ack_timeout >= self.redis.command_timeout {
+            return Err(ConfigError::new(
+                "lock.replica_ack_timeout",
+                format!(
+                    "must be below redis.command_timeout ({:?}) when lock.min_replicas is set, got {:?}",
+                    self.redis.command_timeout, self.lock.replica_ack_timeout
+                ),
+            ));
+        }
         let redlock = &self.lock.redlock;
         if !redlock.nodes.is_empty() {
             if redlock.nodes.len() < 3 {

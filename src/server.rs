@@ -236,7 +236,7 @@ pub async fn serve(
     let subscribed = Arc::new(AtomicBool::new(false));
     let lock_events: Arc<dyn crate::redis::pubsub::Handler> = hub.clone();
     let pubsub_hub = pubsub::hub::Hub::start(
-        backend.redis.pubsub_client().clone(),
+        backend.redis.pubsub_clients().to_vec(),
         vec![(channel.clone(), lock_events)],
         subscribed.clone(),
         shutdown.clone(),

@@ -87,6 +87,19 @@ fn print_config_redacts_secrets() {
     assert!(text.contains("app"), "user name is not a secret:\n{text}");
 }
 
+/// WAIT runs inside one command's response timeout, so a longer replica
+/// wait would answer "timed out" instead of "too few replicas".
+#[test]
+fn replica_ack_timeout_must_be_below_the_command_timeout() {
+    let args = ["--lock-min-replicas", "1", "--lock-replica-ack-timeout", "1s", "--redis-command-timeout", "1s"];
+    let err = failing(&args, &[]);
+    assert!(err.contains("lock.replica_ack_timeout") && err.contains("redis.command_timeout"), "{err}");
+    print_config(
+        &["--lock-min-replicas", "1", "--lock-replica-ack-timeout", "900ms", "--redis-command-timeout", "1s"],
+        &[],
+    );
+}
+
 #[test]
 fn redlock_needs_at_least_three_nodes_and_no_replica_wait() {
     let err = failing(&["--redlock-nodes", "redis://a:1,redis://b:1"], &[]);

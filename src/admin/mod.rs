@@ -125,6 +125,7 @@ impl AdminService for Service {
         _request: Request<pb::GetBackendStatusRequest>,
     ) -> std::result::Result<Response<pb::GetBackendStatusResponse>, Status> {
         let status = backend_status(&self.backend.redis, &self.backend.probe_key).await?;
+        let shards = self.backend.redis.shards().await?;
         let mode = match (self.backend.embedded, self.backend.redis.topology()) {
             (true, _) => pb::RedisMode::Embedded,
             (false, Topology::Single) => pb::RedisMode::Single,
@@ -143,7 +144,28 @@ impl AdminService for Service {
             pool_connections: status.pool.0,
             pool_idle_connections: status.pool.1,
             uptime_seconds: status.info.uptime_seconds,
+            shards: shards.into_iter().map(shard).collect(),
         }))
+    }
+}
+
+fn shard(s: crate::redis::shards::Shard) -> pb::Shard {
+    pb::Shard {
+        slots: s.slots.into_iter().map(|(start, end)| pb::SlotRange { start: start.into(), end: end.into() }).collect(),
+        nodes: s
+            .nodes
+            .into_iter()
+            .map(|n| pb::ShardNode {
+                id: n.id,
+                address: n.address,
+                role: n.role,
+                health: n.health,
+                replication_offset: n.replication_offset,
+                reachable: n.reachable,
+                round_trip_us: n.round_trip_us,
+                error: n.error,
+            })
+            .collect(),
     }
 }
 

@@ -141,18 +141,21 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// Starts the hub's task on `client` until `shutdown`. `internal` are
+    /// Starts the hub's task until `shutdown`, connected to the first of
+    /// `clients` that answers (a cluster's seeds: classic PUBLISH reaches
+    /// every node, so any live one will do; after a failure the next is
+    /// tried). `internal` are
     /// coord's own channels (e.g. lock events), subscribed for good.
     /// `connected` is true while the subscription is up.
     pub fn start(
-        client: redis::Client,
+        clients: Vec<redis::Client>,
         internal: Vec<(String, Arc<dyn Handler>)>,
         connected: Arc<AtomicBool>,
         shutdown: CancellationToken,
     ) -> Arc<Hub> {
         let (commands, rx) = mpsc::unbounded_channel();
         let hub = Arc::new(Hub { commands, next_id: AtomicU64::new(1), connected: connected.clone() });
-        let task = Task { client, internal, routing: RwLock::default(), connected, commands: rx };
+        let task = Task { clients, next: 0, internal, routing: RwLock::default(), connected, commands: rx };
         tokio::spawn(task.run(shutdown));
         hub
     }
@@ -179,7 +182,9 @@ impl Hub {
 }
 
 struct Task {
-    client: redis::Client,
+    clients: Vec<redis::Client>,
+    /// Index of the client to connect with next.
+    next: usize,
     internal: Vec<(String, Arc<dyn Handler>)>,
     routing: RwLock<Routing>,
     connected: Arc<AtomicBool>,
@@ -191,8 +196,11 @@ impl Task {
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
         let mut first = true;
         loop {
+            let client = self.clients.get(self.next % self.clients.len().max(1)).cloned();
             let connect = async {
-                let (mut sink, stream) = self.client.get_async_pubsub().await?.split();
+                let client =
+                    client.ok_or_else(|| redis::RedisError::from((redis::ErrorKind::Client, "no Redis node")))?;
+                let (mut sink, stream) = client.get_async_pubsub().await?.split();
                 let (channels, patterns) = {
                     let routing = self.routing.read().unwrap_or_else(|e| e.into_inner());
                     (
@@ -232,9 +240,16 @@ impl Task {
                     }
                     self.connected.store(false, Ordering::Relaxed);
                     tracing::warn!("pub/sub connection lost; reconnecting");
+                    self.next += 1;
                 }
-                Ok(Err(e)) => tracing::debug!(error = %e, "pub/sub connect failed"),
-                Err(_) => tracing::debug!("pub/sub connect timed out"),
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "pub/sub connect failed");
+                    self.next += 1;
+                }
+                Err(_) => {
+                    tracing::debug!("pub/sub connect timed out");
+                    self.next += 1;
+                }
             }
             // Disconnected: answer commands while waiting to retry.
             let retry = tokio::time::sleep(backoff.next_delay());

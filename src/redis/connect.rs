@@ -77,12 +77,14 @@ pub struct Redis {
     /// Why the last connect failed: bb8 connects in the background and a
     /// checkout only learns that it timed out.
     last_connect_error: ConnectErrors,
-    /// For the dedicated pub/sub connection (a seed node in a cluster:
-    /// PUBLISH reaches every node).
-    pubsub_client: Client,
+    /// For the dedicated pub/sub connection: the node, or every seed of a
+    /// cluster (PUBLISH reaches every node, so any live seed will do).
+    pubsub_clients: Vec<Client>,
     /// Outer bound on one call (checkout + command), a safety net over the
     /// per-step timeouts.
     call_timeout: Duration,
+    /// Direct connections to a cluster's nodes (None on a single node).
+    dialer: Option<super::shards::Dialer>,
 }
 
 #[derive(Clone)]
@@ -101,22 +103,29 @@ impl Redis {
             .set_connection_timeout(Some(opts.connect_timeout))
             .set_response_timeout(Some(opts.command_timeout));
         let errors = ConnectErrors::default();
-        let pubsub_client = client.clone();
+        let pubsub_clients = vec![client.clone()];
         let pool = builder(opts, &errors).build_unchecked(NodeManager { client, config });
         Ok(Redis {
             pool: Pool::Single(pool),
             last_connect_error: errors,
-            pubsub_client,
+            pubsub_clients,
             call_timeout: call_timeout(opts),
+            dialer: None,
         })
     }
 
     /// A pool of cluster connections; `seeds` are any of the cluster's nodes.
     pub fn cluster(seeds: &[String], opts: &ConnectOptions) -> Result<Self> {
         let infos = seeds.iter().map(|url| connection_info(url, opts)).collect::<Result<Vec<_>>>()?;
-        let first = infos.first().cloned().ok_or_else(|| Error::invalid("redis.cluster", "no seed nodes"))?;
-        let pubsub_client = node_client(first, opts).map_err(|e| config_error("redis.cluster", e))?;
-        let mut builder_ = ClusterClient::builder(infos)
+        if infos.is_empty() {
+            return Err(Error::invalid("redis.cluster", "no seed nodes"));
+        }
+        let pubsub_clients = infos
+            .iter()
+            .map(|info| node_client(info.clone(), opts))
+            .collect::<redis::RedisResult<Vec<_>>>()
+            .map_err(|e| config_error("redis.cluster", e))?;
+        let mut builder_ = ClusterClient::builder(infos.clone())
             .connection_timeout(opts.connect_timeout)
             .response_timeout(opts.command_timeout);
         if let Some(certs) = tls_certificates(opts) {
@@ -125,11 +134,17 @@ impl Redis {
         let client = builder_.build().map_err(|e| config_error("redis.cluster", e))?;
         let errors = ConnectErrors::default();
         let pool = builder(opts, &errors).build_unchecked(ClusterManager { client });
+        let dialer = super::shards::Dialer {
+            seeds: infos,
+            certs: tls_certificates(opts),
+            timeout: opts.connect_timeout + opts.command_timeout,
+        };
         Ok(Redis {
             pool: Pool::Cluster(pool),
             last_connect_error: errors,
-            pubsub_client,
+            pubsub_clients,
             call_timeout: call_timeout(opts),
+            dialer: Some(dialer),
         })
     }
 
@@ -263,9 +278,22 @@ impl Redis {
         Ok(masters)
     }
 
-    /// A client for a dedicated pub/sub connection.
+    /// A cluster's shards, every node probed; empty on a single node.
+    pub async fn shards(&self) -> Result<Vec<super::shards::Shard>> {
+        match &self.dialer {
+            Some(dialer) => dialer.shards().await,
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// A client for a dedicated pub/sub connection (the first seed).
     pub fn pubsub_client(&self) -> &Client {
-        &self.pubsub_client
+        &self.pubsub_clients[0]
+    }
+
+    /// Clients for a dedicated pub/sub connection, to try in turn.
+    pub fn pubsub_clients(&self) -> &[Client] {
+        &self.pubsub_clients
     }
 
     /// Runs one command (PING, INFO, SCRIPT LOAD…).
