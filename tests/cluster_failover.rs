@@ -1,7 +1,8 @@
 //! Redis Cluster failover (3 masters, 1 replica each): a master is killed
 //! with SIGKILL while coord runs.
-//! - coord reconnects by itself: every lock is reachable again once the
-//!   replica is promoted;
+//! - coord reconnects by itself: health goes NOT_SERVING and back to SERVING
+//!   (its event subscription moves to another seed), and every lock is
+//!   reachable again once the replica is promoted;
 //! - with `lock.min_replicas = 1`, no grant acknowledged by a replica is
 //!   lost: each lock is still held, by the same lease, with the same token;
 //! - fencing tokens keep increasing after the failover;
@@ -21,11 +22,28 @@ use coord::pb::{
 };
 use support::{redis::RedisCluster, serving_with};
 use tonic::transport::Channel;
+use tonic_health::pb::health_check_response::ServingStatus;
 
 async fn acquire(c: &mut LockServiceClient<Channel>, name: &str, lease: &str, wait_ms: i64) -> (bool, u64) {
     let req = AcquireRequest { name: name.into(), lease_id: lease.into(), wait_ms, ..Default::default() };
     let got = c.acquire(req).await.unwrap().into_inner();
     (got.status == AcquireStatus::Acquired as i32, got.fencing_token)
+}
+
+/// `to` waits for `name` while `from` releases it: (acquired, token, waited).
+async fn hand_over(c: &mut LockServiceClient<Channel>, name: &str, from: &str, to: &str) -> (bool, u64, Duration) {
+    let waiter = {
+        let (mut c, name, to) = (c.clone(), name.to_owned(), to.to_owned());
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let (ok, token) = acquire(&mut c, &name, &to, 20_000).await;
+            (ok, token, started.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let req = ReleaseRequest { name: name.into(), lease_id: from.into(), ..Default::default() };
+    c.release(req).await.unwrap();
+    waiter.await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -75,6 +93,11 @@ async fn a_killed_master_fails_over_without_losing_acknowledged_locks() {
     assert!(cluster.masters().contains(&victim), "the first node starts as a master");
     let killed_at = Instant::now();
     cluster.node_by_port(victim).kill();
+    // Health reports the degraded period (the probe's slot or the event
+    // subscription is down), then recovers by itself: the event
+    // subscription moves to another seed.
+    let degraded = coord.wait_health("", ServingStatus::NotServing, Duration::from_secs(10)).await;
+    let healthy_again = coord.wait_health("", ServingStatus::Serving, Duration::from_secs(30)).await;
 
     // coord finds the promoted replica by itself.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -130,6 +153,15 @@ async fn a_killed_master_fails_over_without_losing_acknowledged_locks() {
     assert!(err.message().contains("replicas acknowledged"), "{err:?}");
     assert!(names.iter().any(|n| in_victim_shard(n)), "some of the held locks were on the killed master");
 
+    // Lock events still arrive although the first seed (where coord's
+    // pub/sub connection was) is dead: a release wakes a waiter at once,
+    // where without the notification it would sleep until the 60 s TTL.
+    let other = c.grant(GrantRequest { ttl_ms: 60_000, owner: "g".into() }).await.unwrap().into_inner().lease_id;
+    let healthy = names.iter().position(|n| !in_victim_shard(n)).unwrap();
+    let (ok, token, waited) = hand_over(&mut c, &names[healthy], &lease, &other).await;
+    assert!(ok && token > tokens[healthy], "{}: {token} after {}", names[healthy], tokens[healthy]);
+    assert!(waited < Duration::from_secs(5), "woken by notification, not the TTL: {waited:?}");
+
     // The killed node comes back (empty) as the new master's replica.
     cluster.node_by_port(victim).restart();
     let synced = Instant::now() + Duration::from_secs(30);
@@ -143,28 +175,18 @@ async fn a_killed_master_fails_over_without_losing_acknowledged_locks() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    // Tokens keep increasing; a release wakes a waiter.
-    let other = c.grant(GrantRequest { ttl_ms: 60_000, owner: "g".into() }).await.unwrap().into_inner().lease_id;
-    for (name, token) in names.iter().zip(&tokens) {
-        let waiter = {
-            let (mut c, name, other) = (c.clone(), name.clone(), other.clone());
-            tokio::spawn(async move {
-                let started = Instant::now();
-                let got = acquire(&mut c, &name, &other, 20_000).await;
-                (got, started.elapsed())
-            })
-        };
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let req = ReleaseRequest { name: name.clone(), lease_id: lease.clone(), ..Default::default() };
-        c.release(req).await.unwrap();
-        let ((ok, new_token), waited) = waiter.await.unwrap();
-        assert!(ok, "{name}: the waiter got the lock after {waited:?}");
+    // Tokens keep increasing; a release wakes a waiter, in every shard.
+    for (i, (name, token)) in names.iter().zip(&tokens).enumerate().filter(|(i, _)| *i != healthy) {
+        let (ok, new_token, waited) = hand_over(&mut c, name, &lease, &other).await;
+        assert!(ok, "{name} (#{i}): the waiter got the lock after {waited:?}");
         assert!(new_token > *token, "{name}: token {new_token} after {token}");
-        assert!(waited < Duration::from_secs(10), "{name}: waited {waited:?}");
+        assert!(waited < Duration::from_secs(5), "{name}: waited {waited:?}");
     }
 
     let status = admin.get_backend_status(GetBackendStatusRequest {}).await.unwrap().into_inner();
     let masters = status.shards.iter().flat_map(|s| &s.nodes).filter(|n| n.role == "master" && n.reachable).count();
     assert_eq!(masters, 3, "{status:?}");
-    eprintln!("locks reachable again {recovered:?} after the master was killed");
+    eprintln!(
+        "NOT_SERVING {degraded:?} after the kill, SERVING again {healthy_again:?} later; locks reachable {recovered:?} after the kill"
+    );
 }
