@@ -240,6 +240,10 @@ async fn counted_locks_and_elections_run_on_a_local_cluster() {
 
     let mut states =
         elections.observe(ElectionServiceObserveRequest { election: "leader".into() }).await.unwrap().into_inner();
+    // The observer's first state is read once its subscription is up:
+    // wait for it, or it may already be "a".
+    let first = tokio::time::timeout(Duration::from_secs(3), stream_next(&mut states)).await.unwrap();
+    assert!(!first.has_leader, "{first:?}");
     let leads = elections
         .campaign(ElectionServiceCampaignRequest {
             election: "leader".into(),
@@ -303,7 +307,7 @@ async fn counted_locks_and_elections_run_on_a_local_cluster() {
     let next = tokio::time::timeout(Duration::from_secs(2), next).await.expect("elected").unwrap();
     assert_eq!(next.status, CampaignStatus::Elected as i32);
     assert!(start.elapsed() < Duration::from_secs(1), "by notification: {:?}", start.elapsed());
-    let mut seen = Vec::new();
+    let mut seen = vec!["none".to_owned()];
     while seen.len() < 4 {
         let s = tokio::time::timeout(Duration::from_secs(3), stream_next(&mut states)).await.unwrap();
         seen.push(if s.has_leader { String::from_utf8_lossy(&s.value).into_owned() } else { "none".into() });
