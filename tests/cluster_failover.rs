@@ -16,16 +16,25 @@
 //! writes and the replica catches up first) under load loses nothing:
 //! successive holders of a lock get increasing tokens throughout, and a
 //! rate limit admits exactly its limit.
+//!
+//! A recoverable subscriber whose channel's master is killed mid-stream
+//! (coord's pub/sub connection was on it too) never sees a silent gap or
+//! a silent repeat: offsets stay contiguous, or a Recovery says why not.
 
 mod support;
 
 use std::time::{Duration, Instant};
 
+use coord::pb::subscribe_response::Event;
 use coord::pb::{
     AcquireRequest, AcquireStatus, CheckRequest, DescribeRequest, FixedWindow, GetBackendStatusRequest, GrantRequest,
     Limit, ReleaseRequest, limit::Algorithm, lock_service_client::LockServiceClient,
 };
-use support::{redis::RedisCluster, serving_with};
+use support::{
+    redis::RedisCluster,
+    serving_with,
+    subscriber::{Sub, channel},
+};
 use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
 
@@ -63,16 +72,7 @@ async fn a_killed_master_fails_over_without_losing_acknowledged_locks() {
     let mut c = coord.locks();
     let mut admin = coord.admin();
 
-    // Replicas report "loading" until their first sync is done.
-    let synced = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        let status = admin.get_backend_status(GetBackendStatusRequest {}).await.unwrap().into_inner();
-        let all_online = status.shards.iter().flat_map(|s| &s.nodes).all(|n| n.health == "online");
-        if all_online || Instant::now() > synced {
-            break status;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let status = synced(&coord).await;
     assert_eq!(status.shards.len(), 3, "{status:?}");
     let slots: u32 = status.shards.iter().flat_map(|s| &s.slots).map(|r| r.end - r.start + 1).sum();
     assert_eq!(slots, 16384, "{status:?}");
@@ -203,6 +203,7 @@ async fn a_manual_failover_under_load_loses_no_grant_and_no_charge() {
     config.redis.cluster = cluster.urls();
     config.redis.command_timeout = Duration::from_secs(2);
     let coord = serving_with(config).await;
+    synced(&coord).await;
     let (mut c, limits) = (coord.locks(), coord.rate_limits());
 
     // The shard of lock "hot" (and of rate-limit subject "hot": same tag).
@@ -325,5 +326,149 @@ async fn a_manual_failover_under_load_loses_no_grant_and_no_charge() {
     eprintln!(
         "{} grants, {lock_errors} lock call errors, {check_errors} check errors during the failover",
         grants.len()
+    );
+}
+
+/// Waits until every replica has finished its first sync (they report
+/// "loading" until then, and a replica that never synced cannot take its
+/// master's place); returns the backend status.
+async fn synced(coord: &support::Coord) -> coord::pb::GetBackendStatusResponse {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = coord.admin().get_backend_status(GetBackendStatusRequest {}).await.unwrap().into_inner();
+        let all_online = status.shards.iter().flat_map(|s| &s.nodes).all(|n| n.health == "online");
+        if all_online || Instant::now() > deadline {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Subscribes again from `since` until coord answers with Subscribed.
+async fn resubscribe(c: &mut PubSubClient, name: &str, since: Option<(u64, &str)>) -> Sub {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(Instant::now() < deadline, "no subscription 30 s after the failover");
+        let req = coord::pb::SubscribeRequest { channels: vec![channel(name, since)], ..Default::default() };
+        match c.subscribe(req).await {
+            Ok(stream) => {
+                let mut stream = stream.into_inner();
+                match tokio::time::timeout(Duration::from_secs(5), stream.message()).await {
+                    Ok(Ok(Some(first))) => {
+                        if let Some(Event::Subscribed(subscribed)) = first.event {
+                            return Sub { stream, subscribed };
+                        }
+                        eprintln!("resubscribe: first {first:?}");
+                    }
+                    other => eprintln!("resubscribe: {other:?}"),
+                }
+            }
+            Err(e) => eprintln!("resubscribe: {e:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+type PubSubClient = coord::pb::pub_sub_service_client::PubSubServiceClient<Channel>;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recoverable_subscriber_is_never_silently_wrong_across_a_killed_master() {
+    let cluster = RedisCluster::start(1);
+    let mut config = support::subscriber::config("");
+    config.redis.cluster = cluster.urls();
+    let coord = serving_with(config).await;
+    synced(&coord).await;
+    let mut c = coord.pubsub();
+
+    // A channel whose shard is the first seed's (where coord's pub/sub
+    // connection starts).
+    let victim = cluster.nodes()[0].port();
+    let victim_slots = cluster.nodes()[0].cli(&["CLUSTER", "NODES"]);
+    let mine: Vec<(u32, u32)> = victim_slots
+        .lines()
+        .filter(|l| l.contains("myself"))
+        .flat_map(|l| l.split(' ').skip(8).map(str::to_owned).collect::<Vec<_>>())
+        .filter_map(|r| match r.split_once('-') {
+            Some((a, b)) => Some((a.parse().ok()?, b.parse().ok()?)),
+            None => r.parse().ok().map(|n| (n, n)),
+        })
+        .collect();
+    let name = (0..)
+        .map(|i| format!("r.fo{i}"))
+        .find(|n| {
+            let slot: u32 = cluster.nodes()[0].cli(&["CLUSTER", "KEYSLOT", &format!("{{{n}}}")]).parse().unwrap();
+            mine.iter().any(|&(a, b)| (a..=b).contains(&slot))
+        })
+        .unwrap();
+
+    let mut sub = Sub::open(&mut c, vec![channel(&name, None)], vec![]).await;
+    let publisher = {
+        let (mut c, name) = (c.clone(), name.clone());
+        tokio::spawn(async move {
+            let stop = Instant::now() + Duration::from_secs(12);
+            let (mut sent, mut failed) = (0u32, 0u32);
+            while Instant::now() < stop {
+                let req = coord::pb::PublishRequest {
+                    channel: name.clone(),
+                    payload: sent.to_string().into_bytes().into(),
+                    ..Default::default()
+                };
+                match c.publish(req).await {
+                    Ok(_) => sent += 1,
+                    Err(_) => failed += 1,
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            (sent, failed)
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    cluster.node_by_port(victim).kill();
+
+    // Read until the publisher is done and the stream is quiet.
+    let (mut last, mut epoch) = (0u64, String::new());
+    let (mut received, mut gaps_told, mut recovered, mut ended) = (0u32, 0u32, 0u32, 0u32);
+    loop {
+        let Ok(event) = tokio::time::timeout(Duration::from_secs(3), sub.event(Duration::from_secs(3600))).await else {
+            if publisher.is_finished() {
+                break;
+            }
+            continue;
+        };
+        match event {
+            Ok(Event::Message(m)) => {
+                if m.epoch == epoch {
+                    assert_eq!(m.offset, last + 1, "a silent gap or repeat: {last} then {} ({m:?})", m.offset);
+                } else {
+                    assert!(epoch.is_empty() || gaps_told > 0, "epoch changed without a Recovery: {m:?}");
+                }
+                (last, epoch) = (m.offset, m.epoch.clone());
+                received += 1;
+            }
+            Ok(Event::Recovery(r)) => {
+                if r.recovered {
+                    recovered += 1;
+                } else {
+                    assert!(!r.reason.is_empty(), "{r:?}");
+                    gaps_told += 1;
+                    // Whatever follows starts a new run of offsets.
+                    epoch.clear();
+                }
+            }
+            Ok(other) => panic!("{other:?}"),
+            // Told, not silent: a client resubscribes from what it has.
+            Err(e) => {
+                assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+                ended += 1;
+                let since = (!epoch.is_empty()).then_some((last, epoch.as_str()));
+                sub = resubscribe(&mut c, &name, since).await;
+            }
+        }
+    }
+    let (sent, failed) = publisher.await.unwrap();
+    assert!(received > 100, "{received} of {sent} received");
+    eprintln!(
+        "{sent} published ({failed} failed during the failover), {received} received, \
+         {recovered} recovered, {gaps_told} told unrecoverable, {ended} streams ended UNAVAILABLE"
     );
 }
