@@ -19,7 +19,10 @@
 //!
 //! A recoverable subscriber whose channel's master is killed mid-stream
 //! (coord's pub/sub connection was on it too) never sees a silent gap or
-//! a silent repeat: offsets stay contiguous, or a Recovery says why not.
+//! a silent repeat: offsets stay contiguous, or a Recovery says why not;
+//! rate-limit charges lost to the failover are measured (asynchronous
+//! replication: what the replica had not received is what can be
+//! over-admitted).
 
 mod support;
 
@@ -422,6 +425,37 @@ async fn a_recoverable_subscriber_is_never_silently_wrong_across_a_killed_master
             (sent, failed)
         })
     };
+    // Rate-limit checks on the same shard, charging through the kill: the
+    // charges the promoted replica never got are what a failover can
+    // over-admit (asynchronous replication).
+    let subject = name.clone();
+    let check = move |c: &mut coord::pb::rate_limit_service_client::RateLimitServiceClient<Channel>, mode: i32| {
+        let limit = Limit {
+            name: "f".into(),
+            algorithm: Some(Algorithm::FixedWindow(FixedWindow { limit: 1_000_000, window_ms: 3_600_000 })),
+        };
+        let req =
+            CheckRequest { subject: subject.clone(), limits: vec![limit], cost: Some(1), mode, ..Default::default() };
+        let mut c = c.clone();
+        async move { c.check(req).await }
+    };
+    let mut checkers = Vec::new();
+    for _ in 0..2 {
+        let mut l = coord.rate_limits();
+        let check = check.clone();
+        checkers.push(tokio::spawn(async move {
+            let stop = Instant::now() + Duration::from_secs(8);
+            let mut admitted = 0u64;
+            while Instant::now() < stop {
+                match check(&mut l, 0).await {
+                    Ok(r) if r.get_ref().allowed => admitted += 1,
+                    _ => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            }
+            admitted
+        }));
+    }
+
     tokio::time::sleep(Duration::from_secs(1)).await;
     cluster.node_by_port(victim).kill();
 
@@ -467,6 +501,15 @@ async fn a_recoverable_subscriber_is_never_silently_wrong_across_a_killed_master
     }
     let (sent, failed) = publisher.await.unwrap();
     assert!(received > 100, "{received} of {sent} received");
+    let mut admitted = 0;
+    for t in checkers {
+        admitted += t.await.unwrap();
+    }
+    let peek = check(&mut coord.rate_limits(), coord::pb::CheckMode::Peek as i32).await.unwrap().into_inner();
+    let charged = 1_000_000 - peek.limits[0].remaining;
+    let lost = admitted as i64 - charged as i64;
+    eprintln!("rate limit: {admitted} admitted, {charged} charged after the failover: {lost} charges lost");
+    assert!(lost.abs() <= 100, "{admitted} admitted, {charged} charged");
     eprintln!(
         "{sent} published ({failed} failed during the failover), {received} received, \
          {recovered} recovered, {gaps_told} told unrecoverable, {ended} streams ended UNAVAILABLE"
