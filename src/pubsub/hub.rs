@@ -141,11 +141,10 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// Starts the hub's task until `shutdown`, connected to the first of
-    /// `clients` that answers (a cluster's seeds: classic PUBLISH reaches
-    /// every node, so any live one will do; after a failure the next is
-    /// tried). `internal` are
-    /// coord's own channels (e.g. lock events), subscribed for good.
+    /// Starts the hub's task until `shutdown`, connected to one of
+    /// `clients` (a cluster's seeds: classic PUBLISH reaches every node, so
+    /// any live one will do; after a failure the next is tried). `internal`
+    /// are coord's own channels (e.g. lock events), subscribed for good.
     /// `connected` is true while the subscription is up.
     pub fn start(
         clients: Vec<redis::Client>,
