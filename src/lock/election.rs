@@ -179,6 +179,19 @@ impl Seen {
         self.shown = Some(content);
         true
     }
+
+    /// Before passing on `s`: the vacancy it skipped, if the last leader
+    /// shown held another term. A new term is granted only after the old
+    /// one ended, so there was a "no leader" in between, which a read can
+    /// overtake (on a cluster a message crosses the bus, a read does not).
+    fn skipped_vacancy(&self, s: &ElectionState) -> Option<ElectionState> {
+        match (&self.shown, &s.leader) {
+            (Some(Some((term, ..))), Some(_)) if *term != s.term => {
+                Some(ElectionState { term: *term, rev: s.rev.saturating_sub(1), leader: None })
+            }
+            _ => None,
+        }
+    }
 }
 
 impl Locks {
@@ -273,7 +286,14 @@ impl Locks {
                     next = next.min(Duration::from_millis(leader.ttl_ms.max(0) as u64 + 20));
                 }
                 read_at = Instant::now() + next;
+                let skipped = seen.skipped_vacancy(&state);
                 if seen.news(&state) {
+                    if let Some(vacancy) = skipped {
+                        metrics::counter!("coord_election_vacancies_observed_total").increment(1);
+                        if tx.send(Ok(vacancy)).await.is_err() {
+                            return;
+                        }
+                    }
                     if state.leader.is_none() {
                         metrics::counter!("coord_election_vacancies_observed_total").increment(1);
                     }
@@ -359,5 +379,20 @@ mod tests {
         assert!(!seen.news(&none(0, 0)));
         assert!(!seen.news(&leader(20, 4, b"c")), "still older than what was seen");
         assert!(seen.news(&leader(30, 1, b"d")), "a new term after the loss");
+    }
+
+    #[test]
+    fn a_leader_read_past_an_unheard_vacancy_shows_the_vacancy_first() {
+        let mut seen = Seen::default();
+        assert!(seen.skipped_vacancy(&leader(10, 1, b"a")).is_none(), "nothing shown yet");
+        assert!(seen.news(&leader(10, 1, b"a")));
+        assert!(seen.skipped_vacancy(&leader(10, 2, b"a2")).is_none(), "a proclaim is no vacancy");
+        let skipped = seen.skipped_vacancy(&leader(20, 3, b"b")).expect("a vacancy between terms");
+        assert_eq!((skipped.term, skipped.leader.is_none()), (10, true));
+        assert!(seen.news(&leader(20, 3, b"b")));
+        // The vacancy's own message arriving late is old news.
+        assert!(!seen.news(&none(10, 2)));
+        assert!(seen.news(&none(20, 4)));
+        assert!(seen.skipped_vacancy(&leader(30, 5, b"c")).is_none(), "the vacancy was shown");
     }
 }
