@@ -235,16 +235,6 @@ async fn checks(c: &mut RateLimitServiceClient<tonic::transport::Channel>, subje
     admitted
 }
 
-fn evalsha_calls(server: &RedisServer) -> u64 {
-    let stats = server.cli(&["INFO", "commandstats"]);
-    stats
-        .lines()
-        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
-
 /// 32 clients × 10 Checks on one subject (limit 100): exactly 100 admitted
 /// with batching on (in fewer script calls than Checks) and off (one call
 /// per Check).
@@ -267,7 +257,7 @@ async fn concurrent_checks_share_script_calls_and_admit_exactly_the_limit() {
             admitted += t.await.unwrap();
         }
         assert_eq!(admitted, 100, "batch_max_size {max_size}: 320 Checks against a limit of 100");
-        let calls = evalsha_calls(&server);
+        let calls = command_calls(&server, "evalsha");
         if max_size == 1 {
             assert!(calls >= 320, "one call per Check: {calls}");
         } else {

@@ -273,9 +273,10 @@ where
             while Instant::now() < measure_until && issued.fetch_add(1, Ordering::Relaxed) < budget {
                 let started = match gap {
                     Some(gap) => {
-                        tokio::time::sleep_until(due).await;
+                        let at = due;
                         due += gap;
-                        due - gap
+                        tokio::time::sleep_until(at).await;
+                        at
                     }
                     None => Instant::now(),
                 };
