@@ -212,6 +212,10 @@ pub struct RedisConfig {
     pub url: String,
     /// Seed node URLs of a Redis Cluster; non-empty selects cluster mode.
     pub cluster: Vec<String>,
+    /// On a cluster: sharded pub/sub (SPUBLISH / SSUBSCRIBE, one connection
+    /// per shard) instead of classic PUBLISH, which every node relays to
+    /// every other. Pattern subscriptions need classic pub/sub.
+    pub sharded_pubsub: bool,
     /// ACL user and password; override any in the URL.
     pub username: Option<String>,
     pub password: Option<String>,
@@ -237,6 +241,7 @@ impl Default for RedisConfig {
         RedisConfig {
             url: String::new(),
             cluster: Vec::new(),
+            sharded_pubsub: true,
             username: None,
             password: None,
             tls_ca_file: None,
@@ -315,6 +320,7 @@ impl RedisConfig {
             password: self.password.clone(),
             tls_ca,
             tls_client,
+            sharded_pubsub: self.sharded_pubsub && !self.cluster.is_empty(),
         })
     }
 }
@@ -542,6 +548,9 @@ pub struct ServeArgs {
     /// Comma-separated seed URLs of a Redis Cluster.
     #[arg(long, env = "COORD_REDIS_CLUSTER", value_delimiter = ',')]
     pub redis_cluster: Option<Vec<String>>,
+    /// On a cluster: sharded pub/sub (true) or classic PUBLISH (false) [default: true]
+    #[arg(long, env = "COORD_REDIS_SHARDED_PUBSUB")]
+    pub redis_sharded_pubsub: Option<bool>,
     /// Redis ACL user.
     #[arg(long, env = "COORD_REDIS_USERNAME")]
     pub redis_username: Option<String>,
@@ -678,6 +687,7 @@ impl Config {
         set(&mut self.log.level, &a.log_level);
         set(&mut self.redis.url, &a.redis_url);
         set(&mut self.redis.cluster, &a.redis_cluster);
+        set(&mut self.redis.sharded_pubsub, &a.redis_sharded_pubsub);
         set_opt(&mut self.redis.username, &a.redis_username);
         set_opt(&mut self.redis.password, &a.redis_password);
         set_opt(&mut self.redis.tls_ca_file, &a.redis_tls_ca_file);

@@ -229,15 +229,19 @@ pub async fn serve(
         tracing::warn!(error = %e, "could not preload scripts; they load on first use");
     }
 
-    // One pub/sub connection per instance carries every lock event and
-    // every PubSubService subscription.
+    // One pub/sub connection per instance (per shard, on a sharded cluster)
+    // carries every lock event and every PubSubService subscription.
     let hub = Arc::new(lock::LockEvents::default());
     let channel = lock::Locks::channel_for(&backend.keys);
     let subscribed = Arc::new(AtomicBool::new(false));
     let lock_events: Arc<dyn crate::redis::pubsub::Handler> = hub.clone();
+    let upstream = match backend.redis.sharded_pubsub() {
+        Some(sharded) => pubsub::hub::Upstream::Sharded(sharded.clone()),
+        None => pubsub::hub::Upstream::Classic(backend.redis.pubsub_clients().to_vec()),
+    };
     let pubsub_hub = pubsub::hub::Hub::start(
-        backend.redis.pubsub_clients().to_vec(),
-        vec![(channel.clone(), lock_events)],
+        upstream,
+        vec![(lock::Locks::events_for(&backend.redis, &backend.keys), lock_events)],
         subscribed.clone(),
         shutdown.clone(),
     );

@@ -1,6 +1,7 @@
 //! PubSubService: ephemeral fan-out in order, patterns, 1000 subscribers
 //! over two coord instances, a stalled subscriber cut off without delaying
-//! the others, heartbeats, idempotent and batch publishes, validation.
+//! the others, heartbeats, idempotent and batch publishes, validation, and
+//! a Redis Cluster with sharded and with classic pub/sub.
 
 mod support;
 
@@ -231,10 +232,64 @@ async fn bad_requests_name_the_field() {
 }
 
 #[tokio::test]
-async fn pubsub_scripts_run_on_a_local_cluster() {
+async fn sharded_pubsub_serves_each_channel_from_its_own_shard_and_refuses_patterns() {
     let cluster = RedisCluster::start(0);
     let mut cfg = config("");
     cfg.redis.cluster = cluster.urls();
+    let coord = serving_with(cfg).await;
+    let mut c = coord.pubsub();
+    let names = ["r.a", "r.b", "r.c", "r.d", "e.a", "e.b", "e.c", "e.d"];
+    let mut sub = Sub::open(&mut c, names.iter().map(|n| channel(n, None)).collect(), vec![]).await;
+    for n in names {
+        let r = publish(&mut c, n, n).await;
+        assert_eq!(r.receivers, 1, "{n}: SPUBLISH reached this instance's shard subscription");
+        if n.starts_with("r.") {
+            assert_eq!(r.offset, 1, "{n}");
+        }
+    }
+    let mut got: Vec<String> = Vec::new();
+    for _ in 0..names.len() {
+        let m = sub.message().await;
+        assert_eq!(m.payload, m.channel.as_bytes(), "{m:?}");
+        got.push(m.channel);
+    }
+    got.sort();
+    assert_eq!(got, {
+        let mut n = names.map(String::from).to_vec();
+        n.sort();
+        n
+    });
+
+    // The subscriptions are shard channels, spread over more than one
+    // master, and nothing is subscribed classically.
+    let mut shards_used = 0;
+    for port in cluster.masters() {
+        let node = cluster.node_by_port(port);
+        let shard_channels = node.cli(&["PUBSUB", "SHARDCHANNELS", "coord:*"]);
+        let classic = node.cli(&["PUBSUB", "CHANNELS", "*"]);
+        assert_eq!(classic, "", "no classic subscriptions on {port}");
+        if names.iter().any(|n| shard_channels.contains(&format!("ps:{{{n}}}"))) {
+            shards_used += 1;
+        }
+    }
+    assert!(shards_used >= 2, "8 channels land on at least two of three shards");
+
+    // Patterns have no sharded form: refused, naming the setting that allows them.
+    let refused = c.subscribe(SubscribeRequest { channels: vec![], patterns: vec!["e.*".into()] }).await;
+    let refused = match refused {
+        Err(status) => status,
+        Ok(response) => response.into_inner().message().await.expect_err("a pattern subscription is refused"),
+    };
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(refused.message().contains("redis.sharded_pubsub"), "{}", refused.message());
+}
+
+#[tokio::test]
+async fn classic_pubsub_on_a_cluster_serves_channels_and_patterns() {
+    let cluster = RedisCluster::start(0);
+    let mut cfg = config("");
+    cfg.redis.cluster = cluster.urls();
+    cfg.redis.sharded_pubsub = false;
     let coord = serving_with(cfg).await;
     let mut c = coord.pubsub();
     let names = ["r.a", "r.b", "r.c", "r.d", "e.a", "e.b"];

@@ -140,7 +140,11 @@ impl Store {
             .redis
             .invoke(&scripts::EL_PROCLAIM, |inv| {
                 keys.push(inv, 3);
-                inv.arg(term).arg(lease).arg(value).arg(&self.channel).arg(keys.base.as_str());
+                inv.arg(term)
+                    .arg(lease)
+                    .arg(value)
+                    .arg(&*self.channel.for_key(keys.base.as_str()))
+                    .arg(keys.base.as_str());
             })
             .await?;
         Ok(match reply.as_slice() {

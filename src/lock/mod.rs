@@ -51,7 +51,7 @@ use crate::{
     backend::Backend,
     config::LockConfig,
     error::{Error, Result},
-    redis::{Name, Namespace},
+    redis::{EventChannel, Name, Namespace},
 };
 
 /// Lock names: 1–512 bytes.
@@ -381,7 +381,8 @@ impl Locks {
         settings: Settings,
         shutdown: CancellationToken,
     ) -> Self {
-        let keys = Store::new(backend.redis.clone(), backend.keys.clone(), Self::channel_for(&backend.keys));
+        let keys =
+            Store::new(backend.redis.clone(), backend.keys.clone(), Self::events_for(&backend.redis, &backend.keys));
         let is_redlock = redlock.is_some();
         let store: Arc<dyn LockStore> = match redlock {
             Some(r) => r,
@@ -395,9 +396,17 @@ impl Locks {
         self.settings.max_wait
     }
 
-    /// The pub/sub channel the scripts publish on.
+    /// The pub/sub channel the scripts publish on (on a single node, and on
+    /// each Redlock node).
     pub fn channel_for(keys: &crate::redis::KeyBuilder) -> String {
         format!("{}:_:lock-events", keys.prefix())
+    }
+
+    /// The channel(s) scripts on `redis` publish on: one per slot with
+    /// sharded pub/sub.
+    pub fn events_for(redis: &crate::redis::Redis, keys: &crate::redis::KeyBuilder) -> EventChannel {
+        let name = Self::channel_for(keys);
+        if redis.sharded() { EventChannel::PerSlot(name.into()) } else { EventChannel::One(name.into()) }
     }
 
     /// Clamps a requested TTL into the configured bounds; ≤ 0 is invalid.

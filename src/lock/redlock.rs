@@ -52,7 +52,7 @@ use super::{
 use crate::{
     config::RedlockConfig,
     error::{Error, Result},
-    redis::{ConnectOptions, KeyBuilder, Name, Namespace, Redis, RedisNodes},
+    redis::{ConnectOptions, EventChannel, KeyBuilder, Name, Namespace, Redis, RedisNodes},
 };
 
 /// One Redlock node's answer to an acquire attempt.
@@ -149,7 +149,7 @@ impl Redlock {
                 .unwrap_or_else(|| url.clone());
             nodes.push(Node {
                 label,
-                store: Store::new(redis.clone(), keys.clone(), channel.to_owned()),
+                store: Store::new(redis.clone(), keys.clone(), EventChannel::One(channel.into())),
                 redis,
                 identity: Mutex::new(Identity::default()),
                 up: AtomicBool::new(false),

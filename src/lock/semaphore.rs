@@ -374,7 +374,7 @@ impl Store {
                 .arg(&entry.0)
                 .arg(&entry.1);
             if let Some(value) = t.value {
-                inv.arg(value).arg(&self.channel).arg(keys.base.as_str());
+                inv.arg(value).arg(&*self.channel.for_key(keys.base.as_str())).arg(keys.base.as_str());
             }
         };
         let attempt = match replicas {
@@ -450,7 +450,7 @@ impl Store {
                 }
                 inv.arg(id.map(|i| i.to_string()).unwrap_or_default())
                     .arg(lease)
-                    .arg(&self.channel)
+                    .arg(&*self.channel.for_key(keys.base.as_str()))
                     .arg(keys.base.as_str())
                     .arg(how.as_str())
                     .arg(&entry.0)
@@ -472,7 +472,7 @@ impl Store {
             .redis
             .invoke(&scripts::SEM_LEAVE, |inv| {
                 keys.push(inv, 5);
-                inv.arg(waiter).arg(&self.channel).arg(keys.base.as_str());
+                inv.arg(waiter).arg(&*self.channel.for_key(keys.base.as_str())).arg(keys.base.as_str());
             })
             .await?;
         Ok(())
@@ -532,7 +532,10 @@ impl Store {
         self.redis
             .invoke(&scripts::SEM_RESIZE, |inv| {
                 keys.push(inv, 5);
-                inv.arg(size).arg(&self.channel).arg(keys.base.as_str()).arg(SEM_KEY_TTL_MS);
+                inv.arg(size)
+                    .arg(&*self.channel.for_key(keys.base.as_str()))
+                    .arg(keys.base.as_str())
+                    .arg(SEM_KEY_TTL_MS);
             })
             .await
     }

@@ -11,7 +11,7 @@ use redis::{FromRedisValue, ParsingError, Value};
 use super::{GrantEnd, LeaseId, LockInfo, LockState, NodeResult, PermitRef, semaphore::PermitRenewal};
 use crate::{
     error::{Error, Result},
-    redis::{KeyBuilder, Name, Namespace, Redis, ResourceKey, Topology, scripts},
+    redis::{EventChannel, KeyBuilder, Name, Namespace, Redis, ResourceKey, Topology, scripts},
 };
 
 /// Fence counters outlive grants by this much; tokens stay monotonic after
@@ -194,8 +194,8 @@ impl FromRedisValue for LockRenewal {
 pub struct Store {
     pub(super) redis: Redis,
     pub(super) keys: KeyBuilder,
-    /// Pub/sub channel for release and lock-end events.
-    pub channel: String,
+    /// Pub/sub channel(s) for release and lock-end events.
+    pub channel: EventChannel,
 }
 
 /// What the lock domain needs from where locks live: one Redis, a node or a
@@ -244,7 +244,7 @@ pub trait LockStore: Send + Sync {
 }
 
 impl Store {
-    pub fn new(redis: Redis, keys: KeyBuilder, channel: String) -> Self {
+    pub fn new(redis: Redis, keys: KeyBuilder, channel: EventChannel) -> Self {
         Store { redis, keys, channel }
     }
 
@@ -572,7 +572,7 @@ impl LockStore for Store {
                 if let Some(index) = &folded {
                     inv.key(index);
                 }
-                inv.arg(lease).arg(&self.channel).arg(id).arg(latest).arg(name.as_str());
+                inv.arg(lease).arg(&*self.channel.for_key(key.as_str())).arg(id).arg(latest).arg(name.as_str());
             })
             .await?;
         if let (Some(index), ReleaseReply::Released { remaining: 0, .. }) = (apart, &reply) {
@@ -587,7 +587,10 @@ impl LockStore for Store {
         let key = self.lock_key(ns, name);
         self.redis
             .invoke(&scripts::LOCK_END, |inv| {
-                inv.key(key.as_str()).arg(lease.unwrap_or("")).arg(how.as_str()).arg(&self.channel);
+                inv.key(key.as_str())
+                    .arg(lease.unwrap_or(""))
+                    .arg(how.as_str())
+                    .arg(&*self.channel.for_key(key.as_str()));
             })
             .await
     }

@@ -15,5 +15,5 @@ if f[2] ~= 'held' or (ARGV[1] ~= '' and f[1] ~= ARGV[1]) then
 end
 redis.call('HSET', KEYS[1], 'state', ARGV[2], 'count', 0)
 redis.call('PEXPIRE', KEYS[1], f[5])
-redis.call('PUBLISH', ARGV[3], 'e|' .. ARGV[2] .. '|' .. f[4] .. '|' .. #f[1] .. '|' .. f[1] .. KEYS[1])
+redis.call(PUBLISH, ARGV[3], 'e|' .. ARGV[2] .. '|' .. f[4] .. '|' .. #f[1] .. '|' .. f[1] .. KEYS[1])
 return { f[1], f[3] or '', tonumber(f[4]) }

@@ -5,6 +5,10 @@
 -- time_ms(), time_us(): Redis TIME as ms / µs since the epoch, the one
 -- clock every script uses; time_us_text(): µs as exact digits (numbers of
 -- 16 digits print as 1.7e+15, and string.format is slow).
+-- PUBLISH: the command events go out with. Scripts built for a cluster
+-- with sharded pub/sub get 'SPUBLISH' instead (scripts.rs), which keeps an
+-- event on its key's shard; its channel must then share the keys' slot.
+local PUBLISH = 'PUBLISH'
 local function time_us()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -38,7 +42,7 @@ local function sem_wake(queue, wants, free, size, now, channel, key)
     end
   end
   if #woken > 0 then
-    redis.call('PUBLISH', channel, 's|' .. #key .. '|' .. key .. table.concat(woken, ' '))
+    redis.call(PUBLISH, channel, 's|' .. #key .. '|' .. key .. table.concat(woken, ' '))
   end
   return #woken
 end
@@ -79,7 +83,7 @@ local function el_none(term, rev)
 end
 -- el_publish(channel, key, state): 'o|<key length>|<key><state>'.
 local function el_publish(channel, key, state)
-  redis.call('PUBLISH', channel, 'o|' .. #key .. '|' .. key .. state)
+  redis.call(PUBLISH, channel, 'o|' .. #key .. '|' .. key .. state)
 end
 -- el_vacate(hash, id, channel, key): permit id's grant ended; if it led
 -- the election (hash), nobody leads now, and observers hear so.

@@ -22,7 +22,7 @@
 -- O(1) amortised + O(subscribers) for PUBLISH
 local now = time_ms()
 if ARGV[1] ~= 'recoverable' then
-  local n = redis.call('PUBLISH', ARGV[2], '0::' .. now .. ':' .. ARGV[3])
+  local n = redis.call(PUBLISH, ARGV[2], '0::' .. now .. ':' .. ARGV[3])
   return { 0, '', n, now, 0 }
 end
 if ARGV[7] == '1' then
@@ -43,7 +43,7 @@ local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], offset .. '-0', 'b', ARGV[3], 't', now)
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 redis.call('PEXPIRE', KEYS[2], ARGV[6])
-local n = redis.call('PUBLISH', ARGV[2], offset .. ':' .. epoch .. ':' .. now .. ':' .. ARGV[3])
+local n = redis.call(PUBLISH, ARGV[2], offset .. ':' .. epoch .. ':' .. now .. ':' .. ARGV[3])
 if ARGV[7] == '1' then
   redis.call('SET', KEYS[3], offset .. ':' .. epoch, 'PX', ARGV[8])
 end

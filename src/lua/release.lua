@@ -64,6 +64,6 @@ if KEYS[2] then
 end
 if f[7] or f[8] then
   -- Event: e|<state>|<token>|<lease length>|<lease><lock key>
-  redis.call('PUBLISH', ARGV[2], 'e|released|' .. f[4] .. '|' .. #f[1] .. '|' .. f[1] .. KEYS[1])
+  redis.call(PUBLISH, ARGV[2], 'e|released|' .. f[4] .. '|' .. #f[1] .. '|' .. f[1] .. KEYS[1])
 end
 return { 1, 0, f[6] or '', tonumber(f[4]), f[5] or '' }

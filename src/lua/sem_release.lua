@@ -74,6 +74,6 @@ if ARGV[8] == '1' then
 end
 local woken = sem_wake(KEYS[4], KEYS[5], size - used, size, now, ARGV[3], ARGV[4])
 if ARGV[5] ~= 'released' then
-  redis.call('PUBLISH', ARGV[3], 'e|' .. ARGV[5] .. '|' .. id .. '|' .. #lease .. '|' .. lease .. ARGV[4])
+  redis.call(PUBLISH, ARGV[3], 'e|' .. ARGV[5] .. '|' .. id .. '|' .. #lease .. '|' .. lease .. ARGV[4])
 end
 return { 1, size - used, woken, tonumber(id), lease, owner, tonumber(n) }

@@ -1,17 +1,30 @@
-//! The hub: this instance's one Redis pub/sub connection, shared by every
+//! The hub: this instance's Redis pub/sub connection, shared by every
 //! subscriber (and by coord's internal event channels).
 //!
 //! One task owns the connection. It applies joins and leaves in order,
-//! reference-counting SUBSCRIBE / PSUBSCRIBE per Redis channel and pattern,
-//! and routes each message to the bounded queue of every subscriber of its
+//! reference-counting subscriptions per Redis channel and pattern, and
+//! routes each message to the bounded queue of every subscriber of its
 //! channel or pattern. Routing never waits: a subscriber whose queue is full
 //! (messages or bytes) is cut off and removed, so a slow subscriber can
-//! never slow the others or the reader. When the connection drops, the task
-//! reconnects with backoff, subscribes everything again and tells every
-//! subscriber (`Input::Restored`): messages may have been missed meanwhile.
+//! never slow the others or the reader.
+//!
+//! Two upstreams:
+//! - **Classic** (a single node, or a cluster with `redis.sharded_pubsub`
+//!   off): one SUBSCRIBE / PSUBSCRIBE connection. When it drops, the task
+//!   reconnects with backoff (to the next seed), subscribes everything
+//!   again and tells every subscriber (`Input::Restored`): messages may
+//!   have been missed meanwhile.
+//! - **Sharded** (a cluster): SSUBSCRIBE over a RESP3 cluster connection,
+//!   which keeps one connection per shard, so each channel is served by the
+//!   shard that owns its slot. When a node's connection drops or the server
+//!   drops a channel (its slot moved), the affected slots are subscribed
+//!   again on their current owner, retried while their shard has no live
+//!   master, and their subscribers are told `Restored` once the new
+//!   subscription is confirmed. A failover on one shard leaves the others'
+//!   messages flowing. Patterns are refused: sharded pub/sub has none.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, BTreeSet, HashMap},
     sync::{
         Arc, RwLock,
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
@@ -19,15 +32,25 @@ use std::{
     time::Duration,
 };
 
-use futures_util::StreamExt as _;
-use tokio::sync::{mpsc, oneshot};
+use futures_util::{StreamExt as _, stream};
+use redis::{PushInfo, PushKind, Value, cluster_async::ClusterConnection};
+use tokio::{
+    sync::{mpsc, oneshot},
+    time::Instant,
+};
 use tokio_util::sync::CancellationToken;
 
 use super::frame::{self, Delivery};
 use crate::{
     backoff::Backoff,
     error::{Error, Result},
-    redis::pubsub::Handler,
+    redis::{
+        EventChannel,
+        connect::ShardedPubSub,
+        pubsub::Handler,
+        shards,
+        slots::{self, SLOTS},
+    },
 };
 
 /// What a subscriber's queue carries.
@@ -133,28 +156,37 @@ enum Command {
     },
 }
 
+/// How the hub reaches Redis.
+pub enum Upstream {
+    /// One classic SUBSCRIBE connection to any of these nodes, tried in
+    /// turn (a cluster's seeds: PUBLISH reaches every node).
+    Classic(Vec<redis::Client>),
+    /// SSUBSCRIBE on each channel's shard.
+    Sharded(Arc<ShardedPubSub>),
+}
+
 /// The handle services use.
 pub struct Hub {
     commands: mpsc::UnboundedSender<Command>,
     next_id: AtomicU64,
     connected: Arc<AtomicBool>,
+    sharded: bool,
 }
 
 impl Hub {
-    /// Starts the hub's task until `shutdown`, connected to one of
-    /// `clients` (a cluster's seeds: classic PUBLISH reaches every node, so
-    /// any live one will do; after a failure the next is tried). `internal`
-    /// are coord's own channels (e.g. lock events), subscribed for good.
-    /// `connected` is true while the subscription is up.
+    /// Starts the hub's task until `shutdown`. `internal` are coord's own
+    /// channels (e.g. lock events), subscribed for good. `connected` is
+    /// true while every subscription is up.
     pub fn start(
-        clients: Vec<redis::Client>,
-        internal: Vec<(String, Arc<dyn Handler>)>,
+        upstream: Upstream,
+        internal: Vec<(EventChannel, Arc<dyn Handler>)>,
         connected: Arc<AtomicBool>,
         shutdown: CancellationToken,
     ) -> Arc<Hub> {
         let (commands, rx) = mpsc::unbounded_channel();
-        let hub = Arc::new(Hub { commands, next_id: AtomicU64::new(1), connected: connected.clone() });
-        let task = Task { clients, next: 0, internal, routing: RwLock::default(), connected, commands: rx };
+        let sharded = matches!(upstream, Upstream::Sharded(_));
+        let hub = Arc::new(Hub { commands, next_id: AtomicU64::new(1), connected: connected.clone(), sharded });
+        let task = Task { upstream, next: 0, internal, routing: RwLock::default(), connected, commands: rx };
         tokio::spawn(task.run(shutdown));
         hub
     }
@@ -167,6 +199,14 @@ impl Hub {
     /// once Redis has confirmed every new subscription, so anything
     /// published from then on reaches it.
     pub async fn join(&self, channels: Vec<String>, patterns: Vec<String>, sub: Arc<Subscriber>) -> Result<u64> {
+        if self.sharded && !patterns.is_empty() {
+            return Err(Error::FailedPrecondition(
+                "pattern subscriptions need classic pub/sub: this Redis Cluster uses sharded pub/sub, which has no \
+                 patterns (set redis.sharded_pubsub: false to publish classically, at the cost of every message \
+                 crossing every node)"
+                    .into(),
+            ));
+        }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (reply, answer) = oneshot::channel();
         self.commands.send(Command::Join { id, channels, patterns, sub, reply }).map_err(|_| Error::ShuttingDown)?;
@@ -180,11 +220,74 @@ impl Hub {
     }
 }
 
+/// A live upstream connection, for subscribing and unsubscribing.
+enum Link {
+    Classic(redis::aio::PubSubSink),
+    Sharded(ClusterConnection),
+}
+
+/// Slot subscriptions in flight at once on a cluster.
+const SLOT_CONCURRENCY: usize = 64;
+
+impl Link {
+    async fn subscribe(&mut self, channels: Vec<String>) -> redis::RedisResult<()> {
+        match self {
+            Link::Classic(sink) => sink.subscribe(channels).await,
+            Link::Sharded(conn) => {
+                let groups = by_slot(channels).into_values().map(|group| {
+                    let mut conn = conn.clone();
+                    async move { conn.ssubscribe(group).await }
+                });
+                futures_util::future::try_join_all(groups).await.map(drop)
+            }
+        }
+    }
+
+    /// Best effort on a cluster: a channel left subscribed on a dead node
+    /// goes with the node, and strays are dropped by routing.
+    async fn unsubscribe(&mut self, channels: Vec<String>) -> redis::RedisResult<()> {
+        match self {
+            Link::Classic(sink) => sink.unsubscribe(channels).await,
+            Link::Sharded(conn) => {
+                for group in by_slot(channels).into_values() {
+                    if let Err(e) = conn.sunsubscribe(group).await {
+                        tracing::debug!(error = %e, "sunsubscribe failed");
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn psubscribe(&mut self, patterns: Vec<String>) -> redis::RedisResult<()> {
+        match self {
+            Link::Classic(sink) => sink.psubscribe(patterns).await,
+            Link::Sharded(_) => Err((redis::ErrorKind::Client, "no patterns with sharded pub/sub").into()),
+        }
+    }
+
+    async fn punsubscribe(&mut self, patterns: Vec<String>) -> redis::RedisResult<()> {
+        match self {
+            Link::Classic(sink) => sink.punsubscribe(patterns).await,
+            Link::Sharded(_) => Ok(()),
+        }
+    }
+}
+
+/// Channels grouped by slot: one SSUBSCRIBE may name one slot's only.
+fn by_slot(channels: impl IntoIterator<Item = String>) -> BTreeMap<u16, Vec<String>> {
+    let mut groups: BTreeMap<u16, Vec<String>> = BTreeMap::new();
+    for channel in channels {
+        groups.entry(slots::slot(&channel)).or_default().push(channel);
+    }
+    groups
+}
+
 struct Task {
-    clients: Vec<redis::Client>,
-    /// Index of the client to connect with next.
+    upstream: Upstream,
+    /// Classic: index of the client to connect with next.
     next: usize,
-    internal: Vec<(String, Arc<dyn Handler>)>,
+    internal: Vec<(EventChannel, Arc<dyn Handler>)>,
     routing: RwLock<Routing>,
     connected: Arc<AtomicBool>,
     commands: mpsc::UnboundedReceiver<Command>,
@@ -195,61 +298,72 @@ impl Task {
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
         let mut first = true;
         loop {
-            let client = self.clients.get(self.next % self.clients.len().max(1)).cloned();
-            let connect = async {
-                let client =
-                    client.ok_or_else(|| redis::RedisError::from((redis::ErrorKind::Client, "no Redis node")))?;
-                let (mut sink, stream) = client.get_async_pubsub().await?.split();
-                let (channels, patterns) = {
-                    let routing = self.routing.read().unwrap_or_else(|e| e.into_inner());
-                    (
-                        routing.channels.keys().cloned().collect::<Vec<_>>(),
-                        routing.patterns.keys().cloned().collect::<Vec<_>>(),
-                    )
-                };
-                let internal: Vec<&String> = self.internal.iter().map(|(c, _)| c).collect();
-                if !internal.is_empty() {
-                    sink.subscribe(internal).await?;
+            let done = match &self.upstream {
+                Upstream::Classic(clients) => {
+                    let client = clients.get(self.next % clients.len().max(1)).cloned();
+                    let connected = tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        result = tokio::time::timeout(Duration::from_secs(2), self.connect_classic(client)) => result,
+                    };
+                    self.next += 1;
+                    match connected {
+                        Ok(Ok((sink, stream))) => {
+                            backoff.reset();
+                            self.connected.store(true, Ordering::Relaxed);
+                            for (_, handler) in &self.internal {
+                                handler.on_connect();
+                            }
+                            if !first {
+                                self.broadcast(Input::Restored);
+                            }
+                            first = false;
+                            let done = self.serve_classic(Link::Classic(sink), stream, &shutdown).await;
+                            tracing::warn!("pub/sub connection lost; reconnecting");
+                            Some(done)
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, "pub/sub connect failed");
+                            None
+                        }
+                        Err(_) => {
+                            tracing::debug!("pub/sub connect timed out");
+                            None
+                        }
+                    }
                 }
-                if !channels.is_empty() {
-                    sink.subscribe(channels).await?;
+                Upstream::Sharded(how) => {
+                    let (push_tx, pushes) = mpsc::unbounded_channel();
+                    let connect = async {
+                        let client = how.client(push_tx)?;
+                        client.get_async_connection().await
+                    };
+                    let connected = tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        result = tokio::time::timeout(Duration::from_secs(2), connect) => result,
+                    };
+                    match connected {
+                        Ok(Ok(conn)) => {
+                            backoff.reset();
+                            let done = self.serve_sharded(conn, pushes, !first, &shutdown).await;
+                            first = false;
+                            tracing::warn!("sharded pub/sub connection lost; reconnecting");
+                            Some(done)
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, "sharded pub/sub connect failed");
+                            None
+                        }
+                        Err(_) => {
+                            tracing::debug!("sharded pub/sub connect timed out");
+                            None
+                        }
+                    }
                 }
-                if !patterns.is_empty() {
-                    sink.psubscribe(patterns).await?;
-                }
-                Ok::<_, redis::RedisError>((sink, stream))
             };
-            let connected = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                result = tokio::time::timeout(Duration::from_secs(2), connect) => result,
-            };
-            match connected {
-                Ok(Ok((sink, stream))) => {
-                    backoff.reset();
-                    self.connected.store(true, Ordering::Relaxed);
-                    for (_, handler) in &self.internal {
-                        handler.on_connect();
-                    }
-                    if !first {
-                        self.broadcast(Input::Restored);
-                    }
-                    first = false;
-                    if self.serve(sink, stream, &shutdown).await {
-                        return;
-                    }
-                    self.connected.store(false, Ordering::Relaxed);
-                    tracing::warn!("pub/sub connection lost; reconnecting");
-                    self.next += 1;
-                }
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "pub/sub connect failed");
-                    self.next += 1;
-                }
-                Err(_) => {
-                    tracing::debug!("pub/sub connect timed out");
-                    self.next += 1;
-                }
+            if done == Some(true) {
+                return;
             }
+            self.connected.store(false, Ordering::Relaxed);
             // Disconnected: answer commands while waiting to retry.
             let retry = tokio::time::sleep(backoff.next_delay());
             tokio::pin!(retry);
@@ -271,14 +385,38 @@ impl Task {
         }
     }
 
+    async fn connect_classic(
+        &self,
+        client: Option<redis::Client>,
+    ) -> redis::RedisResult<(redis::aio::PubSubSink, redis::aio::PubSubStream)> {
+        let client = client.ok_or_else(|| redis::RedisError::from((redis::ErrorKind::Client, "no Redis node")))?;
+        let (mut sink, stream) = client.get_async_pubsub().await?.split();
+        let (channels, patterns) = {
+            let routing = self.routing.read().unwrap_or_else(|e| e.into_inner());
+            (routing.channels.keys().cloned().collect::<Vec<_>>(), routing.patterns.keys().cloned().collect::<Vec<_>>())
+        };
+        let internal: Vec<String> = self.internal.iter().flat_map(|(c, _)| c.all()).collect();
+        if !internal.is_empty() {
+            sink.subscribe(internal).await?;
+        }
+        if !channels.is_empty() {
+            sink.subscribe(channels).await?;
+        }
+        if !patterns.is_empty() {
+            sink.psubscribe(patterns).await?;
+        }
+        Ok((sink, stream))
+    }
+
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Routing> {
         self.routing.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Serves one connection; true on shutdown, false when it dropped.
-    async fn serve(
+    /// Serves one classic connection; true on shutdown, false when it
+    /// dropped.
+    async fn serve_classic(
         &mut self,
-        mut sink: redis::aio::PubSubSink,
+        mut link: Link,
         mut stream: redis::aio::PubSubStream,
         shutdown: &CancellationToken,
     ) -> bool {
@@ -286,13 +424,18 @@ impl Task {
             tokio::select! {
                 _ = shutdown.cancelled() => return true,
                 message = stream.next() => match message {
-                    Some(message) => self.route(&message, &mut sink).await,
+                    Some(message) => {
+                        let pattern: Option<String> =
+                            message.from_pattern().then(|| message.get_pattern().ok()).flatten();
+                        self.route(message.get_channel_name(), pattern.as_deref(), message.get_payload_bytes(), &mut link)
+                            .await;
+                    }
                     None => return false,
                 },
                 command = self.commands.recv() => match command {
                     None => return true,
                     Some(command) => {
-                        if let Err(e) = self.apply(command, &mut sink).await {
+                        if let Err(e) = self.apply(command, &mut link).await {
                             tracing::warn!(error = %e, "pub/sub subscribe failed");
                             return false;
                         }
@@ -302,7 +445,199 @@ impl Task {
         }
     }
 
-    async fn apply(&mut self, command: Command, sink: &mut redis::aio::PubSubSink) -> redis::RedisResult<()> {
+    /// Serves a sharded cluster connection; true on shutdown, false when
+    /// it ended. `tell`: the subscriptions are being restored after a
+    /// drop, so their subscribers are told.
+    async fn serve_sharded(
+        &mut self,
+        conn: ClusterConnection,
+        mut pushes: mpsc::UnboundedReceiver<PushInfo>,
+        tell: bool,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        // Slots whose channels must be subscribed (again) on their current
+        // owner; true: tell their subscribers once that is confirmed.
+        let mut pending: BTreeMap<u16, bool> = self.wanted_slots().into_iter().map(|s| (s, tell)).collect();
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
+        let mut retry_at = Instant::now();
+        let mut link = Link::Sharded(conn.clone());
+        loop {
+            self.connected.store(pending.is_empty(), Ordering::Relaxed);
+            let due = !pending.is_empty();
+            tokio::select! {
+                _ = shutdown.cancelled() => return true,
+                push = pushes.recv() => match push {
+                    None => return false,
+                    Some(push) => match push.kind {
+                        PushKind::SMessage | PushKind::Message => {
+                            if let [channel, payload, ..] = push.data.as_slice()
+                                && let (Some(channel), Some(payload)) = (text(channel), bytes(payload))
+                            {
+                                self.route(&channel, None, payload, &mut link).await;
+                            }
+                        }
+                        PushKind::SUnsubscribe => {
+                            // Unasked (a leave removes its channels first):
+                            // the server dropped it, as it does when the
+                            // channel's slot moves to another shard.
+                            if let Some(channel) = push.data.first().and_then(text)
+                                && self.wants(&channel)
+                            {
+                                tracing::info!(%channel, "shard channel dropped by the server; subscribing on its new owner");
+                                pending.insert(slots::slot(&channel), true);
+                                retry_at = Instant::now();
+                            }
+                        }
+                        // Some node's connection dropped, and with it the
+                        // subscriptions it carried. Which node is not said,
+                        // and the cluster connection's own recovery can
+                        // stall on the dead node, so start afresh: a new
+                        // connection subscribes every slot again, live
+                        // shards' at once.
+                        PushKind::Disconnection => return false,
+                        _ => {}
+                    },
+                },
+                command = self.commands.recv() => match command {
+                    None => return true,
+                    Some(command) => {
+                        // A failed join is answered as such and leaves the
+                        // other shards' subscriptions alone.
+                        if let Err(e) = self.apply(command, &mut link).await {
+                            tracing::debug!(error = %e, "sharded subscribe failed");
+                        }
+                    }
+                },
+                _ = tokio::time::sleep_until(retry_at), if due => {
+                    let (began, before) = (Instant::now(), pending.len());
+                    self.restore(&conn, &mut pending).await;
+                    tracing::info!(
+                        subscribed = before - pending.len(),
+                        waiting = pending.len(),
+                        took_ms = began.elapsed().as_millis() as u64,
+                        "sharded pub/sub: slots subscribed on their shards"
+                    );
+                    retry_at = Instant::now() + if pending.is_empty() {
+                        backoff.reset();
+                        Duration::ZERO
+                    } else {
+                        backoff.next_delay()
+                    };
+                }
+            }
+        }
+    }
+
+    /// Subscribes `pending` slots again on their shards, skipping shards
+    /// with no live master (a dead shard costs one CLUSTER SHARDS per
+    /// round, not a timeout per slot), and tells whoever must be told.
+    async fn restore(&mut self, conn: &ClusterConnection, pending: &mut BTreeMap<u16, bool>) {
+        let mut ask = conn.clone();
+        let shards = match redis::cmd("CLUSTER").arg("SHARDS").query_async::<Value>(&mut ask).await {
+            Ok(value) => shards::parse(value).unwrap_or_default(),
+            Err(e) => {
+                tracing::debug!(error = %e, "CLUSTER SHARDS failed");
+                return;
+            }
+        };
+        let mut groups: BTreeMap<u16, Vec<String>> =
+            self.internal.iter().flat_map(|(c, _)| c.all()).filter(|c| pending.contains_key(&slots::slot(c))).fold(
+                BTreeMap::new(),
+                |mut groups, c| {
+                    groups.entry(slots::slot(&c)).or_default().push(c);
+                    groups
+                },
+            );
+        {
+            let routing = self.routing.read().unwrap_or_else(|e| e.into_inner());
+            for channel in routing.channels.keys() {
+                let slot = slots::slot(channel);
+                if pending.contains_key(&slot) {
+                    groups.entry(slot).or_default().push(channel.clone());
+                }
+            }
+        }
+        // Slots nobody wants any more need nothing.
+        pending.retain(|slot, _| groups.contains_key(slot));
+        let rounds = shards.iter().filter(|shard| shard.has_live_master()).map(|shard| {
+            let work: Vec<(u16, Vec<String>)> = groups
+                .iter()
+                .filter(|(slot, _)| shard.owns(**slot))
+                .map(|(slot, channels)| (*slot, channels.clone()))
+                .collect();
+            let conn = conn.clone();
+            async move {
+                let mut done = Vec::new();
+                let mut results = stream::iter(work)
+                    .map(|(slot, channels)| {
+                        let mut conn = conn.clone();
+                        async move { (slot, conn.ssubscribe(channels).await) }
+                    })
+                    .buffer_unordered(SLOT_CONCURRENCY);
+                while let Some((slot, result)) = results.next().await {
+                    match result {
+                        Ok(()) => done.push(slot),
+                        // Stop at the first failure: the shard is not
+                        // ready; the next round tries again.
+                        Err(e) => {
+                            tracing::debug!(slot, error = %e, "resubscribing a shard's slots failed");
+                            break;
+                        }
+                    }
+                }
+                done
+            }
+        });
+        let done: Vec<u16> = futures_util::future::join_all(rounds).await.into_iter().flatten().collect();
+        let mut told = BTreeSet::new();
+        for slot in &done {
+            if pending.remove(slot) == Some(true) {
+                told.insert(*slot);
+            }
+        }
+        if !done.is_empty() {
+            // Lock waiters re-check whatever they wait for: an event may
+            // have been lost while a node was away.
+            for (_, handler) in &self.internal {
+                handler.on_connect();
+            }
+        }
+        if !told.is_empty() {
+            let routing = self.routing.read().unwrap_or_else(|e| e.into_inner());
+            for (channel, subs) in &routing.channels {
+                if told.contains(&slots::slot(channel)) {
+                    for sub in subs.values() {
+                        if !sub.offer(Input::Restored) {
+                            sub.cut.cancel();
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Slots of every channel coord subscribes to.
+    fn wanted_slots(&self) -> BTreeSet<u16> {
+        let mut slots: BTreeSet<u16> = BTreeSet::new();
+        for (channel, _) in &self.internal {
+            match channel {
+                EventChannel::PerSlot(_) => slots.extend(0..SLOTS),
+                EventChannel::One(name) => {
+                    slots.insert(slots::slot(name));
+                }
+            }
+        }
+        let routing = self.routing.read().unwrap_or_else(|e| e.into_inner());
+        slots.extend(routing.channels.keys().map(|c| slots::slot(c)));
+        slots
+    }
+
+    fn wants(&self, channel: &str) -> bool {
+        self.internal.iter().any(|(c, _)| c.matches(channel))
+            || self.routing.read().unwrap_or_else(|e| e.into_inner()).channels.contains_key(channel)
+    }
+
+    async fn apply(&mut self, command: Command, link: &mut Link) -> redis::RedisResult<()> {
         match command {
             Command::Join { id, channels, patterns, sub, reply } => {
                 let (mut new_channels, mut new_patterns) = (Vec::new(), Vec::new());
@@ -326,10 +661,10 @@ impl Task {
                 }
                 let mut result = Ok(());
                 if !new_channels.is_empty() {
-                    result = sink.subscribe(new_channels).await;
+                    result = link.subscribe(new_channels).await;
                 }
                 if result.is_ok() && !new_patterns.is_empty() {
-                    result = sink.psubscribe(new_patterns).await;
+                    result = link.psubscribe(new_patterns).await;
                 }
                 match result {
                     Ok(()) => {
@@ -337,37 +672,39 @@ impl Task {
                         Ok(())
                     }
                     Err(e) => {
-                        self.write().remove(id);
+                        let (channels, _) = self.write().remove(id);
+                        if matches!(link, Link::Sharded(_)) && !channels.is_empty() {
+                            // Undo the slots that did subscribe.
+                            let _ = link.unsubscribe(channels).await;
+                        }
                         let _ = reply.send(Err(Error::Unavailable(format!("subscribe failed: {e}"))));
                         Err(e)
                     }
                 }
             }
-            Command::Leave { id } => self.unsubscribe(id, sink).await,
+            Command::Leave { id } => self.unsubscribe(id, link).await,
         }
     }
 
-    async fn unsubscribe(&mut self, id: u64, sink: &mut redis::aio::PubSubSink) -> redis::RedisResult<()> {
+    async fn unsubscribe(&mut self, id: u64, link: &mut Link) -> redis::RedisResult<()> {
         let (channels, patterns) = self.write().remove(id);
         if !channels.is_empty() {
-            sink.unsubscribe(channels).await?;
+            link.unsubscribe(channels).await?;
         }
         if !patterns.is_empty() {
-            sink.punsubscribe(patterns).await?;
+            link.punsubscribe(patterns).await?;
         }
         Ok(())
     }
 
-    async fn route(&mut self, message: &redis::Msg, sink: &mut redis::aio::PubSubSink) {
-        let channel = message.get_channel_name();
-        let pattern: Option<String> = message.from_pattern().then(|| message.get_pattern().ok()).flatten();
+    async fn route(&mut self, channel: &str, pattern: Option<&str>, payload: &[u8], link: &mut Link) {
         if pattern.is_none()
-            && let Some((_, handler)) = self.internal.iter().find(|(c, _)| c == channel)
+            && let Some((_, handler)) = self.internal.iter().find(|(c, _)| c.matches(channel))
         {
-            handler.on_message(message.get_payload_bytes());
+            handler.on_message(payload);
             return;
         }
-        let delivery = match frame::decode(channel, pattern.as_deref(), message.get_payload_bytes()) {
+        let delivery = match frame::decode(channel, pattern, payload) {
             Ok(d) => Arc::new(d),
             Err(e) => {
                 tracing::debug!(%channel, error = %e, "ignoring a message that is not a coord frame");
@@ -377,7 +714,7 @@ impl Task {
         let mut cut = Vec::new();
         {
             let routing = self.routing.read().unwrap_or_else(|e| e.into_inner());
-            let subs = match &pattern {
+            let subs = match pattern {
                 Some(p) => routing.patterns.get(p),
                 None => routing.channels.get(channel),
             };
@@ -390,7 +727,7 @@ impl Task {
         }
         for id in cut {
             metrics::counter!("coord_pubsub_drops_total", "reason" => "slow_subscriber").increment(1);
-            if let Err(e) = self.unsubscribe(id, sink).await {
+            if let Err(e) = self.unsubscribe(id, link).await {
                 tracing::debug!(error = %e, "unsubscribe after a cut-off failed");
             }
         }
@@ -403,5 +740,17 @@ impl Task {
                 sub.cut.cancel();
             }
         }
+    }
+}
+
+fn text(value: &Value) -> Option<String> {
+    bytes(value).map(|b| String::from_utf8_lossy(b).into_owned())
+}
+
+fn bytes(value: &Value) -> Option<&[u8]> {
+    match value {
+        Value::BulkString(b) => Some(b),
+        Value::SimpleString(s) => Some(s.as_bytes()),
+        _ => None,
     }
 }

@@ -49,6 +49,8 @@ pub struct ConnectOptions {
     /// and key for mutual TLS.
     pub tls_ca: Option<Vec<u8>>,
     pub tls_client: Option<(Vec<u8>, Vec<u8>)>,
+    /// On a cluster: publish with SPUBLISH and subscribe per shard.
+    pub sharded_pubsub: bool,
 }
 
 impl fmt::Debug for ConnectOptions {
@@ -58,6 +60,7 @@ impl fmt::Debug for ConnectOptions {
             .field("connect_timeout", &self.connect_timeout)
             .field("command_timeout", &self.command_timeout)
             .field("username", &self.username)
+            .field("sharded_pubsub", &self.sharded_pubsub)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .finish_non_exhaustive()
     }
@@ -85,6 +88,35 @@ pub struct Redis {
     call_timeout: Duration,
     /// Direct connections to a cluster's nodes (None on a single node).
     dialer: Option<super::shards::Dialer>,
+    /// Set on a cluster with sharded pub/sub: builds the hub's connection.
+    sharded_pubsub: Option<Arc<ShardedPubSub>>,
+}
+
+/// How to open a cluster connection for sharded pub/sub: RESP3, so
+/// SSUBSCRIBE works and messages arrive as pushes.
+pub struct ShardedPubSub {
+    seeds: Vec<redis::ConnectionInfo>,
+    certs: Option<redis::TlsCertificates>,
+    opts: ConnectOptions,
+}
+
+impl ShardedPubSub {
+    /// A client whose connections send every push (messages, unsubscribes
+    /// by the server, disconnections) to `pushes`.
+    pub fn client(
+        &self,
+        pushes: tokio::sync::mpsc::UnboundedSender<redis::PushInfo>,
+    ) -> redis::RedisResult<ClusterClient> {
+        let mut builder = ClusterClient::builder(self.seeds.clone())
+            .connection_timeout(self.opts.connect_timeout)
+            .response_timeout(self.opts.command_timeout)
+            .use_protocol(redis::ProtocolVersion::RESP3)
+            .push_sender(pushes);
+        if let Some(certs) = &self.certs {
+            builder = builder.certs(certs.clone());
+        }
+        builder.build()
+    }
 }
 
 #[derive(Clone)]
@@ -111,6 +143,7 @@ impl Redis {
             pubsub_clients,
             call_timeout: call_timeout(opts),
             dialer: None,
+            sharded_pubsub: None,
         })
     }
 
@@ -135,16 +168,20 @@ impl Redis {
         let errors = ConnectErrors::default();
         let pool = builder(opts, &errors).build_unchecked(ClusterManager { client });
         let dialer = super::shards::Dialer {
-            seeds: infos,
+            seeds: infos.clone(),
             certs: tls_certificates(opts),
             timeout: opts.connect_timeout + opts.command_timeout,
         };
+        let sharded_pubsub = opts.sharded_pubsub.then(|| {
+            Arc::new(ShardedPubSub { seeds: infos.clone(), certs: tls_certificates(opts), opts: opts.clone() })
+        });
         Ok(Redis {
             pool: Pool::Cluster(pool),
             last_connect_error: errors,
             pubsub_clients,
             call_timeout: call_timeout(opts),
             dialer: Some(dialer),
+            sharded_pubsub,
         })
     }
 
@@ -155,6 +192,16 @@ impl Redis {
         }
     }
 
+    /// Whether scripts publish with SPUBLISH (a cluster with sharded pub/sub).
+    pub fn sharded(&self) -> bool {
+        self.sharded_pubsub.is_some()
+    }
+
+    /// How to connect the hub for sharded pub/sub (None: classic pub/sub).
+    pub fn sharded_pubsub(&self) -> Option<&Arc<ShardedPubSub>> {
+        self.sharded_pubsub.as_ref()
+    }
+
     /// Runs `script` with the given KEYS and ARGV as EVALSHA (loading it on
     /// NOSCRIPT).
     pub async fn invoke<T: FromRedisValue>(
@@ -162,7 +209,7 @@ impl Redis {
         script: &NamedScript,
         prepare: impl FnOnce(&mut redis::ScriptInvocation<'_>),
     ) -> Result<T> {
-        let mut invocation = script.script().prepare_invoke();
+        let mut invocation = script.variant(self.sharded()).prepare_invoke();
         prepare(&mut invocation);
         let result = self
             .bounded(async {
@@ -187,7 +234,7 @@ impl Redis {
         replicas: u32,
         timeout: Duration,
     ) -> Result<(T, i64)> {
-        let mut invocation = script.script().prepare_invoke();
+        let mut invocation = script.variant(self.sharded()).prepare_invoke();
         prepare(&mut invocation);
         let result = self
             .bounded(async {
@@ -197,7 +244,7 @@ impl Redis {
                 match pipe.query_async::<(T, i64)>(&mut conn).await {
                     Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
                         // Pipelines do not reload scripts by themselves.
-                        script.script().load_async(&mut conn).await?;
+                        script.variant(self.sharded()).load_async(&mut conn).await?;
                         Ok(pipe.query_async(&mut conn).await?)
                     }
                     other => Ok(other?),
@@ -317,10 +364,10 @@ impl Redis {
             let sha: String = self
                 .bounded(async {
                     let mut conn = self.conn().await?;
-                    Ok(script.script().load_async(&mut conn).await?)
+                    Ok(script.variant(self.sharded()).load_async(&mut conn).await?)
                 })
                 .await?;
-            debug_assert_eq!(sha, script.sha());
+            debug_assert_eq!(sha, script.variant(self.sharded()).get_hash());
         }
         Ok(())
     }

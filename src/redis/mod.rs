@@ -1,6 +1,7 @@
 //! The Redis backend: connections and pools ([`connect`]), the script
 //! registry ([`scripts`]), key construction ([`keys`]) and the embedded
-//! default server ([`embedded`]), and a cluster's shards ([`shards`]).
+//! default server ([`embedded`]), a cluster's shards ([`shards`]) and hash
+//! slots ([`slots`]).
 
 pub mod connect;
 pub mod embedded;
@@ -8,6 +9,8 @@ pub mod keys;
 pub mod pubsub;
 pub mod scripts;
 pub mod shards;
+pub mod slots;
 
 pub use connect::{ConnectOptions, Redis, RedisNodes, Topology};
 pub use keys::{KeyBuilder, Name, Namespace, ResourceKey};
+pub use slots::EventChannel;

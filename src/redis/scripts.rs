@@ -3,6 +3,8 @@
 //! helpers) and invoked as EVALSHA. `redis::Script`
 //! loads the script and retries once when Redis answers NOSCRIPT (after a
 //! restart, failover or `SCRIPT FLUSH`), on whichever node the call went to.
+//! Each script also has a variant for sharded pub/sub, which publishes with
+//! `SPUBLISH` (the prelude's `PUBLISH` constant).
 
 use std::sync::LazyLock;
 
@@ -11,16 +13,26 @@ use redis::Script;
 /// The helpers every script starts with (`src/lua/prelude.lua`).
 pub const PRELUDE: &str = include_str!("../lua/prelude.lua");
 
+const CLASSIC: &str = "local PUBLISH = 'PUBLISH'";
+const SHARDED: &str = "local PUBLISH = 'SPUBLISH'";
+
 /// A named script; the name labels metrics and errors.
 pub struct NamedScript {
     pub name: &'static str,
     pub source: &'static str,
     script: LazyLock<Script>,
+    sharded: LazyLock<Script>,
 }
 
 impl NamedScript {
     pub fn script(&self) -> &Script {
         &self.script
+    }
+
+    /// The variant for the connection's pub/sub: `sharded` publishes with
+    /// SPUBLISH.
+    pub fn variant(&self, sharded: bool) -> &Script {
+        if sharded { &self.sharded } else { &self.script }
     }
 
     pub fn sha(&self) -> String {
@@ -37,6 +49,12 @@ macro_rules! scripts {
                 source: concat!(include_str!("../lua/prelude.lua"), include_str!(concat!("../lua/", $file))),
                 script: LazyLock::new(|| {
                     Script::new(concat!(include_str!("../lua/prelude.lua"), include_str!(concat!("../lua/", $file))))
+                }),
+                sharded: LazyLock::new(|| {
+                    Script::new(
+                        &concat!(include_str!("../lua/prelude.lua"), include_str!(concat!("../lua/", $file)))
+                            .replacen(CLASSIC, SHARDED, 1),
+                    )
                 }),
             };
         )*
@@ -78,4 +96,19 @@ scripts! {
     LB_AROUND => "lb_around.lua",
     PS_PUBLISH => "ps_publish.lua",
     PS_HISTORY => "ps_history.lua",
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sharded_variant_differs_only_in_its_publish_command() {
+        assert_eq!(PRELUDE.matches(CLASSIC).count(), 1, "the prelude defines PUBLISH once");
+        for script in ALL {
+            assert!(!script.source[PRELUDE.len()..].contains("'PUBLISH'"), "{} publishes via PUBLISH", script.name);
+        }
+        assert_ne!(PS_PUBLISH.variant(true).get_hash(), PS_PUBLISH.variant(false).get_hash());
+        assert_eq!(PS_PUBLISH.variant(false).get_hash(), PS_PUBLISH.sha());
+    }
 }

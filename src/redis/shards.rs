@@ -18,6 +18,17 @@ pub struct Shard {
     pub nodes: Vec<ShardNode>,
 }
 
+impl Shard {
+    /// Whether the cluster sees a master of this shard online.
+    pub fn has_live_master(&self) -> bool {
+        self.nodes.iter().any(|n| n.role == "master" && n.health == "online")
+    }
+
+    pub fn owns(&self, slot: u16) -> bool {
+        self.slots.iter().any(|&(a, b)| (a..=b).contains(&slot))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ShardNode {
     pub id: String,
@@ -112,7 +123,7 @@ impl Dialer {
 
 /// `CLUSTER SHARDS`: per shard a map (RESP3) or flat key/value array (RESP2)
 /// with `slots` (flat start/end pairs) and `nodes` (maps or arrays).
-fn parse(value: Value) -> Result<Vec<Shard>> {
+pub fn parse(value: Value) -> Result<Vec<Shard>> {
     let Value::Array(shards) = value else {
         return Err(Error::Internal(format!("CLUSTER SHARDS answered {value:?}")));
     };

@@ -481,6 +481,57 @@ impl RedisCluster {
     }
 }
 
+impl RedisCluster {
+    /// The port of the master serving `slot`.
+    pub fn owner_of(&self, slot: u16) -> u16 {
+        let nodes = self.servers[0].cli(&["cluster", "nodes"]);
+        nodes
+            .lines()
+            .filter(|l| master_port(l).is_some())
+            .find(|l| {
+                l.split(' ').skip(8).any(|r| match r.split_once('-') {
+                    Some((a, b)) => {
+                        a.parse::<u16>().is_ok_and(|a| a <= slot) && b.parse::<u16>().is_ok_and(|b| slot <= b)
+                    }
+                    None => r.parse::<u16>().is_ok_and(|n| n == slot),
+                })
+            })
+            .and_then(master_port)
+            .unwrap_or_else(|| panic!("no master serves slot {slot}:\n{nodes}"))
+    }
+
+    /// Moves `slot` (and its keys) to the master on `to`, as `redis-cli
+    /// --cluster reshard` does: IMPORTING / MIGRATING, MIGRATE every key,
+    /// then SETSLOT NODE on every master, the new owner first.
+    pub fn move_slot(&self, slot: u16, to: u16) {
+        let from = self.owner_of(slot);
+        assert_ne!(from, to, "slot {slot} is already on {to}");
+        let (src, dst) = (self.node_by_port(from), self.node_by_port(to));
+        let (src_id, dst_id) = (src.cli(&["cluster", "myid"]), dst.cli(&["cluster", "myid"]));
+        let slot = slot.to_string();
+        dst.cli(&["cluster", "setslot", &slot, "importing", &src_id]);
+        src.cli(&["cluster", "setslot", &slot, "migrating", &dst_id]);
+        loop {
+            let keys = src.cli(&["cluster", "getkeysinslot", &slot, "100"]);
+            let keys: Vec<&str> = keys.lines().filter(|k| !k.is_empty()).collect();
+            if keys.is_empty() {
+                break;
+            }
+            let port = to.to_string();
+            let mut args = vec!["migrate", "127.0.0.1", &port, "", "0", "5000", "keys"];
+            args.extend(keys);
+            src.cli(&args);
+        }
+        dst.cli(&["cluster", "setslot", &slot, "node", &dst_id]);
+        src.cli(&["cluster", "setslot", &slot, "node", &dst_id]);
+        for port in self.masters() {
+            if port != from && port != to {
+                self.node_by_port(port).cli(&["cluster", "setslot", &slot, "node", &dst_id]);
+            }
+        }
+    }
+}
+
 /// Port of a `cluster nodes` line if it is a healthy master; the address field looks
 /// like `127.0.0.1:7000@17000`.
 fn master_port(line: &str) -> Option<u16> {
