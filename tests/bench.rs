@@ -50,6 +50,14 @@ async fn every_scenario_reports_throughput_without_errors() {
     let report = bench(&coord, &["pubsub", "--subscribers", "20", "--rate", "20", "--redis-url", &url]).await;
     assert!(report["publishes"].as_u64().unwrap() >= 10, "{report}");
     assert!(report["redis_script_us_per_op"].as_f64().unwrap() > 0.0, "{report}");
+    // Several channels and publishers, back to back: every publish reaches
+    // its channel's 5 subscribers (a miss is a NotDelivered error).
+    let args = ["pubsub", "--subscribers", "20", "--channels", "4", "--publishers", "3", "--rate", "0"];
+    let report = bench(&coord, &args).await;
+    let publishes = report["publishes"].as_u64().unwrap();
+    assert!(publishes >= 20, "{report}");
+    assert_eq!(report["requests"].as_u64().unwrap(), publishes * 5, "{report}");
+    assert_eq!(report["channels"], 4, "{report}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -101,7 +101,20 @@ async fn fan_out_reaches_1000_subscribers_across_two_instances() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_subscriber_is_cut_off_without_delaying_the_others() {
     let redis = RedisServer::start();
-    let mut cfg = config(&redis.url());
+    stalled_subscriber_is_cut_off(config(&redis.url())).await;
+}
+
+/// On a cluster, messages are handed to the queues by the sharded
+/// connection's push handler; the cut-off is the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_subscriber_is_cut_off_on_a_sharded_cluster_too() {
+    let cluster = RedisCluster::start(0);
+    let mut cfg = config("");
+    cfg.redis.cluster = cluster.urls();
+    stalled_subscriber_is_cut_off(cfg).await;
+}
+
+async fn stalled_subscriber_is_cut_off(mut cfg: coord::config::Config) {
     cfg.pubsub.subscriber_buffer_messages = 200;
     cfg.pubsub.subscriber_buffer_bytes = 256 * 1024;
     let coord = serving_with(cfg).await;

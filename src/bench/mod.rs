@@ -52,7 +52,8 @@ pub enum Scenario {
     BoardTop,
     /// Leaderboard around-me (±5) windows
     BoardAround,
-    /// One channel, --subscribers streams, publishes at --rate per second
+    /// --subscribers streams over --channels channels, --publishers
+    /// publishing at --rate per second in all
     Pubsub,
 }
 
@@ -114,10 +115,17 @@ pub struct BenchArgs {
     /// Read-lock: worker 0 takes write holds
     #[arg(long)]
     pub writer: bool,
-    /// Pub/sub: subscribers of the channel
+    /// Pub/sub: subscribers, spread over the channels
     #[arg(long, default_value_t = 1000)]
     pub subscribers: usize,
-    /// Requests per second in all (pub/sub: publishes, default 10). Other
+    /// Pub/sub: channels (`bench`, or `bench-0`…)
+    #[arg(long, default_value_t = 1)]
+    pub channels: usize,
+    /// Pub/sub: concurrent publishers
+    #[arg(long, default_value_t = 1)]
+    pub publishers: usize,
+    /// Requests per second in all (pub/sub: publishes, default 10; 0: back
+    /// to back). Other
     /// scenarios run closed-loop without it; with it, each worker sends on
     /// a fixed schedule and latency counts from the scheduled time, so a
     /// stall is not hidden by requests that were never sent

@@ -580,28 +580,34 @@ async fn preload(args: &BenchArgs, pool: &Pool, keys: &Option<BoardKeys>, size: 
     Ok(())
 }
 
-/// `--subscribers` streams on one channel; one publisher at `--rate`; the
-/// latency is publish (wall clock in the payload) to delivery.
+/// `--subscribers` streams spread over `--channels` channels; `--publishers`
+/// publish round-robin over the channels at `--rate` in all (0: as fast as
+/// each publisher's replies come back); the latency is publish (wall clock
+/// in the payload) to delivery.
 async fn pubsub(args: &BenchArgs, pool: &Pool) -> Result<Report, CliError> {
+    let channels = args.channels.max(1);
+    let name = move |c: usize| if channels == 1 { "bench".to_owned() } else { format!("bench-{c}") };
     let (ready_tx, mut ready) = mpsc::unbounded_channel();
     let deadline = Instant::now() + args.warmup + args.duration + Duration::from_secs(60);
     let mut subscribers = Vec::new();
+    let mut listening = vec![0u64; channels];
     for s in 0..args.subscribers {
-        let (pool, ready_tx) = (pool.clone(), ready_tx.clone());
+        let (pool, ready_tx, channel) = (pool.clone(), ready_tx.clone(), s % channels);
+        listening[channel] += 1;
         subscribers.push(tokio::spawn(async move {
             let mut latency = Histogram::<u64>::new(3).expect("valid");
             let mut c = PubSubServiceClient::new(pool.channel(s));
             let req = SubscribeRequest {
-                channels: vec![pb::ChannelSubscription { channel: "bench".into(), since: None }],
+                channels: vec![pb::ChannelSubscription { channel: name(channel), since: None }],
                 patterns: vec![],
             };
             let Ok(reply) = c.subscribe(pool.request(req)).await else {
-                let _ = ready_tx.send(false);
+                let _ = ready_tx.send(Err(channel));
                 return (latency, 1);
             };
             let mut stream = reply.into_inner();
             let _ = stream.next().await; // Subscribed
-            let _ = ready_tx.send(true);
+            let _ = ready_tx.send(Ok(channel));
             // One deadline for the whole stream: a timer per message would
             // cost more than the message at 10k subscribers.
             let _ = tokio::time::timeout_at(deadline, async {
@@ -623,38 +629,74 @@ async fn pubsub(args: &BenchArgs, pool: &Pool) -> Result<Report, CliError> {
     drop(ready_tx);
     let mut failed = 0;
     for _ in 0..args.subscribers {
-        if ready.recv().await != Some(true) {
-            failed += 1;
+        match ready.recv().await {
+            Some(Ok(_)) => {}
+            Some(Err(channel)) => {
+                listening[channel] -= 1;
+                failed += 1;
+            }
+            None => failed += 1,
         }
     }
-    let mut c = PubSubServiceClient::new(pool.channel(0));
-    let mut errors = 0u64;
-    let gap = Duration::from_secs_f64(1.0 / args.rate.unwrap_or(10).max(1) as f64);
+    let publishers = args.publishers.max(1);
+    // Per publisher: a fixed schedule, or back to back with --rate 0.
+    let gap = match args.rate.unwrap_or(10) {
+        0 => None,
+        rate => Some(Duration::from_secs_f64(publishers as f64 / rate as f64)),
+    };
     let start = Instant::now();
     let meter = Meter::start_at(args, start);
-    let mut publishes = 0u64;
-    while start.elapsed() < args.duration {
-        let req = PublishRequest {
-            channel: "bench".into(),
-            payload: now_us().to_string().into_bytes().into(),
-            ..Default::default()
-        };
-        if c.publish(pool.request(req)).await.is_err() {
-            errors += 1;
-        }
-        publishes += 1;
-        tokio::time::sleep_until(start + gap * publishes as u32).await;
+    let tasks: Vec<_> = (0..publishers)
+        .map(|p| {
+            let (pool, duration) = (pool.clone(), args.duration);
+            tokio::spawn(async move {
+                let mut c = PubSubServiceClient::new(pool.channel(p));
+                let (mut sent, mut errors) = (vec![0u64; channels], 0u64);
+                let mut n = 0u64;
+                while start.elapsed() < duration {
+                    let channel = (p + n as usize * publishers) % channels;
+                    let req = PublishRequest {
+                        channel: name(channel),
+                        payload: now_us().to_string().into_bytes().into(),
+                        ..Default::default()
+                    };
+                    match c.publish(pool.request(req)).await {
+                        Ok(_) => sent[channel] += 1,
+                        Err(_) => errors += 1,
+                    }
+                    n += 1;
+                    if let Some(gap) = gap {
+                        tokio::time::sleep_until(start + gap * n as u32).await;
+                    }
+                }
+                (sent, errors)
+            })
+        })
+        .collect();
+    let (mut sent, mut errors) = (vec![0u64; channels], 0u64);
+    for task in tasks {
+        // A publisher that panicked left nothing to count.
+        let Ok((s, e)) = task.await else { continue };
+        sent.iter_mut().zip(s).for_each(|(a, b)| *a += b);
+        errors += e;
     }
-    let end = PublishRequest { channel: "bench".into(), payload: b"end".to_vec().into(), ..Default::default() };
-    c.publish(pool.request(end)).await?;
+    let published = start.elapsed().as_secs_f64();
+    let mut c = PubSubServiceClient::new(pool.channel(0));
+    for channel in 0..channels {
+        let end = PublishRequest { channel: name(channel), payload: b"end".to_vec().into(), ..Default::default() };
+        c.publish(pool.request(end)).await?;
+    }
     let (latency, _) = gather(subscribers).await;
     let mut report = Report::new(args.scenario, "deliveries", latency, start.elapsed().as_secs_f64());
     meter.finish(&mut report).await;
-    let expected = publishes * (args.subscribers - failed) as u64;
+    let expected: u64 = sent.iter().zip(&listening).map(|(s, l)| s * l).sum();
     report.error("NotDelivered", expected.saturating_sub(report.requests));
     report.error("PublishFailed", errors);
     report.error("SubscribeFailed", failed as u64);
+    let publishes: u64 = sent.iter().sum();
     report.notes.insert("subscribers", json!(args.subscribers));
+    report.notes.insert("channels", json!(channels));
     report.notes.insert("publishes", json!(publishes));
+    report.notes.insert("publishes_per_s", json!((publishes as f64 / published).round()));
     Ok(report)
 }

@@ -186,7 +186,8 @@ impl Hub {
         let (commands, rx) = mpsc::unbounded_channel();
         let sharded = matches!(upstream, Upstream::Sharded(_));
         let hub = Arc::new(Hub { commands, next_id: AtomicU64::new(1), connected: connected.clone(), sharded });
-        let task = Task { upstream, next: 0, internal, routing: RwLock::default(), connected, commands: rx };
+        let shared = Arc::new(Shared { internal, routing: RwLock::default() });
+        let task = Task { upstream, next: 0, shared, connected, commands: rx, leave: hub.commands.clone() };
         tokio::spawn(task.run(shutdown));
         hub
     }
@@ -283,14 +284,55 @@ fn by_slot(channels: impl IntoIterator<Item = String>) -> BTreeMap<u16, Vec<Stri
     groups
 }
 
+/// What the task and (sharded) the connection's push handler share.
+struct Shared {
+    internal: Vec<(EventChannel, Arc<dyn Handler>)>,
+    routing: RwLock<Routing>,
+}
+
+impl Shared {
+    /// Hands a message to its internal handler or its subscribers' queues
+    /// without waiting; returns the subscribers to cut off (queue full).
+    fn deliver(&self, channel: &str, pattern: Option<&str>, payload: &[u8]) -> Vec<u64> {
+        if pattern.is_none()
+            && let Some((_, handler)) = self.internal.iter().find(|(c, _)| c.matches(channel))
+        {
+            handler.on_message(payload);
+            return Vec::new();
+        }
+        let delivery = match frame::decode(channel, pattern, payload) {
+            Ok(d) => Arc::new(d),
+            Err(e) => {
+                tracing::debug!(%channel, error = %e, "ignoring a message that is not a coord frame");
+                return Vec::new();
+            }
+        };
+        let mut cut = Vec::new();
+        let routing = self.routing.read().unwrap_or_else(|e| e.into_inner());
+        let subs = match pattern {
+            Some(p) => routing.patterns.get(p),
+            None => routing.channels.get(channel),
+        };
+        for (id, sub) in subs.into_iter().flatten() {
+            if !sub.offer(Input::Message(delivery.clone())) {
+                sub.cut.cancel();
+                metrics::counter!("coord_pubsub_drops_total", "reason" => "slow_subscriber").increment(1);
+                cut.push(*id);
+            }
+        }
+        cut
+    }
+}
+
 struct Task {
     upstream: Upstream,
     /// Classic: index of the client to connect with next.
     next: usize,
-    internal: Vec<(EventChannel, Arc<dyn Handler>)>,
-    routing: RwLock<Routing>,
+    shared: Arc<Shared>,
     connected: Arc<AtomicBool>,
     commands: mpsc::UnboundedReceiver<Command>,
+    /// For the sharded push handler to have cut-off subscribers removed.
+    leave: mpsc::UnboundedSender<Command>,
 }
 
 impl Task {
@@ -310,7 +352,7 @@ impl Task {
                         Ok(Ok((sink, stream))) => {
                             backoff.reset();
                             self.connected.store(true, Ordering::Relaxed);
-                            for (_, handler) in &self.internal {
+                            for (_, handler) in &self.shared.internal {
                                 handler.on_connect();
                             }
                             if !first {
@@ -332,9 +374,27 @@ impl Task {
                     }
                 }
                 Upstream::Sharded(how) => {
-                    let (push_tx, pushes) = mpsc::unbounded_channel();
+                    // Messages are delivered right in the connection's push
+                    // handler (one task hop fewer per message); the rest
+                    // (server unsubscribes, disconnections) comes here.
+                    let (control, pushes) = mpsc::unbounded_channel();
+                    let (shared, leave) = (self.shared.clone(), self.leave.clone());
+                    let handler = move |push: PushInfo| {
+                        if push.kind == PushKind::SMessage {
+                            if let [channel, payload, ..] = push.data.as_slice()
+                                && let (Some(channel), Some(payload)) = (bytes(channel), bytes(payload))
+                            {
+                                let channel = String::from_utf8_lossy(channel);
+                                for id in shared.deliver(&channel, None, payload) {
+                                    let _ = leave.send(Command::Leave { id });
+                                }
+                            }
+                            return Ok(());
+                        }
+                        control.send(push)
+                    };
                     let connect = async {
-                        let client = how.client(push_tx)?;
+                        let client = how.client(handler)?;
                         client.get_async_connection().await
                     };
                     let connected = tokio::select! {
@@ -392,10 +452,10 @@ impl Task {
         let client = client.ok_or_else(|| redis::RedisError::from((redis::ErrorKind::Client, "no Redis node")))?;
         let (mut sink, stream) = client.get_async_pubsub().await?.split();
         let (channels, patterns) = {
-            let routing = self.routing.read().unwrap_or_else(|e| e.into_inner());
+            let routing = self.shared.routing.read().unwrap_or_else(|e| e.into_inner());
             (routing.channels.keys().cloned().collect::<Vec<_>>(), routing.patterns.keys().cloned().collect::<Vec<_>>())
         };
-        let internal: Vec<String> = self.internal.iter().flat_map(|(c, _)| c.all()).collect();
+        let internal: Vec<String> = self.shared.internal.iter().flat_map(|(c, _)| c.all()).collect();
         if !internal.is_empty() {
             sink.subscribe(internal).await?;
         }
@@ -409,7 +469,7 @@ impl Task {
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Routing> {
-        self.routing.write().unwrap_or_else(|e| e.into_inner())
+        self.shared.routing.write().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Serves one classic connection; true on shutdown, false when it
@@ -469,13 +529,6 @@ impl Task {
                 push = pushes.recv() => match push {
                     None => return false,
                     Some(push) => match push.kind {
-                        PushKind::SMessage | PushKind::Message => {
-                            if let [channel, payload, ..] = push.data.as_slice()
-                                && let (Some(channel), Some(payload)) = (text(channel), bytes(payload))
-                            {
-                                self.route(&channel, None, payload, &mut link).await;
-                            }
-                        }
                         PushKind::SUnsubscribe => {
                             // Unasked (a leave removes its channels first):
                             // the server dropped it, as it does when the
@@ -540,16 +593,18 @@ impl Task {
                 return;
             }
         };
-        let mut groups: BTreeMap<u16, Vec<String>> =
-            self.internal.iter().flat_map(|(c, _)| c.all()).filter(|c| pending.contains_key(&slots::slot(c))).fold(
-                BTreeMap::new(),
-                |mut groups, c| {
-                    groups.entry(slots::slot(&c)).or_default().push(c);
-                    groups
-                },
-            );
+        let mut groups: BTreeMap<u16, Vec<String>> = self
+            .shared
+            .internal
+            .iter()
+            .flat_map(|(c, _)| c.all())
+            .filter(|c| pending.contains_key(&slots::slot(c)))
+            .fold(BTreeMap::new(), |mut groups, c| {
+                groups.entry(slots::slot(&c)).or_default().push(c);
+                groups
+            });
         {
-            let routing = self.routing.read().unwrap_or_else(|e| e.into_inner());
+            let routing = self.shared.routing.read().unwrap_or_else(|e| e.into_inner());
             for channel in routing.channels.keys() {
                 let slot = slots::slot(channel);
                 if pending.contains_key(&slot) {
@@ -598,12 +653,12 @@ impl Task {
         if !done.is_empty() {
             // Lock waiters re-check whatever they wait for: an event may
             // have been lost while a node was away.
-            for (_, handler) in &self.internal {
+            for (_, handler) in &self.shared.internal {
                 handler.on_connect();
             }
         }
         if !told.is_empty() {
-            let routing = self.routing.read().unwrap_or_else(|e| e.into_inner());
+            let routing = self.shared.routing.read().unwrap_or_else(|e| e.into_inner());
             for (channel, subs) in &routing.channels {
                 if told.contains(&slots::slot(channel)) {
                     for sub in subs.values() {
@@ -619,7 +674,7 @@ impl Task {
     /// Slots of every channel coord subscribes to.
     fn wanted_slots(&self) -> BTreeSet<u16> {
         let mut slots: BTreeSet<u16> = BTreeSet::new();
-        for (channel, _) in &self.internal {
+        for (channel, _) in &self.shared.internal {
             match channel {
                 EventChannel::PerSlot(_) => slots.extend(0..SLOTS),
                 EventChannel::One(name) => {
@@ -627,14 +682,14 @@ impl Task {
                 }
             }
         }
-        let routing = self.routing.read().unwrap_or_else(|e| e.into_inner());
+        let routing = self.shared.routing.read().unwrap_or_else(|e| e.into_inner());
         slots.extend(routing.channels.keys().map(|c| slots::slot(c)));
         slots
     }
 
     fn wants(&self, channel: &str) -> bool {
-        self.internal.iter().any(|(c, _)| c.matches(channel))
-            || self.routing.read().unwrap_or_else(|e| e.into_inner()).channels.contains_key(channel)
+        self.shared.internal.iter().any(|(c, _)| c.matches(channel))
+            || self.shared.routing.read().unwrap_or_else(|e| e.into_inner()).channels.contains_key(channel)
     }
 
     async fn apply(&mut self, command: Command, link: &mut Link) -> redis::RedisResult<()> {
@@ -698,35 +753,7 @@ impl Task {
     }
 
     async fn route(&mut self, channel: &str, pattern: Option<&str>, payload: &[u8], link: &mut Link) {
-        if pattern.is_none()
-            && let Some((_, handler)) = self.internal.iter().find(|(c, _)| c.matches(channel))
-        {
-            handler.on_message(payload);
-            return;
-        }
-        let delivery = match frame::decode(channel, pattern, payload) {
-            Ok(d) => Arc::new(d),
-            Err(e) => {
-                tracing::debug!(%channel, error = %e, "ignoring a message that is not a coord frame");
-                return;
-            }
-        };
-        let mut cut = Vec::new();
-        {
-            let routing = self.routing.read().unwrap_or_else(|e| e.into_inner());
-            let subs = match pattern {
-                Some(p) => routing.patterns.get(p),
-                None => routing.channels.get(channel),
-            };
-            for (id, sub) in subs.into_iter().flatten() {
-                if !sub.offer(Input::Message(delivery.clone())) {
-                    sub.cut.cancel();
-                    cut.push(*id);
-                }
-            }
-        }
-        for id in cut {
-            metrics::counter!("coord_pubsub_drops_total", "reason" => "slow_subscriber").increment(1);
+        for id in self.shared.deliver(channel, pattern, payload) {
             if let Err(e) = self.unsubscribe(id, link).await {
                 tracing::debug!(error = %e, "unsubscribe after a cut-off failed");
             }
@@ -734,7 +761,7 @@ impl Task {
     }
 
     fn broadcast(&self, input: Input) {
-        let everyone = self.routing.read().unwrap_or_else(|e| e.into_inner()).everyone();
+        let everyone = self.shared.routing.read().unwrap_or_else(|e| e.into_inner()).everyone();
         for sub in everyone.values() {
             if !sub.offer(input.clone()) {
                 sub.cut.cancel();

@@ -101,12 +101,9 @@ pub struct ShardedPubSub {
 }
 
 impl ShardedPubSub {
-    /// A client whose connections send every push (messages, unsubscribes
+    /// A client whose connections hand every push (messages, unsubscribes
     /// by the server, disconnections) to `pushes`.
-    pub fn client(
-        &self,
-        pushes: tokio::sync::mpsc::UnboundedSender<redis::PushInfo>,
-    ) -> redis::RedisResult<ClusterClient> {
+    pub fn client(&self, pushes: impl redis::aio::AsyncPushSender) -> redis::RedisResult<ClusterClient> {
         let mut builder = ClusterClient::builder(self.seeds.clone())
             .connection_timeout(self.opts.connect_timeout)
             .response_timeout(self.opts.command_timeout)
