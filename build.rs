@@ -1,5 +1,6 @@
-//! Compiles `proto/` with protox (pure Rust, no system protoc) and writes the
-//! encoded FileDescriptorSet that server reflection serves.
+//! Compiles `proto/` and the vendored Envoy rate limit service
+//! (`third_party/envoy/`) with protox (pure Rust, no system protoc) and
+//! writes the encoded FileDescriptorSet that server reflection serves.
 
 use std::{env, fs, path::PathBuf};
 
@@ -10,8 +11,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         fs::read_dir("proto/coord/v1")?.map(|entry| entry.map(|e| e.path())).collect::<Result<_, _>>()?;
     files.retain(|p| p.extension().is_some_and(|ext| ext == "proto"));
     files.sort();
+    files.push("third_party/envoy/envoy/service/ratelimit/v3/rls.proto".into());
 
-    let fds = protox::compile(&files, ["proto"])?;
+    let fds = protox::compile(&files, ["proto", "third_party/envoy"])?;
     let out = PathBuf::from(env::var("OUT_DIR")?);
     fs::write(out.join("coord_descriptor.bin"), fds.encode_to_vec())?;
 
@@ -25,5 +27,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .compile_fds(fds)?;
 
     println!("cargo:rerun-if-changed=proto");
+    println!("cargo:rerun-if-changed=third_party/envoy");
     Ok(())
 }

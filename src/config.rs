@@ -369,6 +369,48 @@ pub struct RateLimitConfig {
     /// Batches of one node (slot) in flight at once; a check goes out at
     /// once while fewer are.
     pub batch_in_flight: usize,
+    /// Envoy's rate limit service (`envoy.service.ratelimit.v3`).
+    pub envoy: EnvoyRlsConfig,
+}
+
+/// `ratelimit.envoy`: coord as Envoy's global rate limit service.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EnvoyRlsConfig {
+    /// Directory of envoyproxy/ratelimit YAML files (one domain each);
+    /// reloaded when a file changes (every `ratelimit.reload_interval`).
+    pub config_dir: Option<PathBuf>,
+    /// The answer when Redis does not answer within `timeout`: `error`
+    /// (UNAVAILABLE: Envoy's failure_mode_deny decides), `open` or `closed`.
+    pub failure: crate::rls::Failure,
+    /// Redis time budget of one ShouldRateLimit.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// `coord`: a denied hit charges nothing and a request over limit on
+    /// one descriptor charges none of the others; `envoy`: every hit is
+    /// charged to each descriptor on its own, as envoyproxy/ratelimit does.
+    pub semantics: crate::rls::Semantics,
+    /// Add RateLimit-Limit / -Remaining / -Reset (of the descriptor closest
+    /// to its limit) to `response_headers_to_add`.
+    pub response_headers: bool,
+    pub limit_header: String,
+    pub remaining_header: String,
+    pub reset_header: String,
+}
+
+impl Default for EnvoyRlsConfig {
+    fn default() -> Self {
+        EnvoyRlsConfig {
+            config_dir: None,
+            failure: crate::rls::Failure::Error,
+            timeout: Duration::from_millis(20),
+            semantics: crate::rls::Semantics::Coord,
+            response_headers: false,
+            limit_header: "RateLimit-Limit".into(),
+            remaining_header: "RateLimit-Remaining".into(),
+            reset_header: "RateLimit-Reset".into(),
+        }
+    }
 }
 
 impl Default for RateLimitConfig {
@@ -382,6 +424,7 @@ impl Default for RateLimitConfig {
             default_timeout: Duration::from_millis(50),
             batch_max_size: 64,
             batch_in_flight: 2,
+            envoy: EnvoyRlsConfig::default(),
         }
     }
 }
@@ -608,6 +651,9 @@ pub struct ServeArgs {
     /// TOML file of named rate-limit policies (reloaded on change and SIGHUP)
     #[arg(long, env = "COORD_RATELIMIT_POLICY_FILE")]
     pub ratelimit_policy_file: Option<PathBuf>,
+    /// Directory of envoyproxy/ratelimit YAML files for Envoy's rate limit service
+    #[arg(long, env = "COORD_RATELIMIT_ENVOY_CONFIG_DIR")]
+    pub ratelimit_envoy_config_dir: Option<PathBuf>,
     /// How often the policy file is checked for changes [default: 2s]
     #[arg(long, env = "COORD_RATELIMIT_RELOAD_INTERVAL", value_parser = humantime::parse_duration)]
     pub ratelimit_reload_interval: Option<Duration>,
@@ -707,6 +753,7 @@ impl Config {
         set_opt(&mut self.lock.redlock.node_timeout, &a.redlock_node_timeout);
         set(&mut self.lock.redlock.delayed_restart, &a.redlock_delayed_restart);
         set_opt(&mut self.ratelimit.policy_file, &a.ratelimit_policy_file);
+        set_opt(&mut self.ratelimit.envoy.config_dir, &a.ratelimit_envoy_config_dir);
         set(&mut self.ratelimit.reload_interval, &a.ratelimit_reload_interval);
         set(&mut self.ratelimit.deny_cache, &a.ratelimit_deny_cache);
         set(&mut self.ratelimit.batch_max_size, &a.ratelimit_batch_max_size);
@@ -923,6 +970,18 @@ impl Config {
             }
             Ok(())
         };
+        let envoy = &self.ratelimit.envoy;
+        between("ratelimit.envoy.timeout", envoy.timeout, Duration::from_millis(1), Duration::from_secs(60))?;
+        for (key, name) in [
+            ("ratelimit.envoy.limit_header", &envoy.limit_header),
+            ("ratelimit.envoy.remaining_header", &envoy.remaining_header),
+            ("ratelimit.envoy.reset_header", &envoy.reset_header),
+        ] {
+            let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+            if name.is_empty() || !name.chars().all(token) {
+                return Err(ConfigError::new(key, format!("{name:?} is not an HTTP header name")));
+            }
+        }
         between("server.keepalive_interval", s.keepalive_interval, Duration::from_secs(1), Duration::from_secs(3600))?;
         between("server.keepalive_timeout", s.keepalive_timeout, Duration::from_secs(1), Duration::from_secs(600))?;
         between("server.idle_timeout", s.idle_timeout, Duration::ZERO, Duration::from_secs(7 * 86_400))?;

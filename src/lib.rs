@@ -38,6 +38,7 @@ pub mod pubsub;
 pub mod ratelimit;
 pub mod redis;
 pub mod reload;
+pub mod rls;
 pub mod server;
 pub mod telemetry;
 pub mod transport;
@@ -48,4 +49,37 @@ pub mod pb {
 
     /// Encoded descriptors of every coord proto, for server reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("coord_descriptor");
+}
+
+/// Envoy's rate limit service v3 (`third_party/envoy/`), nested by package
+/// as the generated code expects.
+pub mod envoy {
+    pub mod service {
+        pub mod ratelimit {
+            pub mod v3 {
+                tonic::include_proto!("envoy.service.ratelimit.v3");
+            }
+        }
+    }
+    pub mod extensions {
+        pub mod common {
+            pub mod ratelimit {
+                pub mod v3 {
+                    tonic::include_proto!("envoy.extensions.common.ratelimit.v3");
+                }
+            }
+        }
+    }
+    pub mod r#type {
+        pub mod v3 {
+            tonic::include_proto!("envoy.r#type.v3");
+        }
+    }
+    pub mod config {
+        pub mod core {
+            pub mod v3 {
+                tonic::include_proto!("envoy.config.core.v3");
+            }
+        }
+    }
 }

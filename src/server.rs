@@ -66,6 +66,7 @@ pub struct Prepared {
     pub auth: Option<Auth>,
     pub redlock: Option<lock::Redlock>,
     pub policies: ratelimit::policy::PolicyStore,
+    pub envoy_domains: crate::rls::config::DomainStore,
 }
 
 impl Prepared {
@@ -91,7 +92,9 @@ impl Prepared {
         let rl = &config.ratelimit;
         let policies = ratelimit::policy::PolicyStore::load(rl.policy_file.as_deref(), rl.default_timeout)
             .map_err(|e| ServeError::Config(format!("invalid setting ratelimit.policy_file: {e}")))?;
-        Ok(Prepared { tls, auth, redlock, policies })
+        let envoy_domains = crate::rls::config::DomainStore::load(rl.envoy.config_dir.as_deref())
+            .map_err(|e| ServeError::Config(format!("invalid setting ratelimit.envoy.config_dir: {e}")))?;
+        Ok(Prepared { tls, auth, redlock, policies, envoy_domains })
     }
 }
 
@@ -276,6 +279,9 @@ pub async fn serve(
         },
         ratelimit::batch::BatchSettings { max_size: rl.batch_max_size, in_flight: rl.batch_in_flight },
     ));
+    let envoy_domains = Arc::new(prepared.envoy_domains);
+    tokio::spawn(envoy_domains.clone().watch(rl.reload_interval, shutdown.clone()));
+    let rls = Arc::new(crate::rls::Rls::new(rate_limits.clone(), envoy_domains, rls_settings(&rl.envoy)));
 
     let boards = Arc::new(leaderboard::Leaderboards::new(backend.redis.clone(), backend.keys.clone()));
     let pubsub =
@@ -378,6 +384,11 @@ pub async fn serve(
         .add_service(limited!(pb::rate_limit_service_server::RateLimitServiceServer::new(
             ratelimit::grpc::Service::new(rate_limits)
         )))
+        .add_service(limited!(
+            crate::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer::new(
+                crate::rls::grpc::Service::new(rls)
+            )
+        ))
         .add_service(limited!(pb::leaderboard_service_server::LeaderboardServiceServer::new(
             leaderboard::grpc::Service::new(boards)
         )))
@@ -484,5 +495,18 @@ async fn health_loop(
                 lock_serving = Some(lock_up);
             }
         }
+    }
+}
+
+fn rls_settings(c: &crate::config::EnvoyRlsConfig) -> crate::rls::Settings {
+    crate::rls::Settings {
+        failure: c.failure,
+        timeout: c.timeout,
+        semantics: c.semantics,
+        headers: c.response_headers.then(|| crate::rls::HeaderNames {
+            limit: c.limit_header.clone(),
+            remaining: c.remaining_header.clone(),
+            reset: c.reset_header.clone(),
+        }),
     }
 }

@@ -1,12 +1,14 @@
 //! Bad input gets INVALID_ARGUMENT naming what is wrong, never INTERNAL: bytes
-//! that do not decode, on every RPC of every coord service.
+//! that do not decode, on every RPC of every coord service (and Envoy's
+//! rate limit service).
 
 mod support;
 
 use support::{raw::call, redis::RedisServer, serving};
 use tonic::Code;
 
-/// `/coord.v1.Service/Method` of every RPC in `proto/coord/v1`.
+/// `/coord.v1.Service/Method` of every RPC in `proto/coord/v1`, and Envoy's
+/// rate limit service.
 fn every_rpc() -> Vec<String> {
     let mut paths = Vec::new();
     for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/proto/coord/v1")).unwrap() {
@@ -21,6 +23,7 @@ fn every_rpc() -> Vec<String> {
             }
         }
     }
+    paths.push("/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit".into());
     paths.sort();
     paths
 }
@@ -30,7 +33,7 @@ async fn undecodable_requests_are_invalid_argument_on_every_rpc() {
     let redis = RedisServer::start();
     let coord = serving(&redis.url()).await;
     let rpcs = every_rpc();
-    assert_eq!(rpcs.len(), 37, "{rpcs:?}");
+    assert_eq!(rpcs.len(), 38, "{rpcs:?}");
     for path in &rpcs {
         // A tag that is not a varint: no message decodes it.
         let status = call(coord.channel(), path, vec![0xff; 11]).await;

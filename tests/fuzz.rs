@@ -32,7 +32,7 @@ async fn generated_and_garbage_requests_never_get_internal_or_unknown() {
     let mut failures = Vec::new();
     let mut sent = 0;
     let methods: Vec<_> = pool.services().flat_map(|s| s.methods().collect::<Vec<_>>()).collect();
-    assert_eq!(methods.len(), 37, "every RPC of coord.v1");
+    assert_eq!(methods.len(), 38, "every RPC of coord.v1, and Envoy's ShouldRateLimit");
     for method in &methods {
         let path = format!("/{}/{}", method.parent_service().full_name(), method.name());
         for round in 0..rounds {

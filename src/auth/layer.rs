@@ -90,6 +90,8 @@ pub fn rule(path: &str) -> Rule {
             "Subscribe" => Rule { stream: true, subscription: true, ..needs(PubsubSubscribe) },
             _ => needs(PubsubPublish),
         },
+        // Envoy's rate limit filter: a check in the caller's namespace.
+        crate::envoy::service::ratelimit::v3::rate_limit_service_server::SERVICE_NAME => needs(RatelimitCheck),
         _ => Rule { access: Access::Authenticated, stream: false, subscription: false },
     }
 }

@@ -3,7 +3,9 @@
 --
 -- Per request: pass 1 evaluates every limit on Redis TIME without writing;
 -- pass 2 charges them only if all admit the cost (mode 'consume', cost > 0),
--- or applies a refund (mode 'refund', one limit). A denial writes nothing.
+-- or applies a refund (mode 'refund', one limit). A denial writes nothing,
+-- except in mode 'charge' (envoyproxy/ratelimit's counting, for Envoy's
+-- rate limit service when asked): every limit is charged, admitted or not.
 -- The requests of a batch share one TIME and are decided one after the
 -- other, each seeing what the ones before it charged (so requests on one
 -- subject inside one batch behave as if they arrived in that order).
@@ -12,7 +14,7 @@
 --          request (all of one hash tag on a cluster)
 -- ARGV[1]  number of requests R
 -- then per request: cost (integer ≥ 0), mode ('consume' | 'peek' |
---          'refund'), request id (names sliding-log members; may be empty
+--          'refund' | 'charge'), request id (names sliding-log members; may be empty
 --          when the request has no sliding log), number of limits n, then
 --          n × (algorithm name and two integers, validated by the caller):
 --          'meter'  T = emission interval µs, B = burst (token bucket and
@@ -240,7 +242,7 @@ local function decide(k, p)
   end
 
   -- Charge only when every limit admits the cost (and something is charged).
-  if refund or (all and cost > 0 and mode == 'consume') then
+  if refund or (cost > 0 and (mode == 'charge' or (all and mode == 'consume'))) then
     local id = ARGV[p + 2]
     for i = 1, n do
       charge(ARGV[p + 1 + 3 * i], KEYS[k + i], i, cost, mode, id)

@@ -192,6 +192,9 @@ pub enum Source {
 pub enum Mode {
     Consume,
     Peek,
+    /// Charge even when denied: envoyproxy/ratelimit's counting, for
+    /// Envoy's rate limit service in its `envoy` semantics.
+    Charge,
 }
 
 /// Result of AcquireSlot.
@@ -413,6 +416,7 @@ impl RateLimits {
         let mode = match (cost, mode) {
             (0, _) | (_, Mode::Peek) => "peek",
             (_, Mode::Consume) => "consume",
+            (_, Mode::Charge) => "charge",
         };
         self.run(ns, subject, limits, cost, mode).await
     }
