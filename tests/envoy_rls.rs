@@ -379,3 +379,76 @@ async fn bad_requests_name_the_field() {
     bad.limit = Some(RateLimitOverride { requests_per_unit: 3, unit: 42 });
     invalid(c.should_rate_limit(request("basic", vec![bad], 1)).await, "descriptors[0].limit.unit");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_file_is_reloaded_and_a_bad_one_keeps_the_previous_rules() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("live.yaml");
+    let rules = |n: u32| {
+        format!("domain: live\ndescriptors:\n  - key: k\n    rate_limit: {{ unit: hour, requests_per_unit: {n} }}\n")
+    };
+    std::fs::write(&file, rules(5)).unwrap();
+    let mut config = support::config(&redis.url());
+    config.ratelimit.envoy.config_dir = Some(dir.path().to_owned());
+    config.ratelimit.reload_interval = Duration::from_millis(100);
+    let coord = serving_with(config).await;
+    let mut c = client(&coord);
+    let limit_now = |c: &mut RateLimitServiceClient<Channel>| {
+        let mut c = c.clone();
+        async move { summary(&ask(&mut c, request("live", vec![descriptor(&[("k", "v")])], 0)).await)[0].1 }
+    };
+    assert_eq!(limit_now(&mut c).await, 5);
+
+    std::fs::write(&file, rules(7)).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while limit_now(&mut c).await != 7 {
+        assert!(std::time::Instant::now() < deadline, "the changed file was not reloaded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A unit that does not exist: rejected whole, the 7 stays.
+    std::fs::write(&file, rules(9).replace("hour", "fortnight")).unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(limit_now(&mut c).await, 7);
+}
+
+/// Redis stopped (SIGSTOP): no answer within the timeout. By default the
+/// call fails UNAVAILABLE quickly (Envoy's failure_mode_deny decides);
+/// `failure: open` / `closed` answer OK / OVER_LIMIT instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_redis_fails_fast_in_the_configured_mode() {
+    for (failure, expect) in [
+        (coord::rls::Failure::Error, None),
+        (coord::rls::Failure::Open, Some(Code::Ok)),
+        (coord::rls::Failure::Closed, Some(Code::OverLimit)),
+    ] {
+        let redis = RedisServer::start();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("another.yaml"), ANOTHER).unwrap();
+        let mut config = support::config(&redis.url());
+        config.ratelimit.envoy.config_dir = Some(dir.path().to_owned());
+        config.ratelimit.envoy.failure = failure;
+        config.ratelimit.envoy.timeout = Duration::from_millis(200);
+        let coord = serving_with(config).await;
+        let mut c = client(&coord);
+        assert_eq!(
+            ask(&mut c, request("another", vec![descriptor(&[("key3", "x")])], 1)).await.overall_code(),
+            Code::Ok
+        );
+        redis.stop();
+        let started = std::time::Instant::now();
+        let answer = c.should_rate_limit(request("another", vec![descriptor(&[("key3", "y")])], 1)).await;
+        assert!(started.elapsed() < Duration::from_secs(3), "{failure:?}: took {:?}", started.elapsed());
+        match (expect, answer) {
+            (None, Err(e)) => assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}"),
+            (Some(code), Ok(r)) => {
+                let r = r.into_inner();
+                assert_eq!(r.overall_code(), code, "{failure:?}: {r:?}");
+                assert_eq!(r.statuses[0].current_limit.as_ref().map(|l| l.requests_per_unit), Some(10));
+            }
+            (expect, answer) => panic!("{failure:?}: expected {expect:?}, got {answer:?}"),
+        }
+        redis.cont();
+    }
+}

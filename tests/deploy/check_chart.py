@@ -93,6 +93,7 @@ CHART_OWNED = {
     "server.listen", "metrics.enabled", "metrics.listen", "redis.url", "redis.cluster",
     "redis.username", "redis.password", "redis.tls_ca_file", "redis.tls_cert_file",
     "redis.tls_key_file", "redis.embedded_binary", "lock.redlock.nodes", "ratelimit.policy_file",
+    "ratelimit.envoy.config_dir",
     # tls.*, ports.health, auth.*
     "server.tls.cert_file", "server.tls.key_file", "server.tls.client_ca_file", "server.tls.client_auth",
     "server.health_listen", "metrics.tls", "auth.enabled", "auth.principals_file",
@@ -491,8 +492,10 @@ def replay_pod(name: str, docs: list[tuple[str, dict]], coord: Path, material: M
     mounts = {m["mountPath"]: m for m in container.get("volumeMounts", [])}
 
     def rewrite(text: str) -> str:
+        # A mount path, or a file in it (ratelimit.envoy.config_dir names
+        # the directory itself).
         for mount_path in sorted(mounts, key=len, reverse=True):
-            text = text.replace(mount_path + "/", f"{root}{mount_path}/")
+            text = re.sub(re.escape(mount_path) + r'(?=[/"])', f"{root}{mount_path}", text)
         return text
 
     R.check(not any("subPath" in m for m in mounts.values()),

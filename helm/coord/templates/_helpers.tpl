@@ -60,6 +60,7 @@ app.kubernetes.io/part-of: coord
 {{/* Where the chart mounts things; also written into coord.toml. */}}
 {{- define "coord.configDir" -}}/etc/coord/config{{- end }}
 {{- define "coord.policiesDir" -}}/etc/coord/policies{{- end }}
+{{- define "coord.envoyDir" -}}/etc/coord/envoy-ratelimit{{- end }}
 {{- define "coord.tlsDir" -}}/etc/coord/redis-tls{{- end }}
 {{- define "coord.serverTlsDir" -}}/etc/coord/tls{{- end }}
 {{- define "coord.principalsDir" -}}/etc/coord/principals{{- end }}
@@ -228,6 +229,12 @@ chart owns. Rendered to TOML by coord.toml.
 {{- end }}
 {{- $ratelimit := default (dict) (get $c "ratelimit") }}
 {{- $_ := set $ratelimit "policy_file" (include "coord.policyFile" .) }}
+{{- if or .Values.rateLimit.envoyConfig .Values.rateLimit.envoyExistingConfigMap }}
+{{- $envoy := default (dict) (get $ratelimit "envoy") }}
+{{- $dir := ternary (include "coord.envoyDir" .) (include "coord.configDir" .) (not (empty .Values.rateLimit.envoyExistingConfigMap)) }}
+{{- $_ := set $envoy "config_dir" $dir }}
+{{- $_ := set $ratelimit "envoy" $envoy }}
+{{- end }}
 {{- $_ := set $c "ratelimit" $ratelimit }}
 {{- $auth := default (dict) (get $c "auth") }}
 {{- $_ := set $auth "enabled" .Values.auth.enabled }}
