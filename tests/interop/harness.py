@@ -2,8 +2,9 @@
 (grpcio for Python, @grpc/grpc-js for Node) against a live coord on a real
 redis-server.
 
-At start-up the Python stubs are generated from proto/ with grpcio-tools into
-a temporary directory (nothing generated is checked in); Node loads the same
+At start-up the Python stubs are generated from proto/ (and Envoy's rate
+limit service from third_party/envoy/) with grpcio-tools into a temporary
+directory (nothing generated is checked in); Node loads the same
 .proto files at run time with @grpc/proto-loader. One redis-server and two
 coord instances on it serve the whole session; tests use names of their own.
 
@@ -42,6 +43,18 @@ subprocess.run(
     ],
     check=True,
     cwd=PROTO,
+)
+# Envoy's rate limit service, from the vendored protos, as an Envoy
+# sidecar's client would be generated.
+ENVOY_PROTO = ROOT / "third_party" / "envoy"
+subprocess.run(
+    [
+        sys.executable, "-m", "grpc_tools.protoc", f"-I{ENVOY_PROTO}",
+        f"--python_out={STUBS}", f"--pyi_out={STUBS}", f"--grpc_python_out={STUBS}",
+        *sorted(str(p.relative_to(ENVOY_PROTO)) for p in ENVOY_PROTO.rglob("*.proto")),
+    ],
+    check=True,
+    cwd=ENVOY_PROTO,
 )
 sys.path.insert(0, str(STUBS))
 # Subprocesses (the Python worker, the docs example) import the same stubs.
