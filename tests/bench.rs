@@ -74,3 +74,18 @@ async fn vs_redis_runs_redis_benchmark_on_the_same_script() {
         assert!(report["redis_benchmark"]["command"].as_str().unwrap().contains("EVALSHA"));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rls_checks_envoys_api_against_a_configured_domain() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    // The rule BENCHMARKS.md gives: the same limit as `ratelimit --algorithm fixed`.
+    let yaml = "domain: bench\ndescriptors:\n  - key: subject\n    rate_limit: { unit: minute, requests_per_unit: 1000000000 }\n";
+    std::fs::write(dir.path().join("bench.yaml"), yaml).unwrap();
+    let mut config = support::config(&redis.url());
+    config.ratelimit.envoy.config_dir = Some(dir.path().to_owned());
+    let coord = support::serving_with(config).await;
+    let report = bench(&coord, &["rls", "--subjects", "100", "--redis-url", &redis.url()]).await;
+    assert_eq!(report["scenario"], "rls");
+    assert!(report["redis_cpu_us_per_op"].as_f64().is_some(), "{report}");
+}

@@ -46,6 +46,9 @@ pub enum Scenario {
     Keepalive,
     /// Rate-limit checks with the --algorithm
     Ratelimit,
+    /// Envoy's ShouldRateLimit, one descriptor `subject=s…` in --domain
+    /// (the server needs a rule for it: BENCHMARKS.md has the YAML)
+    Rls,
     /// Leaderboard submits returning the rank, on a --board-size board
     BoardSubmit,
     /// Leaderboard top-100 pages
@@ -100,6 +103,9 @@ pub struct BenchArgs {
     /// Rate-limit algorithm
     #[arg(long, value_enum, default_value_t = Algo::Fixed)]
     pub algorithm: Algo,
+    /// Envoy rate limit service: the domain asked
+    #[arg(long, default_value = "bench")]
+    pub domain: String,
     /// Rate-limit: distinct subjects checked (1 = one hot subject)
     #[arg(long, default_value_t = 1000)]
     pub subjects: u64,

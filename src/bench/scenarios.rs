@@ -39,6 +39,7 @@ pub async fn run(args: &BenchArgs, pool: &Pool) -> Result<Report, CliError> {
         Scenario::LockHandoff | Scenario::ElectionFailover => Ok(handoff(args, pool).await),
         Scenario::Keepalive => keepalive(args, pool).await,
         Scenario::Ratelimit => rate_limit(args, pool).await,
+        Scenario::Rls => Ok(rls(args, pool).await),
         Scenario::BoardSubmit | Scenario::BoardTop | Scenario::BoardAround => board(args, pool).await,
         Scenario::Pubsub => pubsub(args, pool).await,
     }
@@ -407,6 +408,40 @@ async fn rate_limit(args: &BenchArgs, pool: &Pool) -> Result<Report, CliError> {
         )?);
     }
     Ok(report)
+}
+
+/// Envoy's ShouldRateLimit on the same subjects as `rate_limit`, one
+/// descriptor per call, as Envoy's filter sends it.
+async fn rls(args: &BenchArgs, pool: &Pool) -> Report {
+    use crate::envoy::{
+        extensions::common::ratelimit::v3::{RateLimitDescriptor, rate_limit_descriptor::Entry},
+        service::ratelimit::v3::{
+            RateLimitRequest, rate_limit_response::Code, rate_limit_service_client::RateLimitServiceClient,
+        },
+    };
+    let subjects = args.subjects.max(1);
+    let (pool2, domain) = (pool.clone(), args.domain.clone());
+    let mut report = drive(args, "checks", move |w, i| {
+        let (pool, domain) = (pool2.clone(), domain.clone());
+        async move {
+            let mut c = RateLimitServiceClient::new(pool.channel(w));
+            let entry = Entry { key: "subject".into(), value: format!("s{:012}", (w as u64 * 7919 + i) % subjects) };
+            let req = RateLimitRequest {
+                domain,
+                descriptors: vec![RateLimitDescriptor { entries: vec![entry], ..Default::default() }],
+                hits_addend: 1,
+            };
+            let reply = c.should_rate_limit(pool.request(req)).await.map_err(code)?.into_inner();
+            match reply.statuses.first() {
+                Some(s) if s.current_limit.is_none() => Err("NoRule".into()),
+                _ if reply.overall_code() == Code::OverLimit => Err("OverLimit".into()),
+                _ => Ok(()),
+            }
+        }
+    })
+    .await;
+    report.notes.insert("subjects", json!(subjects));
+    report
 }
 
 fn now_us() -> u64 {
