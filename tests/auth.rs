@@ -237,6 +237,22 @@ fn rpcs(tag: &str) -> Vec<(&'static str, &'static str, Vec<u8>)> {
             .encode_to_vec(),
         ),
         ("/coord.v1.AdminService/GetBackendStatus", "admin", pb::GetBackendStatusRequest {}.encode_to_vec()),
+        (
+            "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit",
+            "ratelimit.check",
+            coord::envoy::service::ratelimit::v3::RateLimitRequest {
+                domain: "edge".into(),
+                descriptors: vec![coord::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor {
+                    entries: vec![coord::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::Entry {
+                        key: "user".into(),
+                        value: name.clone(),
+                    }],
+                    ..Default::default()
+                }],
+                hits_addend: 1,
+            }
+            .encode_to_vec(),
+        ),
     ]
 }
 
