@@ -6,17 +6,18 @@
 #              the Python and Node gRPC clients, grpcurl, hadolint, Helm's SDK,
 #              kubernetes-validate), then runs every check: formatting, clippy,
 #              the Rust test suite, buf lint and breaking-change check, the
-#              interop suite (tests/interop/) and the deploy checks.
+#              interop suite (tests/interop/), the Python client library
+#              (clients/python/) and the deploy checks.
 
 CARGO ?= cargo
 BUF := .venv/bin/buf
 
-.PHONY: run test deps-run deps-test fmt-check clippy cargo-test proto-lint proto-breaking interop deploy-check
+.PHONY: run test deps-run deps-test fmt-check clippy cargo-test proto-lint proto-breaking interop client-python deploy-check
 
 run: deps-run
 	$(CARGO) run --release --locked -- serve
 
-test: deps-test fmt-check clippy cargo-test proto-lint proto-breaking interop deploy-check
+test: deps-test fmt-check clippy cargo-test proto-lint proto-breaking interop client-python deploy-check
 
 deps-run:
 	@if [ -z "$$COORD_REDIS_URL" ]; then ./scripts/install-deps.sh redis; fi
@@ -44,6 +45,16 @@ proto-breaking:
 interop:
 	$(CARGO) build --locked --bin coord
 	.venv/bin/python -m pytest tests/interop -q
+
+# The Python client library: stubs generated into the package, mypy
+# --strict, its tests against a live coord (the debug binary) and its README
+# quick start, and the wheel built.
+client-python:
+	$(CARGO) build --locked --bin coord
+	cd clients/python && ../../.venv/bin/python scripts/generate.py
+	cd clients/python && ../../.venv/bin/python -m mypy
+	cd clients/python && PYTHONPATH=src:tests ../../.venv/bin/python -m pytest tests -q
+	cd clients/python && rm -rf dist && ../../.venv/bin/pip wheel -q --disable-pip-version-check --no-deps . -w dist
 
 # The Dockerfile and the Helm chart (helm/coord), checked without a container
 # engine or a cluster: helm lint --strict, schema and render of every scenario

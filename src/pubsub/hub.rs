@@ -360,7 +360,9 @@ impl Task {
                             }
                             first = false;
                             let done = self.serve_classic(Link::Classic(sink), stream, &shutdown).await;
-                            tracing::warn!("pub/sub connection lost; reconnecting");
+                            if !done {
+                                tracing::warn!("pub/sub connection lost; reconnecting");
+                            }
                             Some(done)
                         }
                         Ok(Err(e)) => {
@@ -406,7 +408,9 @@ impl Task {
                             backoff.reset();
                             let done = self.serve_sharded(conn, pushes, !first, &shutdown).await;
                             first = false;
-                            tracing::warn!("sharded pub/sub connection lost; reconnecting");
+                            if !done {
+                                tracing::warn!("sharded pub/sub connection lost; reconnecting");
+                            }
                             Some(done)
                         }
                         Ok(Err(e)) => {
