@@ -204,7 +204,9 @@ impl Rls {
                 // Envoy's override applies in configured domains only.
                 Some((n, unit)) if domains.has_domain(&req.domain) => Some(Matched {
                     rule: Arc::new(Rule {
-                        full_key: full_key(&req.domain, &d.entries),
+                        // Keys only: one metric series per override shape,
+                        // not per value (envoyproxy/ratelimit#275).
+                        full_key: full_key(&req.domain, &keys_only(&d.entries)),
                         requests_per_unit: n,
                         unit,
                         name: String::new(),
@@ -446,6 +448,10 @@ fn full_key(domain: &str, entries: &[(String, String)]) -> String {
         }
     }
     key
+}
+
+fn keys_only(entries: &[(String, String)]) -> Vec<(String, String)> {
+    entries.iter().map(|(k, _)| (k.clone(), String::new())).collect()
 }
 
 /// The coord subject a descriptor counts under: the domain and its
