@@ -71,6 +71,14 @@ fn rejected(files: &[(&str, &str)]) -> String {
     }
 }
 
+/// One upstream file that must be rejected: the error starts with the
+/// file's name and mentions every needle.
+fn assert_rejected(file: (&str, &str), needles: &[&str]) {
+    let e = rejected(&[file]);
+    assert!(e.starts_with(file.0), "{e}");
+    assert_mentions(&e, needles);
+}
+
 fn assert_mentions(error: &str, needles: &[&str]) {
     for needle in needles {
         assert!(error.contains(needle), "error {error:?} should mention {needle:?}");
@@ -232,9 +240,7 @@ fn limit_override_applies_only_in_a_configured_domain() {
 /// TestEmptyDomain (Go line 354): "config file cannot have empty domain".
 #[test]
 fn empty_domain_is_rejected() {
-    let e = rejected(&[upstream!("empty_domain.yaml")]);
-    assert!(e.starts_with("empty_domain.yaml"), "{e}");
-    assert_mentions(&e, &["domain", "empty"]);
+    assert_rejected(upstream!("empty_domain.yaml"), &["domain", "empty"]);
 }
 
 /// TestDuplicateDomain (Go line 365): "duplicate domain 'test-domain' in
@@ -249,91 +255,75 @@ fn duplicate_domain_across_files_is_rejected() {
 /// TestEmptyKey (Go line 376): "descriptor has empty key".
 #[test]
 fn descriptor_without_key_is_rejected() {
-    let e = rejected(&[upstream!("empty_key.yaml")]);
-    assert!(e.starts_with("empty_key.yaml"), "{e}");
-    assert_mentions(&e, &["descriptors[0].key", "empty"]);
+    assert_rejected(upstream!("empty_key.yaml"), &["descriptors[0].key", "empty"]);
 }
 
 /// TestDuplicateKey (Go line 387): "duplicate descriptor composite key
 /// 'test-domain.key1_value1'".
 #[test]
 fn duplicate_key_value_at_one_level_is_rejected() {
-    let e = rejected(&[upstream!("duplicate_key.yaml")]);
-    assert!(e.starts_with("duplicate_key.yaml"), "{e}");
-    assert_mentions(&e, &["descriptors[1]", "duplicate", "test-domain.key1_value1"]);
+    assert_rejected(upstream!("duplicate_key.yaml"), &["descriptors[1]", "duplicate", "test-domain.key1_value1"]);
 }
 
 /// TestBadLimitUnit (Go line 411): "invalid rate limit unit 'foo'".
 #[test]
 fn unknown_limit_unit_is_rejected() {
-    let e = rejected(&[upstream!("bad_limit_unit.yaml")]);
-    assert!(e.starts_with("bad_limit_unit.yaml"), "{e}");
-    assert_mentions(&e, &["descriptors[0].rate_limit.unit", "foo"]);
+    assert_rejected(upstream!("bad_limit_unit.yaml"), &["descriptors[0].rate_limit.unit", "foo"]);
 }
 
 /// TestReplacesSelf (Go line 422): "replaces should not contain name of
 /// same descriptor".
 #[test]
 fn rule_replacing_itself_is_rejected() {
-    let e = rejected(&[upstream!("replaces_self.yaml")]);
-    assert!(e.starts_with("replaces_self.yaml"), "{e}");
-    assert_mentions(&e, &["descriptors[0].descriptors[0].rate_limit.replaces[0].name", "self"]);
+    assert_rejected(
+        upstream!("replaces_self.yaml"),
+        &["descriptors[0].descriptors[0].rate_limit.replaces[0].name", "self"],
+    );
 }
 
 /// TestReplacesEmpty (Go line 433): "should not have an empty replaces
 /// entry" (`- name:` with no value).
 #[test]
 fn replaces_entry_without_name_is_rejected() {
-    let e = rejected(&[upstream!("replaces_empty.yaml")]);
-    assert!(e.starts_with("replaces_empty.yaml"), "{e}");
-    assert_mentions(&e, &["descriptors[0].descriptors[0].rate_limit.replaces[0].name", "empty"]);
+    assert_rejected(
+        upstream!("replaces_empty.yaml"),
+        &["descriptors[0].descriptors[0].rate_limit.replaces[0].name", "empty"],
+    );
 }
 
 /// TestBadYaml (Go line 444): "error loading config file: yaml: line 2:
 /// found unexpected end of stream".
 #[test]
 fn malformed_yaml_is_rejected() {
-    let e = rejected(&[upstream!("bad_yaml.yaml")]);
-    assert!(e.starts_with("bad_yaml.yaml"), "{e}");
-    assert_mentions(&e, &["unexpected end of stream", "line 2"]);
+    assert_rejected(upstream!("bad_yaml.yaml"), &["unexpected end of stream", "line 2"]);
 }
 
 /// TestMisspelledKey (Go lines 455 and 464): "unknown key 'ratelimit'" in a
 /// descriptor and "unknown key 'requestsperunit'" in a rate_limit.
 #[test]
 fn misspelled_field_is_rejected() {
-    let e = rejected(&[upstream!("misspelled_key.yaml")]);
-    assert!(e.starts_with("misspelled_key.yaml"), "{e}");
-    assert_mentions(&e, &["descriptors[0]", "ratelimit"]);
-    let e = rejected(&[upstream!("misspelled_key2.yaml")]);
-    assert!(e.starts_with("misspelled_key2.yaml"), "{e}");
-    assert_mentions(&e, &["descriptors[0].rate_limit", "requestsperunit"]);
+    assert_rejected(upstream!("misspelled_key.yaml"), &["descriptors[0]", "ratelimit"]);
+    assert_rejected(upstream!("misspelled_key2.yaml"), &["descriptors[0].rate_limit", "requestsperunit"]);
 }
 
 /// TestNonStringKey (Go line 475): "key is not of type string: 0.25".
 #[test]
 fn non_string_mapping_key_is_rejected() {
-    let e = rejected(&[upstream!("non_string_key.yaml")]);
-    assert!(e.starts_with("non_string_key.yaml"), "{e}");
-    assert_mentions(&e, &["0.25"]);
+    assert_rejected(upstream!("non_string_key.yaml"), &["0.25"]);
 }
 
 /// TestNonMapList (Go line 486): "yaml file contains list of type other
 /// than map: a".
 #[test]
 fn descriptor_that_is_not_a_mapping_is_rejected() {
-    let e = rejected(&[upstream!("non_map_list.yaml")]);
-    assert!(e.starts_with("non_map_list.yaml"), "{e}");
-    assert_mentions(&e, &["descriptors[0]", "\"a\""]);
+    assert_rejected(upstream!("non_map_list.yaml"), &["descriptors[0]", "\"a\""]);
 }
 
 /// TestUnlimitedWithRateLimitUnit (Go line 497): "should not specify rate
 /// limit unit when unlimited".
 #[test]
 fn unlimited_with_unit_is_rejected() {
-    let e = rejected(&[upstream!("unlimited_with_unit.yaml")]);
-    assert!(e.starts_with("unlimited_with_unit.yaml"), "{e}");
-    assert_mentions(&e, &["descriptors[0].rate_limit.unit", "unlimited"]);
+    assert_rejected(upstream!("unlimited_with_unit.yaml"), &["descriptors[0].rate_limit.unit", "unlimited"]);
 }
 
 // ---- TestShadowModeConfig ---------------------------------------------------
