@@ -1,14 +1,18 @@
-//! Watching files that are reloaded live (rate-limit policies, credentials,
-//! TLS certificates): their contents are compared every `interval`, which
-//! also catches Kubernetes' ConfigMap and Secret symlink swaps, and
-//! optionally re-read on SIGHUP.
+//! Watching files that are reloaded live (rate-limit policies, Envoy rate
+//! limit configuration directories, credentials, TLS certificates): their
+//! contents are compared every `interval`, which also catches Kubernetes'
+//! ConfigMap and Secret symlink swaps, and optionally re-read on SIGHUP.
 
-use std::{path::PathBuf, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use tokio_util::sync::CancellationToken;
 
 /// Calls `reload` whenever any of `files` changes (and on SIGHUP when
-/// `sighup`), until `shutdown`.
+/// `sighup`), until `shutdown`. A directory changes when a file in it is
+/// added, removed or changed.
 pub async fn on_change(
     files: Vec<PathBuf>,
     interval: Duration,
@@ -19,7 +23,7 @@ pub async fn on_change(
     if files.is_empty() {
         return;
     }
-    let contents = || files.iter().map(|f| std::fs::read(f).ok()).collect::<Vec<_>>();
+    let contents = || files.iter().flat_map(|f| snapshot(f)).collect::<Vec<_>>();
     let mut last = contents();
     let mut hangup =
         if sighup { tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok() } else { None };
@@ -45,5 +49,18 @@ pub async fn on_change(
                 }
             }
         }
+    }
+}
+
+/// A file's bytes, or every file's in a directory (by name).
+fn snapshot(path: &Path) -> Vec<(PathBuf, Option<Vec<u8>>)> {
+    match std::fs::read_dir(path) {
+        Ok(entries) => {
+            let mut files: Vec<PathBuf> =
+                entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_file()).collect();
+            files.sort();
+            files.into_iter().map(|f| (f.clone(), std::fs::read(&f).ok())).collect()
+        }
+        Err(_) => vec![(path.to_owned(), std::fs::read(path).ok())],
     }
 }

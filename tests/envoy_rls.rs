@@ -381,7 +381,7 @@ async fn bad_requests_name_the_field() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_changed_file_is_reloaded_and_a_bad_one_keeps_the_previous_rules() {
+async fn a_changed_or_added_file_is_reloaded_and_a_bad_one_keeps_the_previous_rules() {
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("live.yaml");
@@ -404,6 +404,19 @@ async fn a_changed_file_is_reloaded_and_a_bad_one_keeps_the_previous_rules() {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while limit_now(&mut c).await != 7 {
         assert!(std::time::Instant::now() < deadline, "the changed file was not reloaded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A file added to the directory: its domain appears.
+    let added = "domain: added\ndescriptors:\n  - key: k\n    rate_limit: { unit: hour, requests_per_unit: 3 }\n";
+    std::fs::write(dir.path().join("added.yaml"), added).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = ask(&mut c, request("added", vec![descriptor(&[("k", "v")])], 0)).await;
+        if summary(&r)[0].1 == 3 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the added file was not loaded");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 

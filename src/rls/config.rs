@@ -346,31 +346,21 @@ impl DomainStore {
         Ok(n)
     }
 
-    /// Reloads every `interval` when a file changed, until `shutdown`.
+    /// Reloads when a file of the directory changes (checked every
+    /// `interval`) and on SIGHUP, until `shutdown`.
     pub async fn watch(self: Arc<Self>, interval: Duration, shutdown: CancellationToken) {
-        let Some(dir) = self.dir.clone() else { return };
-        let mut seen = fingerprint(&dir);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(interval) => {}
+        let dirs = self.dir.iter().cloned().collect();
+        crate::reload::on_change(dirs, interval, true, shutdown, || match self.reload() {
+            Ok(n) => {
+                tracing::info!(domains = n, "envoy rate limit configuration reloaded");
+                metrics::counter!("coord_rls_config_loads_total", "outcome" => "ok").increment(1);
             }
-            let now = fingerprint(&dir);
-            if now == seen {
-                continue;
+            Err(e) => {
+                tracing::error!(error = %e, "envoy rate limit configuration rejected; the previous one stays");
+                metrics::counter!("coord_rls_config_loads_total", "outcome" => "error").increment(1);
             }
-            seen = now;
-            match self.reload() {
-                Ok(n) => {
-                    tracing::info!(domains = n, dir = %dir.display(), "envoy rate limit configuration reloaded");
-                    metrics::counter!("coord_rls_config_loads_total", "outcome" => "ok").increment(1);
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "envoy rate limit configuration rejected; the previous one stays");
-                    metrics::counter!("coord_rls_config_loads_total", "outcome" => "error").increment(1);
-                }
-            }
-        }
+        })
+        .await;
     }
 }
 
@@ -391,19 +381,6 @@ fn read_dir(dir: &Path) -> Result<Domains, String> {
         texts.push((path.display().to_string(), text));
     }
     Domains::parse(texts.iter().map(|(f, t)| (f.as_str(), t.as_str())))
-}
-
-/// Names, sizes and modification times: a change reloads.
-fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<std::time::SystemTime>)> {
-    yaml_files(dir)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|p| {
-            let meta = std::fs::metadata(&p).ok();
-            let (len, modified) = meta.map(|m| (m.len(), m.modified().ok())).unwrap_or((0, None));
-            (p, len, modified)
-        })
-        .collect()
 }
 
 #[cfg(test)]
