@@ -158,7 +158,10 @@ async fn grants_wait_for_replicas_and_are_undone_without_them() {
     }
     let mut config = support::config(&primary.url());
     config.lock.min_replicas = 1;
-    config.lock.replica_ack_timeout = Duration::from_millis(300);
+    // Generous: a freshly attached replica on a loaded machine took more
+    // than 300 ms to acknowledge the first grant (a CI flake).
+    config.redis.command_timeout = Duration::from_secs(3);
+    config.lock.replica_ack_timeout = Duration::from_secs(1);
     let coord = serving_with(config).await;
     let mut c = coord.locks();
 
