@@ -48,13 +48,17 @@ interop:
 
 # The Python client library: stubs generated into the package, mypy
 # --strict, its tests against a live coord (the debug binary) and its README
-# quick start, and the wheel built.
+# examples, its API reference (pdoc) and the wheel built.
 client-python:
 	$(CARGO) build --locked --bin coord
 	cd clients/python && ../../.venv/bin/python scripts/generate.py
 	cd clients/python && ../../.venv/bin/python -m mypy
 	cd clients/python && PYTHONPATH=src:tests ../../.venv/bin/python -m pytest tests -q
+	cd clients/python && rm -rf docs-api && PYTHONPATH=src ../../.venv/bin/python -W error -m pdoc coord_client coord_client.aio -o docs-api
 	cd clients/python && rm -rf dist && ../../.venv/bin/pip wheel -q --disable-pip-version-check --no-deps . -w dist
+	cd clients/python && rm -rf dist/installed && ../../.venv/bin/pip install -q --disable-pip-version-check --no-deps \
+		--target dist/installed dist/*.whl && cd dist && PYTHONPATH=installed ../../../.venv/bin/python -c \
+		'import coord_client.aio, coord_client.pb; print("wheel ok:", coord_client.__file__)'
 
 # The Dockerfile and the Helm chart (helm/coord), checked without a container
 # engine or a cluster: helm lint --strict, schema and render of every scenario

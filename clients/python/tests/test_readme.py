@@ -13,12 +13,22 @@ from conftest import Coord
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def test_the_readme_quick_start_runs_as_written(coords: list[Coord]) -> None:
-    block = re.search(r"<!-- ci:quickstart -->\n```python\n(.*?)```", README.read_text(), re.S)
-    assert block, "the quick start block"
+def run_block(name: str, coords: list[Coord]) -> str:
+    block = re.search(rf"<!-- ci:{name} -->\n```python\n(.*?)```", README.read_text(), re.S)
+    assert block, f"the {name} block"
     env = dict(os.environ, COORD_ADDR=",".join(c.addr for c in coords),
                PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
     out = subprocess.run([sys.executable, "-c", block.group(1)], env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert "allowed: [True, True, False]" in out.stdout, out.stdout
-    assert "got b'order 1' at offset 1" in out.stdout, out.stdout
+    return out.stdout
+
+
+def test_the_readme_quick_start_runs_as_written(coords: list[Coord]) -> None:
+    out = run_block("quickstart", coords)
+    assert "allowed: [True, True, False]" in out, out
+    assert "got b'order 1' at offset 1" in out, out
+
+
+def test_the_readme_asyncio_example_runs_as_written(coords: list[Coord]) -> None:
+    out = run_block("asyncio", coords)
+    assert "async token True" in out and "async got b'hello'" in out, out

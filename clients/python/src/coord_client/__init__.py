@@ -1,8 +1,10 @@
-"""coord_client: coord's locks, rate limits and pub/sub for Python, with the
-hard parts done once: a shared KeepAlive stream that renews every lock's
-lease, loss signalled when coord says so or when no renewal was confirmed
-for a whole TTL, failover to other coord instances, and subscriptions that
-resume from the last position they yielded.
+"""coord_client: coord's locks, read/write locks, semaphores, leader
+election, rate limits, leaderboards and pub/sub for Python, with the hard
+parts done once: a shared KeepAlive stream that renews every lease the
+client holds, loss signalled when coord says so or when no renewal was
+confirmed for a whole TTL, failover to other coord instances, and
+subscriptions that resume from the last position they yielded.
+``coord_client.aio`` has the same API for asyncio.
 
     from coord_client import Client
 
@@ -14,6 +16,7 @@ resume from the last position they yielded.
 """
 
 from coord_client import errors
-from coord_client._client import Client, Decision, Lock, Subscription, Tls
+from coord_client._client import Client, Leaderboard, Leadership, Lock, Permit, Subscription
+from coord_client._core import Decision, Tls
 
-__all__ = ["Client", "Decision", "Lock", "Subscription", "Tls", "errors"]
+__all__ = ["Client", "Decision", "Leaderboard", "Leadership", "Lock", "Permit", "Subscription", "Tls", "errors"]

@@ -1,45 +1,48 @@
-"""The synchronous client."""
+"""The synchronous client (``coord_client.aio`` has the asyncio one)."""
 
 from __future__ import annotations
 
-import random
+import functools
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, ParamSpec, TypeVar, overload
 
 import grpc
 
 from coord_client import errors
-from coord_client._keepalive import KeepAlive, Lease
-from coord_client._pb.coord.v1 import (
-    lock_pb2,
-    lock_pb2_grpc,
-    pubsub_pb2,
-    pubsub_pb2_grpc,
-    ratelimit_pb2,
-    ratelimit_pb2_grpc,
+from coord_client._core import (
+    STUBS,
+    Backoff,
+    CampaignCalls,
+    Decision,
+    Endpoints,
+    Granted,
+    Lease,
+    LockCalls,
+    PermitCalls,
+    Positions,
+    Tls,
+    check_request,
+    credentials,
+    decision,
+    leader_state,
+    period,
 )
+from coord_client._keepalive import KeepAlive
+from coord_client._pb.coord.v1 import election_pb2, leaderboard_pb2, pubsub_pb2, ratelimit_pb2
 
-
-@dataclass(frozen=True)
-class Tls:
-    """TLS to coord: the CA that signed its certificate (PEM; None: the
-    system's roots), and a client certificate and key for mutual TLS."""
-
-    ca: bytes | None = None
-    cert: bytes | None = None
-    key: bytes | None = None
-    server_name: str | None = None
-
+P = ParamSpec("P")
+R = TypeVar("R")
+H = TypeVar("H", bound="_Hold")
 
 class Client:
     """A connection to coord: ``endpoints`` are ``host:port`` of its
     instances, tried in turn when one fails. ``namespace`` and ``token``
-    (an API key or a JWT) go with every call."""
+    (an API key or a JWT) go with every call; ``timeout`` (seconds) is the
+    deadline of unary calls (a wait is added to it)."""
 
     def __init__(
         self,
@@ -50,12 +53,9 @@ class Client:
         tls: Tls | None = None,
         timeout: float = 10.0,
     ) -> None:
-        self._endpoints = [endpoints] if isinstance(endpoints, str) else list(endpoints)
-        if not self._endpoints:
-            raise ValueError("endpoints: give at least one host:port")
-        self._namespace, self._token, self._tls, self.timeout = namespace, token, tls, timeout
+        self._endpoints = Endpoints(endpoints, namespace, token)
+        self._tls, self.timeout = tls, timeout
         self._channels: dict[str, grpc.Channel] = {}
-        self._current = 0
         self._guard = threading.Lock()
         self._keepalive = KeepAlive(self)
 
@@ -63,56 +63,37 @@ class Client:
 
     def _channel(self) -> grpc.Channel:
         with self._guard:
-            endpoint = self._endpoints[self._current % len(self._endpoints)]
+            endpoint = self._endpoints.now()
             channel = self._channels.get(endpoint)
             if channel is None:
                 if self._tls is None:
                     channel = grpc.insecure_channel(endpoint)
                 else:
-                    creds = grpc.ssl_channel_credentials(self._tls.ca, self._tls.key, self._tls.cert)
-                    options = [("grpc.ssl_target_name_override", self._tls.server_name)] if self._tls.server_name else []
-                    channel = grpc.secure_channel(endpoint, creds, options)
+                    channel = grpc.secure_channel(endpoint, *credentials(self._tls))
                 self._channels[endpoint] = channel
             return channel
 
     def _rotate(self) -> None:
-        """Moves on to the next endpoint (after a failure)."""
         with self._guard:
-            self._current += 1
+            self._endpoints.rotate()
 
-    def _metadata(self) -> list[tuple[str, str]]:
-        meta = []
-        if self._namespace:
-            meta.append(("coord-namespace", self._namespace))
-        if self._token:
-            meta.append(("authorization", f"Bearer {self._token}"))
-        return meta
-
-    def _stub(self, stub: Any) -> Any:
-        """A generated stub (grpcio's generated stubs are untyped) on the
-        current endpoint."""
-        return stub(self._channel())
-
-    def _lock_stub(self) -> Any:
-        return self._stub(lock_pb2_grpc.LockServiceStub)
-
-    def _call(self, method: str, request: object, *, stub: type, timeout: float | None = None,
-              idempotent: bool = False) -> object:
+    def _call(self, service: str, method: str, request: object, *, timeout: float | None = None,
+              idempotent: bool = False) -> Any:
         """One unary call; UNAVAILABLE is retried on the other endpoints when
         the call is idempotent."""
-        attempts = len(self._endpoints) * 2 if idempotent else 1
-        delay = 0.05
+        attempts = len(self._endpoints.all) * 2 if idempotent else 1
+        backoff = Backoff(most=1.0)
         for attempt in range(attempts):
             try:
-                return getattr(self._stub(stub), method)(
-                    request, timeout=timeout or self.timeout, metadata=self._metadata())
+                stub = STUBS[service](self._channel())
+                return getattr(stub, method)(request, timeout=timeout or self.timeout,
+                                             metadata=self._endpoints.metadata)
             except grpc.RpcError as e:
                 error = errors.from_rpc(e)
                 if not isinstance(error, errors.Unavailable) or attempt + 1 == attempts:
                     raise error from None
                 self._rotate()
-                time.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, 1.0)
+                time.sleep(backoff.delay())
         raise errors.Unavailable("no endpoint answered")
 
     def close(self) -> None:
@@ -130,15 +111,60 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # --- locks ---
+    # --- locks, permits, leadership ---
 
     def lock(self, name: str, *, ttl: float = 10.0, wait: float = 0.0, owner: str = "",
              shared: bool | None = None) -> Lock:
         """A lock to hold in a ``with`` block: acquired on entry (waiting up
         to ``wait`` seconds), renewed on the client's KeepAlive stream,
         released on exit. ``shared`` True / False makes it the read / write
-        side of the read/write lock ``name``."""
-        return Lock(self, name, ttl=ttl, wait=wait, owner=owner, shared=shared)
+        side of the read/write lock ``name`` (writer-preferring)."""
+        return Lock(self, LockCalls(name, ttl, wait, owner, shared), wait)
+
+    def semaphore(self, name: str, *, permits: int = 1, size: int = 0, ttl: float = 10.0, wait: float = 0.0,
+                  owner: str = "") -> Permit:
+        """``permits`` permits of the semaphore ``name`` (all or nothing,
+        first come first served) to hold in a ``with`` block; ``size`` is
+        the semaphore's size if this call creates it. ``permit_id`` is the
+        grant's fencing token."""
+        return Permit(self, PermitCalls(name, permits, size, ttl, wait, owner), wait)
+
+    def campaign(self, election: str, *, value: bytes = b"", ttl: float = 10.0, wait: float = 0.0,
+                 owner: str = "") -> Leadership:
+        """Leadership of ``election`` to hold in a ``with`` block: entering
+        waits until this candidate leads (up to ``wait`` seconds; 0: the
+        server's max wait) and raises :class:`errors.NotElected` if it did
+        not; leaving resigns. ``term`` is its fencing token."""
+        return Leadership(self, CampaignCalls(election, value, ttl, wait, owner), wait)
+
+    def leader(self, election: str) -> election_pb2.ElectionState | None:
+        """The current leader of ``election`` (value, term, owner), or None."""
+        reply = self._call("ElectionService", "Leader", election_pb2.ElectionServiceLeaderRequest(election=election),
+                           idempotent=True)
+        return leader_state(reply.state)
+
+    def observe(self, election: str) -> Iterator[election_pb2.ElectionState]:
+        """The election's state, then every change in order (a new leader, a
+        Proclaim, nobody leading: ``has_leader`` False). After a reconnect it
+        continues from the current state: changes while disconnected are
+        collapsed into it."""
+        request = election_pb2.ElectionServiceObserveRequest(election=election)
+        backoff = Backoff()
+        while True:
+            call = STUBS["ElectionService"](self._channel()).Observe(request, metadata=self._endpoints.metadata)
+            try:
+                for event in call:
+                    backoff.reset()
+                    yield event.state
+                return
+            except grpc.RpcError as e:
+                error = errors.from_rpc(e)
+                if not isinstance(error, errors.Unavailable):
+                    raise error from None
+            finally:
+                call.cancel()
+            self._rotate()
+            time.sleep(backoff.delay())
 
     # --- rate limits ---
 
@@ -146,12 +172,40 @@ class Client:
               peek: bool = False) -> Decision:
         """Checks (and charges, unless ``peek``) ``cost`` against a named
         policy or inline limits. Not retried: a Check may have charged."""
-        mode = ratelimit_pb2.CHECK_MODE_PEEK if peek else ratelimit_pb2.CHECK_MODE_CONSUME
-        request = ratelimit_pb2.CheckRequest(subject=subject, policy=policy, limits=list(limits), cost=cost, mode=mode)
-        reply = self._call("Check", request, stub=ratelimit_pb2_grpc.RateLimitServiceStub)
-        assert isinstance(reply, ratelimit_pb2.CheckResponse)
-        retry = max((s.retry_after_ms for s in reply.limits if not s.allowed), default=0)
-        return Decision(reply.allowed, retry / 1000 if retry >= 0 else None, list(reply.limits))
+        reply = self._call("RateLimitService", "Check", check_request(subject, policy, limits, cost, peek))
+        return decision(reply)
+
+    @overload
+    def rate_limited(self, subject: str, *, policy: str = "", limits: Sequence[ratelimit_pb2.Limit] = (),
+                     cost: int = 1) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+
+    @overload
+    def rate_limited(self, subject: Callable[P, str], *, policy: str = "", limits: Sequence[ratelimit_pb2.Limit] = (),
+                     cost: int = 1) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+
+    def rate_limited(self, subject: str | Callable[P, str], *, policy: str = "",
+                     limits: Sequence[ratelimit_pb2.Limit] = (),
+                     cost: int = 1) -> Callable[[Callable[P, R]], Callable[P, R]]:
+        """A decorator: each call first checks ``subject`` (or
+        ``subject(*args, **kwargs)``) and raises :class:`errors.RateLimited`
+        when denied, without calling the function."""
+        def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+            @functools.wraps(fn)
+            def limited(*args: P.args, **kwargs: P.kwargs) -> R:
+                who = subject(*args, **kwargs) if callable(subject) else subject
+                verdict = self.check(who, policy=policy, limits=limits, cost=cost)
+                if not verdict.allowed:
+                    raise errors.RateLimited(who, verdict.retry_after)
+                return fn(*args, **kwargs)
+            return limited
+        return decorate
+
+    # --- leaderboards ---
+
+    def leaderboard(self, board: str) -> Leaderboard:
+        """The board ``board`` (created with CreateBoard, e.g. by
+        ``coord board create``)."""
+        return Leaderboard(self, board)
 
     # --- pub/sub ---
 
@@ -159,82 +213,62 @@ class Client:
         """An iterator over messages of ``channels`` that resumes after a
         disconnect from the last position it yielded; a gap that cannot be
         filled raises :class:`errors.MessagesLost`, never silently."""
-        return Subscription(self, list(channels), dict(since or {}))
+        return Subscription(self, Positions(list(channels), dict(since or {})))
 
     def publish(self, channel: str, payload: bytes, *, idempotency_key: str = "") -> pubsub_pb2.PublishResponse:
         """Publishes; retried on other instances only with an idempotency key."""
         request = pubsub_pb2.PublishRequest(channel=channel, payload=payload, idempotency_key=idempotency_key)
-        reply = self._call("Publish", request, stub=pubsub_pb2_grpc.PubSubServiceStub,
-                           idempotent=bool(idempotency_key))
-        assert isinstance(reply, pubsub_pb2.PublishResponse)
+        reply: pubsub_pb2.PublishResponse = self._call("PubSubService", "Publish", request,
+                                                       idempotent=bool(idempotency_key))
         return reply
 
 
-@dataclass(frozen=True)
-class Decision:
-    allowed: bool
-    #: Seconds until a retry can pass; None when it never can (cost above the limit).
-    retry_after: float | None
-    limits: list[ratelimit_pb2.LimitStatus]
+class _Hold:
+    """Something held under a lease that the client's KeepAlive stream
+    renews: ``lost`` is set when it is gone and :meth:`check` raises
+    :class:`errors.LockLostError` then. Check it between steps of the work,
+    and pass the fencing token to what you write."""
 
-
-class Lock:
-    """A held lock (see :meth:`Client.lock`). ``fencing_token`` orders
-    holders; ``lost`` is set when the lock is gone, and :meth:`check`
-    raises :class:`errors.LockLostError` then: check it between steps of
-    the work and pass the token to what you write."""
-
-    def __init__(self, client: Client, name: str, *, ttl: float, wait: float, owner: str,
-                 shared: bool | None) -> None:
-        self._client, self.name, self._ttl, self._wait, self._owner = client, name, ttl, wait, owner
-        self._mode = {None: lock_pb2.LOCK_MODE_UNSPECIFIED, True: lock_pb2.LOCK_MODE_SHARED,
-                      False: lock_pb2.LOCK_MODE_EXCLUSIVE}[shared]
+    def __init__(self, client: Client, calls: LockCalls | PermitCalls | CampaignCalls, wait: float) -> None:
+        self._client, self._calls, self._wait = client, calls, wait
+        self.name = calls.name
+        self._held: Granted | None = None
         self._lease: Lease | None = None
-        self.fencing_token = 0
-        self.lease_id = ""
+        self.lost = threading.Event()
+        self.lost_reason = ""
 
-    def acquire(self) -> Lock:
-        request = lock_pb2.AcquireRequest(
-            name=self.name, ttl_ms=int(self._ttl * 1000), wait_ms=int(self._wait * 1000), owner=self._owner,
-            mode=self._mode, request_id=uuid.uuid4().hex)
-        # A request id makes a retried Acquire return the first one's grant.
-        reply = self._client._call("Acquire", request, stub=lock_pb2_grpc.LockServiceStub,
-                                   timeout=self._wait + self._client.timeout, idempotent=True)
-        assert isinstance(reply, lock_pb2.AcquireResponse)
-        if reply.status != lock_pb2.ACQUIRE_STATUS_ACQUIRED:
-            raise errors.NotAcquired(f"lock {self.name!r} is held by {reply.holder_owner or 'another holder'}",
-                                     reply.holder_owner)
-        self.fencing_token, self.lease_id = reply.fencing_token, reply.lease_id
-        self._lease = self._client._keepalive.add(reply.lease_id, reply.ttl_ms / 1000)
+    def _on_lost(self, reason: str) -> None:
+        self.lost_reason = reason
+        self.lost.set()
+
+    def acquire(self: H) -> H:
+        reply = self._client._call(self._calls.service, self._calls.methods[0], self._calls.request, timeout=self._wait + self._client.timeout,
+                                   idempotent=self._calls.idempotent)
+        held = self._calls.granted(reply)
+        self._held = held
+        self._lease = self._client._keepalive.add(held.lease_id, held.ttl, self._on_lost)
         return self
 
     @property
-    def lost(self) -> threading.Event:
-        """Set when the lock is lost (see :attr:`lost_reason`)."""
-        if self._lease is None:
-            raise RuntimeError("not acquired")
-        return self._lease.lost
-
-    @property
-    def lost_reason(self) -> str:
-        return self._lease.reason if self._lease else ""
+    def lease_id(self) -> str:
+        return self._held.lease_id if self._held else ""
 
     def check(self) -> None:
-        """Raises :class:`errors.LockLostError` if the lock is lost."""
-        if self._lease is not None and self._lease.lost.is_set():
-            raise errors.LockLostError(self.name, self._lease.reason)
+        """Raises :class:`errors.LockLostError` if it is lost."""
+        if self.lost.is_set():
+            raise errors.LockLostError(self.name, self.lost_reason, self._calls.kind)
 
     def release(self) -> None:
-        """Releases the lock (nothing to do if it was lost)."""
-        lease, self._lease = self._lease, None
-        if lease is None:
+        """Gives it back (nothing to do if it was lost)."""
+        held, lease, self._lease = self._held, self._lease, None
+        if lease is None or held is None:
             return
         self._client._keepalive.remove(lease)
-        if not lease.lost.is_set():
-            request = lock_pb2.ReleaseRequest(name=self.name, lease_id=lease.lease_id, mode=self._mode)
-            self._client._call("Release", request, stub=lock_pb2_grpc.LockServiceStub, idempotent=True)
+        if not self.lost.is_set():
+            self._client._call(self._calls.service, self._calls.methods[1], self._calls.release(held),
+                               idempotent=True)
 
-    def __enter__(self) -> Lock:
+    def __enter__(self: H) -> H:
         return self.acquire()
 
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
@@ -242,60 +276,125 @@ class Lock:
         self.release()
 
 
+class Lock(_Hold):
+    """A held lock (see :meth:`Client.lock`)."""
+
+    @property
+    def fencing_token(self) -> int:
+        """Strictly increasing per lock name: orders holders."""
+        return self._held.token if self._held else 0
+
+
+class Permit(_Hold):
+    """Held semaphore permits (see :meth:`Client.semaphore`)."""
+
+    @property
+    def permit_id(self) -> int:
+        """The grant's id, strictly increasing per semaphore: its fencing token."""
+        return self._held.token if self._held else 0
+
+
+class Leadership(_Hold):
+    """A held leadership (see :meth:`Client.campaign`)."""
+
+    _calls: CampaignCalls
+
+    @property
+    def term(self) -> int:
+        """Strictly increasing per election: the leader's fencing token."""
+        return self._held.token if self._held else 0
+
+    def proclaim(self, value: bytes) -> None:
+        """Sets the leader's value without a new election (observers see it);
+        raises :class:`errors.FailedPrecondition` if no longer leader."""
+        if self._held is None:
+            raise RuntimeError("not elected")
+        request = election_pb2.ElectionServiceProclaimRequest(leadership=self._calls.leadership(self._held),
+                                                              value=value)
+        self._client._call("ElectionService", "Proclaim", request, idempotent=True)
+
+
+class Leaderboard:
+    """A leaderboard's reads and writes. ``ago`` / ``period_id`` pick a past
+    period of the board's first period kind (default: the current one)."""
+
+    def __init__(self, client: Client, board: str) -> None:
+        self._client, self.board = client, board
+
+    def _read(self, method: str, request: object) -> Any:
+        return self._client._call("LeaderboardService", method, request, idempotent=True)
+
+    def submit(self, member: str, score: int, *, subscore: int = 0, metadata: str | None = None,
+               operator: leaderboard_pb2.Operator = leaderboard_pb2.OPERATOR_UNSPECIFIED) -> leaderboard_pb2.SubmitResponse:
+        """Records a score (the board's operator unless ``operator``); safe
+        to retry: it carries a request id."""
+        request = leaderboard_pb2.SubmitRequest(board=self.board, member=member, score=score, subscore=subscore,
+                                                metadata=metadata, operator=operator, request_id=uuid.uuid4().hex)
+        return self._read("Submit", request)  # type: ignore[no-any-return]
+
+    def top(self, limit: int = 10, *, ago: int = 0, period_id: str = "") -> list[leaderboard_pb2.Entry]:
+        request = leaderboard_pb2.TopRequest(board=self.board, limit=limit, period=period(ago, period_id))
+        return list(self._read("Top", request).entries)
+
+    def around(self, member: str, *, before: int = 5, after: int = 5, ago: int = 0,
+               period_id: str = "") -> list[leaderboard_pb2.Entry]:
+        request = leaderboard_pb2.AroundRequest(board=self.board, member=member, before=before, after=after,
+                                                period=period(ago, period_id))
+        return list(self._read("Around", request).entries)
+
+    def ranks(self, *members: str, ago: int = 0, period_id: str = "") -> dict[str, leaderboard_pb2.Entry]:
+        """Members' entries; members without a score are left out."""
+        request = leaderboard_pb2.GetRanksRequest(board=self.board, members=list(members),
+                                                  period=period(ago, period_id))
+        return {e.member: e.entry for e in self._read("GetRanks", request).entries if e.HasField("entry")}
+
+    def count(self, *, ago: int = 0, period_id: str = "") -> int:
+        request = leaderboard_pb2.CountRequest(board=self.board, period=period(ago, period_id))
+        return int(self._read("Count", request).count)
+
+    def remove(self, member: str) -> bool:
+        reply = self._read("Remove", leaderboard_pb2.RemoveRequest(board=self.board, member=member))
+        return bool(reply.removed)
+
+
 class Subscription:
     """Iterates messages; see :meth:`Client.subscribe`. Created once the
     subscription is in place: anything published from then on is yielded."""
 
-    def __init__(self, client: Client, channels: list[str], since: dict[str, tuple[int, str]]) -> None:
-        self._client, self._channels, self.positions = client, channels, since
-        self._ephemeral: set[str] = set()
+    def __init__(self, client: Client, positions: Positions) -> None:
+        self._client, self._positions = client, positions
         self._closed = False
         try:
             self._call: Any = self._open()
         except grpc.RpcError as e:
             raise errors.from_rpc(e) from None
 
+    @property
+    def positions(self) -> dict[str, tuple[int, str]]:
+        """The last (offset, epoch) yielded per recoverable channel."""
+        return self._positions.at
+
     def _open(self) -> Any:
         """Subscribes (from the positions reached) and waits for Subscribed."""
-        request = pubsub_pb2.SubscribeRequest(channels=[
-            pubsub_pb2.ChannelSubscription(
-                channel=c,
-                since=pubsub_pb2.StreamPosition(offset=self.positions[c][0], epoch=self.positions[c][1])
-                if c in self.positions else None)
-            for c in self._channels
-        ])
-        call = self._client._stub(pubsub_pb2_grpc.PubSubServiceStub).Subscribe(
-            request, metadata=self._client._metadata())
+        call = STUBS["PubSubService"](self._client._channel()).Subscribe(
+            self._positions.request(), metadata=self._client._endpoints.metadata)
         for event in call:
-            if event.HasField("subscribed"):
-                for state in event.subscribed.channels:
-                    if state.mode == pubsub_pb2.CHANNEL_MODE_EPHEMERAL:
-                        self._ephemeral.add(state.channel)
-                    elif state.position.epoch:
-                        self.positions[state.channel] = (state.position.offset, state.position.epoch)
+            if self._positions.subscribed(event):
                 return call
         raise errors.Unavailable("the subscription ended before it was in place")
 
     def __iter__(self) -> Iterator[pubsub_pb2.Message]:
-        delay, call = 0.05, self._call
+        backoff, call = Backoff(), self._call
         while not self._closed:
             try:
                 if call is None:
-                    if self._ephemeral:
-                        # No history to fill the gap from: say so.
-                        raise errors.MessagesLost(sorted(self._ephemeral)[0], "reconnected: messages of an ephemeral "
-                                                  "channel published while the subscription was down are lost", (0, ""))
+                    self._positions.before_reconnect()
                     call = self._call = self._open()
                 for event in call:
-                    delay = 0.05
-                    if event.HasField("message"):
-                        m = event.message
-                        if m.epoch:
-                            self.positions[m.channel] = (m.offset, m.epoch)
-                        yield m
-                    elif event.HasField("recovery") and not event.recovery.recovered:
-                        r = event.recovery
-                        raise errors.MessagesLost(r.channel, r.reason, (r.position.offset, r.position.epoch))
+                    backoff.reset()
+                    message = self._positions.message(event)
+                    if message is not None:
+                        yield message
                 return
             except grpc.RpcError as e:
                 if self._closed:
@@ -304,8 +403,8 @@ class Subscription:
                 if not isinstance(error, errors.Unavailable):
                     raise error from None
                 self._client._rotate()
-                time.sleep(delay * (0.5 + random.random()))
-                delay, call = min(delay * 2, 2.0), None
+                time.sleep(backoff.delay())
+                call = None
 
     def close(self) -> None:
         self._closed = True

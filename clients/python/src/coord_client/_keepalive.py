@@ -2,79 +2,46 @@
 hold. Renewals go out every third of a lease's TTL; a lease is declared lost
 when the server says so (LockLost, or a renewal answered with TTL 0) or when
 no renewal was confirmed for a whole TTL (coord or its Redis unreachable). A
-broken stream is reopened with backoff, on the client's next endpoint."""
+broken stream is reopened with backoff, on the client's next endpoint. This
+is the threaded driver; ``aio`` has the asyncio one, both over ``Leases``."""
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import grpc
 
+from coord_client._core import SILENT, STUBS, Backoff, Lease, Leases
 from coord_client._pb.coord.v1 import lock_pb2
 
 if TYPE_CHECKING:
     from coord_client._client import Client
 
-LOST_REASONS = {
-    lock_pb2.LOCK_LOST_REASON_EXPIRED: "expired",
-    lock_pb2.LOCK_LOST_REASON_FORCE_RELEASED: "force released",
-    lock_pb2.LOCK_LOST_REASON_LEASE_REVOKED: "lease revoked",
-    lock_pb2.LOCK_LOST_REASON_BACKEND_UNAVAILABLE: "backend unavailable",
-    lock_pb2.LOCK_LOST_REASON_QUORUM_LOST: "quorum lost",
-}
-
-
-@dataclass(eq=False)
-class Lease:
-    """A lease the stream keeps alive, and whether it is lost."""
-
-    lease_id: str
-    ttl: float
-    confirmed: float = field(default_factory=time.monotonic)
-    due: float = 0.0
-    lost: threading.Event = field(default_factory=threading.Event)
-    reason: str = ""
-    on_lost: list[Callable[[str], None]] = field(default_factory=list)
-
-    def lose(self, reason: str) -> None:
-        if self.lost.is_set():
-            return
-        self.reason = reason
-        self.lost.set()
-        for callback in self.on_lost:
-            callback(reason)
-
 
 class KeepAlive:
     def __init__(self, client: Client) -> None:
         self._client = client
-        self._leases: dict[str, Lease] = {}
+        self._leases = Leases()
         self._lock = threading.Condition()
         self._closed = False
-        self._thread: threading.Thread | None = None
-        self._watchdog: threading.Thread | None = None
+        self._started = False
 
-    def add(self, lease_id: str, ttl: float) -> Lease:
-        lease = Lease(lease_id, ttl, due=time.monotonic() + ttl / 3)
+    def add(self, lease_id: str, ttl: float, on_lost: Callable[[str], None]) -> Lease:
         with self._lock:
-            self._leases[lease_id] = lease
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="coord-keepalive", daemon=True)
-                self._thread.start()
-                self._watchdog = threading.Thread(target=self._watch, name="coord-watchdog", daemon=True)
-                self._watchdog.start()
+            lease = self._leases.add(lease_id, ttl, on_lost)
+            if not self._started:
+                self._started = True
+                threading.Thread(target=self._run, name="coord-keepalive", daemon=True).start()
+                threading.Thread(target=self._watch, name="coord-watchdog", daemon=True).start()
             self._lock.notify_all()
         return lease
 
     def remove(self, lease: Lease) -> None:
         with self._lock:
-            if self._leases.get(lease.lease_id) is lease:
-                del self._leases[lease.lease_id]
+            self._leases.remove(lease)
             self._lock.notify_all()
 
     def close(self) -> None:
@@ -90,32 +57,29 @@ class KeepAlive:
                     if self._closed or stop.is_set():
                         return
                     now = time.monotonic()
-                    due = [lease for lease in self._leases.values() if lease.due <= now and not lease.lost.is_set()]
+                    due = self._leases.take_due(now)
                     if due:
-                        for lease in due:
-                            lease.due = now + lease.ttl / 3
                         break
-                    upcoming = [lease.due for lease in self._leases.values()]
-                    self._lock.wait(timeout=min(upcoming, default=now + 1.0) - now)
-            for lease in due:
-                yield lock_pb2.KeepAliveRequest(lease_id=lease.lease_id)
+                    self._lock.wait(timeout=self._leases.next_due(now))
+            yield from due
 
     def _run(self) -> None:
-        delay = 0.05
+        backoff = Backoff()
         while True:
             with self._lock:
                 if self._closed:
                     return
-                # Everything due now: the new stream renews at once.
-                for lease in self._leases.values():
-                    lease.due = 0.0
+                self._leases.all_due()
             stop = threading.Event()
-            stub = self._client._lock_stub()
-            call = stub.KeepAlive(self._requests(stop), metadata=self._client._metadata())
+            stub = STUBS["LockService"](self._client._channel())
+            call = stub.KeepAlive(self._requests(stop), metadata=self._client._endpoints.metadata)
             try:
                 for event in call:
-                    delay = 0.05
-                    self._handle(event)
+                    backoff.reset()
+                    with self._lock:
+                        lost = self._leases.handle(event)
+                    if lost:
+                        lost[0].lose(lost[1])
             except grpc.RpcError:
                 pass
             finally:
@@ -125,28 +89,7 @@ class KeepAlive:
                 if self._closed:
                     return
             self._client._rotate()
-            time.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 2.0)
-
-    def _handle(self, event: lock_pb2.KeepAliveResponse) -> None:
-        with self._lock:
-            if event.HasField("renewed"):
-                lease = self._leases.get(event.renewed.lease_id)
-                if lease is None:
-                    return
-                if event.renewed.ttl_ms <= 0:
-                    lost = (lease, "expired")
-                else:
-                    lease.confirmed = time.monotonic()
-                    return
-            elif event.HasField("lock_lost"):
-                found = self._leases.get(event.lock_lost.lease_id)
-                if found is None:
-                    return
-                lost = (found, LOST_REASONS.get(event.lock_lost.reason, "lost"))
-            else:
-                return
-        lost[0].lose(lost[1])
+            time.sleep(backoff.delay())
 
     def _watch(self) -> None:
         """A lease with no confirmed renewal for a whole TTL is presumed lost."""
@@ -154,8 +97,7 @@ class KeepAlive:
             with self._lock:
                 if self._closed:
                     return
-                now = time.monotonic()
-                silent = [lease for lease in self._leases.values() if now - lease.confirmed > lease.ttl]
+                silent = self._leases.silent(time.monotonic())
             for lease in silent:
-                lease.lose("no renewal confirmed for a whole TTL")
+                lease.lose(SILENT)
             time.sleep(0.05)

@@ -67,15 +67,34 @@ class NotAcquired(CoordError):
         self.holder = holder
 
 
+class NotElected(NotAcquired):
+    """Another candidate still led when the campaign's wait ran out."""
+
+
 class LockLostError(CoordError):
-    """The lock is no longer held: stop the work it protects."""
+    """The lock (or permits, or leadership: ``kind``) is no longer held:
+    stop the work it protects."""
 
     code = grpc.StatusCode.OK
 
-    def __init__(self, name: str, reason: str) -> None:
-        super().__init__(f"lock {name!r} lost: {reason}")
+    def __init__(self, name: str, reason: str, kind: str = "lock") -> None:
+        super().__init__(f"{kind} {name!r} lost: {reason}")
         self.name = name
         self.reason = reason
+        self.kind = kind
+
+
+class RateLimited(CoordError):
+    """A call guarded by ``rate_limited`` was denied; ``retry_after`` is in
+    seconds (None: this cost can never pass)."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    def __init__(self, subject: str, retry_after: float | None) -> None:
+        when = "never" if retry_after is None else f"in {retry_after:.3f} s"
+        super().__init__(f"rate limited: {subject!r} (retry {when})")
+        self.subject = subject
+        self.retry_after = retry_after
 
 
 class MessagesLost(CoordError):
@@ -101,6 +120,9 @@ _BY_CODE: dict[grpc.StatusCode, type[CoordError]] = {
 
 def from_rpc(error: grpc.RpcError) -> CoordError:
     """The CoordError for a failed gRPC call."""
-    code = error.code() if isinstance(error, grpc.Call) else grpc.StatusCode.UNKNOWN
-    details = (error.details() if isinstance(error, grpc.Call) else None) or str(error)
+    # grpc.Call for the sync API, grpc.aio.AioRpcError for asyncio: both
+    # have code() and details().
+    has = callable(getattr(error, "code", None)) and callable(getattr(error, "details", None))
+    code = error.code() if has else grpc.StatusCode.UNKNOWN
+    details = (error.details() if has else None) or str(error)
     return _BY_CODE.get(code, CoordError)(details, code)
