@@ -51,6 +51,19 @@ def test_a_lost_lock_cancels_the_block_it_guards(coords: list[Coord]) -> None:
             assert time.monotonic() - started < 3, "told within one TTL"
             assert lock.lost.is_set()
             # The task was not left cancelled: it goes on awaiting.
+            task = asyncio.current_task()
+            assert task is not None and task.cancelling() == 0
+            await asyncio.sleep(0.01)
+
+            # A block that swallows the cancellation ends normally, and the
+            # cancellation does not reach the code after it.
+            async with coord.lock("forced", ttl=3) as again:
+                admin.ForceRelease(lock_pb2.ForceReleaseRequest(name="forced"), timeout=10)
+                try:
+                    await asyncio.sleep(30)
+                except asyncio.CancelledError:
+                    pass
+            assert again.lost.is_set() and task.cancelling() == 0
             await asyncio.sleep(0.01)
 
     run(body)

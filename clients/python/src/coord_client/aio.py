@@ -355,10 +355,19 @@ class _Hold:
                         traceback: TracebackType | None) -> None:
         task, self._task = self._task, None
         await self.release()
-        if self._cancelled and isinstance(value, asyncio.CancelledError):
+        if not self._cancelled:
+            return
+        if not isinstance(value, asyncio.CancelledError):
+            # The block ended before our cancellation reached it (or it
+            # swallowed it): take it back so it does not hit the caller.
+            try:
+                await asyncio.sleep(0)
+            except asyncio.CancelledError:
+                pass
+        if task is not None and hasattr(task, "uncancel"):  # Python ≥ 3.11
+            task.uncancel()
+        if isinstance(value, asyncio.CancelledError):
             # Our cancellation, not the caller's: say why instead.
-            if task is not None and hasattr(task, "uncancel"):
-                task.uncancel()
             raise errors.LockLostError(self.name, self.lost_reason, self._calls.kind) from None
 
 
