@@ -151,3 +151,28 @@ def test_the_rate_limit_decorator_refuses_calls_over_the_limit(coords: list[Coor
         assert denied.value.retry_after is not None and 0 < denied.value.retry_after <= 60
         assert handle("bob") == "hello bob"
     assert calls == ["ann", "ann", "bob"]
+
+
+def test_an_observer_follows_the_election_across_a_coord_kill_without_repeats(coords: list[Coord]) -> None:
+    with Client([c.addr for c in coords]) as watcher, Client(coords[1].addr) as candidate:
+        leadership = candidate.campaign("watched", value=b"x", ttl=5).acquire()
+        states: list[tuple[bool, bytes]] = []
+        done = threading.Event()
+
+        def watch() -> None:
+            for state in watcher.observe("watched"):
+                states.append((state.has_leader, state.value))
+                if state.value == b"y":
+                    done.set()
+                    return
+
+        threading.Thread(target=watch, daemon=True).start()
+        deadline = time.monotonic() + 10
+        while not states and time.monotonic() < deadline:
+            time.sleep(0.05)
+        coords[0].kill()  # the watcher's instance
+        time.sleep(1)
+        leadership.proclaim(b"y")
+        assert done.wait(10), states
+        leadership.release()
+    assert states == [(True, b"x"), (True, b"y")], "reconnected without repeating x or missing y"

@@ -22,6 +22,7 @@ from coord_client._core import (
     Granted,
     Lease,
     LockCalls,
+    Observed,
     PermitCalls,
     Positions,
     Tls,
@@ -147,15 +148,18 @@ class Client:
         """The election's state, then every change in order (a new leader, a
         Proclaim, nobody leading: ``has_leader`` False). After a reconnect it
         continues from the current state: changes while disconnected are
-        collapsed into it."""
+        collapsed into it (and it is not repeated if nothing changed)."""
         request = election_pb2.ElectionServiceObserveRequest(election=election)
-        backoff = Backoff()
+        backoff, observed = Backoff(), Observed()
         while True:
             call = STUBS["ElectionService"](self._channel()).Observe(request, metadata=self._endpoints.metadata)
             try:
+                first = True
                 for event in call:
                     backoff.reset()
-                    yield event.state
+                    if observed.changed(event.state, first):
+                        yield event.state
+                    first = False
                 return
             except grpc.RpcError as e:
                 error = errors.from_rpc(e)

@@ -352,5 +352,20 @@ class Positions:
         return None
 
 
+class Observed:
+    """The last election state an observer yielded: after a reconnect, the
+    current state is yielded only if it differs (a change missed while away
+    shows as that state, not as nothing)."""
+
+    def __init__(self) -> None:
+        self.last: election_pb2.ElectionState | None = None
+
+    def changed(self, state: election_pb2.ElectionState, first: bool) -> bool:
+        last, self.last = self.last, state
+        same = last is not None and (last.has_leader, last.term, last.lease_id, last.value) == (
+            state.has_leader, state.term, state.lease_id, state.value)
+        return not (first and same)
+
+
 def leader_state(state: election_pb2.ElectionState) -> election_pb2.ElectionState | None:
     return state if state.has_leader else None

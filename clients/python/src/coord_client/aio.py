@@ -36,6 +36,7 @@ from coord_client._core import (
     Lease,
     Leases,
     LockCalls,
+    Observed,
     PermitCalls,
     Positions,
     Tls,
@@ -148,13 +149,16 @@ class Client:
     async def observe(self, election: str) -> AsyncGenerator[election_pb2.ElectionState, None]:
         """See :meth:`coord_client.Client.observe`."""
         request = election_pb2.ElectionServiceObserveRequest(election=election)
-        backoff = Backoff()
+        backoff, observed = Backoff(), Observed()
         while True:
             call = STUBS["ElectionService"](self._channel()).Observe(request, metadata=self._endpoints.metadata)
             try:
+                first = True
                 async for event in call:
                     backoff.reset()
-                    yield event.state
+                    if observed.changed(event.state, first):
+                        yield event.state
+                    first = False
                 return
             except grpc.RpcError as e:
                 error = errors.from_rpc(e)
