@@ -207,3 +207,19 @@ def test_permits_leadership_and_the_decorator_work_on_asyncio(coords: list[Coord
                 await handle()
 
     run(body)
+
+
+def test_a_dead_first_endpoint_is_skipped_by_locks_and_subscriptions(coords: list[Coord]) -> None:
+    async def body() -> None:
+        async with Client(["127.0.0.1:1", coords[0].addr]) as coord:
+            async with coord.lock("skip", ttl=5) as lock:
+                assert lock.fencing_token > 0
+        async with Client(["127.0.0.1:1", coords[0].addr]) as coord:
+            sub = await coord.subscribe("durable.skip")
+            await coord.publish("durable.skip", b"hello")
+            async for message in sub:
+                assert message.payload == b"hello"
+                break
+            sub.close()
+
+    run(body)

@@ -138,3 +138,14 @@ def test_errors_carry_the_grpc_code(coords: list[Coord]) -> None:
         with pytest.raises(errors.InvalidArgument) as e:
             coord.lock("", ttl=1).acquire()
         assert e.value.code == grpc.StatusCode.INVALID_ARGUMENT and "name" in e.value.message
+
+
+def test_a_dead_first_endpoint_is_skipped_by_locks_and_subscriptions(coords: list[Coord]) -> None:
+    with Client(["127.0.0.1:1", coords[0].addr]) as coord:
+        with coord.lock("skip", ttl=5) as lock:
+            assert lock.fencing_token > 0
+    with Client(["127.0.0.1:1", coords[0].addr]) as coord:
+        sub = coord.subscribe("durable.skip")
+        coord.publish("durable.skip", b"hello")
+        assert next(iter(sub)).payload == b"hello"
+        sub.close()

@@ -368,10 +368,21 @@ class Subscription:
     def __init__(self, client: Client, positions: Positions) -> None:
         self._client, self._positions = client, positions
         self._closed = False
-        try:
-            self._call: Any = self._open()
-        except grpc.RpcError as e:
-            raise errors.from_rpc(e) from None
+        backoff = Backoff(most=1.0)
+        attempts = len(client._endpoints.all) * 2
+        for attempt in range(attempts):
+            try:
+                self._call: Any = self._open()
+                return
+            except grpc.RpcError as e:
+                error = errors.from_rpc(e)
+            except errors.Unavailable as e:
+                error = e
+            # Subscribing changes nothing: try the other endpoints.
+            if not isinstance(error, errors.Unavailable) or attempt + 1 == attempts:
+                raise error from None
+            client._rotate()
+            time.sleep(backoff.delay())
 
     @property
     def positions(self) -> dict[str, tuple[int, str]]:

@@ -211,11 +211,22 @@ class Client:
     async def subscribe(self, *channels: str, since: dict[str, tuple[int, str]] | None = None) -> Subscription:
         """See :meth:`coord_client.Client.subscribe`; iterate with ``async for``."""
         sub = Subscription(self, Positions(list(channels), dict(since or {})))
-        try:
-            await sub._open()
-        except grpc.RpcError as e:
-            raise errors.from_rpc(e) from None
-        return sub
+        backoff = Backoff(most=1.0)
+        attempts = len(self._endpoints.all) * 2
+        for attempt in range(attempts):
+            try:
+                await sub._open()
+                return sub
+            except grpc.RpcError as e:
+                error = errors.from_rpc(e)
+            except errors.Unavailable as e:
+                error = e
+            # Subscribing changes nothing: try the other endpoints.
+            if not isinstance(error, errors.Unavailable) or attempt + 1 == attempts:
+                raise error from None
+            self._rotate()
+            await asyncio.sleep(backoff.delay())
+        raise errors.Unavailable("no endpoint answered")
 
     async def publish(self, channel: str, payload: bytes, *,
                       idempotency_key: str = "") -> pubsub_pb2.PublishResponse:
