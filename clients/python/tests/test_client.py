@@ -149,3 +149,10 @@ def test_a_dead_first_endpoint_is_skipped_by_locks_and_subscriptions(coords: lis
         coord.publish("durable.skip", b"hello")
         assert next(iter(sub)).payload == b"hello"
         sub.close()
+    with Client(["127.0.0.1:1", coords[0].addr]) as coord:
+        # A Check is not retried (it may have charged), but the next call
+        # goes to the next endpoint.
+        with pytest.raises(errors.Unavailable):
+            coord.check("user:1", limits=[])
+        with pytest.raises(errors.InvalidArgument):
+            coord.check("user:1", limits=[])  # reached coord: no limits is bad input

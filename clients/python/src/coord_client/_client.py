@@ -39,6 +39,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 H = TypeVar("H", bound="_Hold")
 
+
 class Client:
     """A connection to coord: ``endpoints`` are ``host:port`` of its
     instances, tried in turn when one fails. ``namespace`` and ``token``
@@ -91,9 +92,12 @@ class Client:
                                              metadata=self._endpoints.metadata)
             except grpc.RpcError as e:
                 error = errors.from_rpc(e)
-                if not isinstance(error, errors.Unavailable) or attempt + 1 == attempts:
+                if not isinstance(error, errors.Unavailable):
                     raise error from None
+                # The next call (or attempt) goes to the next endpoint.
                 self._rotate()
+                if attempt + 1 == attempts:
+                    raise error from None
                 time.sleep(backoff.delay())
         raise errors.Unavailable("no endpoint answered")
 

@@ -104,9 +104,12 @@ class Client:
                                                    metadata=self._endpoints.metadata)
             except grpc.RpcError as e:
                 error = errors.from_rpc(e)
-                if not isinstance(error, errors.Unavailable) or attempt + 1 == attempts:
+                if not isinstance(error, errors.Unavailable):
                     raise error from None
+                # The next call (or attempt) goes to the next endpoint.
                 self._rotate()
+                if attempt + 1 == attempts:
+                    raise error from None
                 await asyncio.sleep(backoff.delay())
         raise errors.Unavailable("no endpoint answered")
 
