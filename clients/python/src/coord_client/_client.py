@@ -63,9 +63,10 @@ class Client:
 
     # --- connections ---
 
-    def _channel(self) -> grpc.Channel:
+    def _channel(self) -> tuple[grpc.Channel, int]:
+        """The current endpoint's channel, and its turn for :meth:`_rotate`."""
         with self._guard:
-            endpoint = self._endpoints.now()
+            endpoint, turn = self._endpoints.now()
             channel = self._channels.get(endpoint)
             if channel is None:
                 if self._tls is None:
@@ -73,11 +74,11 @@ class Client:
                 else:
                     channel = grpc.secure_channel(endpoint, *credentials(self._tls))
                 self._channels[endpoint] = channel
-            return channel
+            return channel, turn
 
-    def _rotate(self) -> None:
+    def _rotate(self, turn: int) -> None:
         with self._guard:
-            self._endpoints.rotate()
+            self._endpoints.rotate(turn)
 
     def _call(self, service: str, method: str, request: object, *, timeout: float | None = None,
               idempotent: bool = False) -> Any:
@@ -86,8 +87,9 @@ class Client:
         attempts = len(self._endpoints.all) * 2 if idempotent else 1
         backoff = Backoff(most=1.0)
         for attempt in range(attempts):
+            channel, turn = self._channel()
             try:
-                stub = STUBS[service](self._channel())
+                stub = STUBS[service](channel)
                 return getattr(stub, method)(request, timeout=timeout or self.timeout,
                                              metadata=self._endpoints.metadata)
             except grpc.RpcError as e:
@@ -95,7 +97,7 @@ class Client:
                 if not isinstance(error, errors.Unavailable):
                     raise error from None
                 # The next call (or attempt) goes to the next endpoint.
-                self._rotate()
+                self._rotate(turn)
                 if attempt + 1 == attempts:
                     raise error from None
                 time.sleep(backoff.delay())
@@ -156,7 +158,8 @@ class Client:
         request = election_pb2.ElectionServiceObserveRequest(election=election)
         backoff, observed = Backoff(), Observed()
         while True:
-            call = STUBS["ElectionService"](self._channel()).Observe(request, metadata=self._endpoints.metadata)
+            channel, turn = self._channel()
+            call = STUBS["ElectionService"](channel).Observe(request, metadata=self._endpoints.metadata)
             try:
                 first = True
                 for event in call:
@@ -171,7 +174,7 @@ class Client:
                     raise error from None
             finally:
                 call.cancel()
-            self._rotate()
+            self._rotate(turn)
             time.sleep(backoff.delay())
 
     # --- rate limits ---
@@ -372,6 +375,7 @@ class Subscription:
     def __init__(self, client: Client, positions: Positions) -> None:
         self._client, self._positions = client, positions
         self._closed = False
+        self._turn = 0
         backoff = Backoff(most=1.0)
         attempts = len(client._endpoints.all) * 2
         for attempt in range(attempts):
@@ -385,7 +389,7 @@ class Subscription:
             # Subscribing changes nothing: try the other endpoints.
             if not isinstance(error, errors.Unavailable) or attempt + 1 == attempts:
                 raise error from None
-            client._rotate()
+            client._rotate(self._turn)
             time.sleep(backoff.delay())
 
     @property
@@ -395,7 +399,8 @@ class Subscription:
 
     def _open(self) -> Any:
         """Subscribes (from the positions reached) and waits for Subscribed."""
-        call = STUBS["PubSubService"](self._client._channel()).Subscribe(
+        channel, self._turn = self._client._channel()
+        call = STUBS["PubSubService"](channel).Subscribe(
             self._positions.request(), metadata=self._client._endpoints.metadata)
         for event in call:
             if self._positions.subscribed(event):
@@ -421,7 +426,7 @@ class Subscription:
                 error = errors.from_rpc(e)
                 if not isinstance(error, errors.Unavailable):
                     raise error from None
-                self._client._rotate()
+                self._client._rotate(self._turn)
                 time.sleep(backoff.delay())
                 call = None
 

@@ -73,12 +73,16 @@ class Endpoints:
             meta.append(("authorization", f"Bearer {token}"))
         self.metadata = meta
 
-    def now(self) -> str:
-        return self.all[self.current % len(self.all)]
+    def now(self) -> tuple[str, int]:
+        """The endpoint to use, and its turn (to pass to :meth:`rotate`)."""
+        return self.all[self.current % len(self.all)], self.current
 
-    def rotate(self) -> None:
-        """Moves on to the next endpoint (after a failure)."""
-        self.current += 1
+    def rotate(self, turn: int) -> None:
+        """Moves on from the endpoint of ``turn`` after it failed; once, however
+        many calls saw it fail (so that concurrent failures do not rotate
+        back onto it)."""
+        if self.current == turn:
+            self.current += 1
 
 
 class Backoff:

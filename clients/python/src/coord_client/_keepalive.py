@@ -71,7 +71,8 @@ class KeepAlive:
                     return
                 self._leases.all_due()
             stop = threading.Event()
-            stub = STUBS["LockService"](self._client._channel())
+            channel, turn = self._client._channel()
+            stub = STUBS["LockService"](channel)
             call = stub.KeepAlive(self._requests(stop), metadata=self._client._endpoints.metadata)
             try:
                 for event in call:
@@ -88,7 +89,7 @@ class KeepAlive:
             with self._lock:
                 if self._closed:
                     return
-            self._client._rotate()
+            self._client._rotate(turn)
             time.sleep(backoff.delay())
 
     def _watch(self) -> None:

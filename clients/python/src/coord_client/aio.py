@@ -79,8 +79,8 @@ class Client:
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._keepalive = _KeepAlive(self)
 
-    def _channel(self) -> grpc.aio.Channel:
-        endpoint = self._endpoints.now()
+    def _channel(self) -> tuple[grpc.aio.Channel, int]:
+        endpoint, turn = self._endpoints.now()
         channel = self._channels.get(endpoint)
         if channel is None:
             if self._tls is None:
@@ -88,18 +88,19 @@ class Client:
             else:
                 channel = grpc.aio.secure_channel(endpoint, *credentials(self._tls))
             self._channels[endpoint] = channel
-        return channel
+        return channel, turn
 
-    def _rotate(self) -> None:
-        self._endpoints.rotate()
+    def _rotate(self, turn: int) -> None:
+        self._endpoints.rotate(turn)
 
     async def _call(self, service: str, method: str, request: object, *, timeout: float | None = None,
                     idempotent: bool = False) -> Any:
         attempts = len(self._endpoints.all) * 2 if idempotent else 1
         backoff = Backoff(most=1.0)
         for attempt in range(attempts):
+            channel, turn = self._channel()
             try:
-                stub = STUBS[service](self._channel())
+                stub = STUBS[service](channel)
                 return await getattr(stub, method)(request, timeout=timeout or self.timeout,
                                                    metadata=self._endpoints.metadata)
             except grpc.RpcError as e:
@@ -107,7 +108,7 @@ class Client:
                 if not isinstance(error, errors.Unavailable):
                     raise error from None
                 # The next call (or attempt) goes to the next endpoint.
-                self._rotate()
+                self._rotate(turn)
                 if attempt + 1 == attempts:
                     raise error from None
                 await asyncio.sleep(backoff.delay())
@@ -154,7 +155,8 @@ class Client:
         request = election_pb2.ElectionServiceObserveRequest(election=election)
         backoff, observed = Backoff(), Observed()
         while True:
-            call = STUBS["ElectionService"](self._channel()).Observe(request, metadata=self._endpoints.metadata)
+            channel, turn = self._channel()
+            call = STUBS["ElectionService"](channel).Observe(request, metadata=self._endpoints.metadata)
             try:
                 first = True
                 async for event in call:
@@ -169,7 +171,7 @@ class Client:
                     raise error from None
             finally:
                 call.cancel()
-            self._rotate()
+            self._rotate(turn)
             await asyncio.sleep(backoff.delay())
 
     # --- rate limits ---
@@ -227,7 +229,7 @@ class Client:
             # Subscribing changes nothing: try the other endpoints.
             if not isinstance(error, errors.Unavailable) or attempt + 1 == attempts:
                 raise error from None
-            self._rotate()
+            self._rotate(sub._turn)
             await asyncio.sleep(backoff.delay())
         raise errors.Unavailable("no endpoint answered")
 
@@ -286,7 +288,8 @@ class _KeepAlive:
         backoff = Backoff()
         while not self._closed:
             self._leases.all_due()
-            stub = STUBS["LockService"](self._client._channel())
+            channel, turn = self._client._channel()
+            stub = STUBS["LockService"](channel)
             call = stub.KeepAlive(self._requests(self._wake), metadata=self._client._endpoints.metadata)
             try:
                 async for event in call:
@@ -298,7 +301,7 @@ class _KeepAlive:
                 pass
             finally:
                 call.cancel()
-            self._client._rotate()
+            self._client._rotate(turn)
             await asyncio.sleep(backoff.delay())
 
     async def _watch(self) -> None:
@@ -469,13 +472,15 @@ class Subscription:
         self._client, self._positions = client, positions
         self._closed = False
         self._call: Any = None
+        self._turn = 0
 
     @property
     def positions(self) -> dict[str, tuple[int, str]]:
         return self._positions.at
 
     async def _open(self) -> None:
-        call = STUBS["PubSubService"](self._client._channel()).Subscribe(
+        channel, self._turn = self._client._channel()
+        call = STUBS["PubSubService"](channel).Subscribe(
             self._positions.request(), metadata=self._client._endpoints.metadata)
         async for event in call:
             if self._positions.subscribed(event):
@@ -506,7 +511,7 @@ class Subscription:
                 error = errors.from_rpc(e)
                 if not isinstance(error, errors.Unavailable):
                     raise error from None
-                self._client._rotate()
+                self._client._rotate(self._turn)
                 await asyncio.sleep(backoff.delay())
                 self._call = None
 
