@@ -48,14 +48,15 @@ interop:
 
 # The Python client library: stubs generated into the package, mypy
 # --strict, its tests against a live coord (the debug binary) and its README
-# examples, its API reference (pdoc) and the wheel built.
+# examples, its API reference (pdoc), the sdist and the wheel built from it
+# (python -m build), and the wheel installed and imported.
 client-python:
 	$(CARGO) build --locked --bin coord
 	cd clients/python && ../../.venv/bin/python scripts/generate.py
 	cd clients/python && ../../.venv/bin/python -m mypy
 	cd clients/python && PYTHONPATH=src:tests ../../.venv/bin/python -m pytest tests -q
 	cd clients/python && rm -rf docs-api && PYTHONPATH=src ../../.venv/bin/python -W error -m pdoc coord_client coord_client.aio -o docs-api
-	cd clients/python && rm -rf dist && ../../.venv/bin/pip wheel -q --disable-pip-version-check --no-deps . -w dist
+	cd clients/python && rm -rf dist && ../../.venv/bin/python -m build -q --outdir dist . >/dev/null
 	cd clients/python && rm -rf dist/installed && ../../.venv/bin/pip install -q --disable-pip-version-check --no-deps \
 		--target dist/installed dist/*.whl && cd dist && PYTHONPATH=installed ../../../.venv/bin/python -c \
 		'import coord_client.aio, coord_client.pb; print("wheel ok:", coord_client.__file__)'

@@ -3,8 +3,8 @@
 # to install it by hand when it may not (not root, no passwordless sudo).
 #   redis    redis-server + redis-cli (Debian packages redis-server redis-tools)
 #   buf      buf 1.75.0 from PyPI (buf-bin) into .venv/
-#   interop  grpcio, grpcio-tools, pytest, grpcurl, mypy, pdoc (PyPI) into .venv/, and
-#            @grpc/grpc-js + @grpc/proto-loader (npm) into tests/interop/
+#   interop  grpcio, grpcio-tools, pytest, grpcurl, mypy, pdoc, build (PyPI) into
+#            .venv/, and @grpc/grpc-js + @grpc/proto-loader (npm) into tests/interop/
 #   client-node  typescript, typedoc, @grpc/grpc-js, @grpc/proto-loader (npm)
 #            into clients/node/
 #   deploy   hadolint, helm-python-sdk (Helm's Go SDK, no helm binary) and
@@ -47,8 +47,8 @@ for what in "$@"; do
       fi
       ;;
     interop)
-      if [ ! -x .venv/bin/grpcurl ] || ! .venv/bin/python -c 'import grpc_tools, grpc_health, pytest, mypy, pdoc' 2>/dev/null; then
-        echo "installing grpcio, grpcio-tools, pytest, grpcurl, mypy and pdoc (PyPI) into .venv" >&2
+      if [ ! -x .venv/bin/grpcurl ] || ! .venv/bin/python -c 'import grpc_tools, grpc_health, pytest, mypy, pdoc, build' 2>/dev/null; then
+        echo "installing grpcio, grpcio-tools, pytest, grpcurl, mypy, pdoc and build (PyPI) into .venv" >&2
         venv
         .venv/bin/pip install -q --disable-pip-version-check -r tests/interop/requirements.txt
       fi
