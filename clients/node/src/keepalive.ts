@@ -78,6 +78,8 @@ export class KeepAlive {
   private stream: ClientDuplexStream<KeepAliveRequest, KeepAliveResponse__Output> | null = null;
   private timer: NodeJS.Timeout | null = null;
   private reopenAt = 0;
+  /** Set when a stream broke: its successor renews every lease at once. */
+  private broke = false;
   private delay = 50;
   private closed = false;
 
@@ -143,9 +145,12 @@ export class KeepAlive {
     const call = stubs.locks.KeepAlive(this.connector.metadata());
     this.stream = call;
     for (const lease of this.leases.values()) {
-      lease.due = 0; // the new stream renews everything at once
+      // After a break, renew everything at once (renewals may have been
+      // lost with the old stream); a first stream keeps the grants' schedule.
+      if (this.broke) lease.due = 0;
       lease.pending = [];
     }
+    this.broke = false;
     call.on("data", (event: KeepAliveResponse__Output) => {
       if (this.stream !== call) return;
       this.delay = 50;
@@ -154,6 +159,7 @@ export class KeepAlive {
     const broken = (): void => {
       if (this.stream !== call) return;
       this.stream = null;
+      this.broke = true;
       call.cancel();
       this.connector.rotate(index);
       this.reopenAt = now() + jitter(this.delay);
