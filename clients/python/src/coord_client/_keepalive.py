@@ -28,6 +28,9 @@ class KeepAlive:
         self._lock = threading.Condition()
         self._closed = False
         self._started = False
+        # When the renewal thread wakes next: a new lease due before that
+        # wakes it; otherwise adding and removing leases costs no wake-up.
+        self._wake_at = 0.0
 
     def add(self, lease_id: str, ttl: float, on_lost: Callable[[str], None]) -> Lease:
         with self._lock:
@@ -36,13 +39,13 @@ class KeepAlive:
                 self._started = True
                 threading.Thread(target=self._run, name="coord-keepalive", daemon=True).start()
                 threading.Thread(target=self._watch, name="coord-watchdog", daemon=True).start()
-            self._lock.notify_all()
+            if lease.due < self._wake_at:
+                self._lock.notify_all()
         return lease
 
     def remove(self, lease: Lease) -> None:
         with self._lock:
             self._leases.remove(lease)
-            self._lock.notify_all()
 
     def close(self) -> None:
         with self._lock:
@@ -60,7 +63,9 @@ class KeepAlive:
                     due = self._leases.take_due(now)
                     if due:
                         break
-                    self._lock.wait(timeout=self._leases.next_due(now))
+                    wait = self._leases.next_due(now)
+                    self._wake_at = now + wait
+                    self._lock.wait(timeout=wait)
             yield from due
 
     def _run(self) -> None:
