@@ -31,6 +31,14 @@ use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::transport::Channel;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
+/// Sends coord's logs (info and up, Redis client warnings) to libtest's
+/// captured output: shown only for a test that fails, so a fault test that
+/// fails on a CI machine says what coord saw. Worker threads of the test's
+/// runtime inherit its capture, so parallel tests' logs stay apart.
+pub fn capture_logs() {
+    let _ = tracing_subscriber::fmt().with_env_filter("coord=info,redis=warn").with_test_writer().try_init();
+}
+
 /// A test configuration for a coord on `redis_url`: no metrics endpoint, a
 /// fast health interval, short Redis timeouts.
 pub fn config(redis_url: &str) -> Config {

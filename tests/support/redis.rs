@@ -482,6 +482,31 @@ impl RedisCluster {
 }
 
 impl RedisCluster {
+    /// Waits until Redis itself has failed over from the killed master on
+    /// `victim`: a live node reports `cluster_state:ok` and `victim` is no
+    /// longer a master. Returns how long that took; panics after `within`
+    /// with what the nodes say (so a slow Redis failover is told apart
+    /// from coord not recovering).
+    pub fn wait_failed_over(&self, victim: u16, within: Duration) -> Duration {
+        let start = Instant::now();
+        let ask = |args: &[&str]| {
+            let mut live = self.servers.iter().filter(|s| s.port() != victim);
+            live.find_map(|s| try_cli(s.port(), args).ok())
+        };
+        loop {
+            let info = ask(&["cluster", "info"]);
+            let ok = info.as_deref().is_some_and(|i| i.lines().any(|l| l.trim() == "cluster_state:ok"));
+            if ok && !self.masters().contains(&victim) {
+                return start.elapsed();
+            }
+            if start.elapsed() > within {
+                let nodes = ask(&["cluster", "nodes"]);
+                panic!("Redis did not fail over from {victim} within {within:?}:\n{info:?}\n{nodes:?}");
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// The port of the master serving `slot`.
     pub fn owner_of(&self, slot: u16) -> u16 {
         let nodes = self.servers[0].cli(&["cluster", "nodes"]);
