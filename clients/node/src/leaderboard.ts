@@ -4,6 +4,8 @@
  * @module
  */
 
+import { randomUUID } from "crypto";
+
 import type { Client } from "./client";
 import type { Board } from "./generated/coord/v1/Board";
 import type { AroundResponse__Output } from "./generated/coord/v1/AroundResponse";
@@ -33,7 +35,7 @@ export interface SubmitOptions {
   operator?: ScoreOperator;
   /** Stored with the entry. */
   metadata?: string;
-  /** Unique per logical submit: makes the call safe to retry (otherwise it is not retried). */
+  /** Unique per logical submit (default: a fresh UUID): a retried Submit with it is a replay, not a second score. */
   requestId?: string;
 }
 
@@ -94,11 +96,11 @@ export class Leaderboard {
   submit(member: string, score: number | string, options: SubmitOptions = {}): Promise<SubmitResponse__Output> {
     const request = {
       board: this.board, member, score, subscore: options.subscore ?? 0,
-      operator: options.operator ?? ("OPERATOR_UNSPECIFIED" as const), requestId: options.requestId ?? "",
+      // A request id makes a retried Submit a replay, not a second score.
+      operator: options.operator ?? ("OPERATOR_UNSPECIFIED" as const), requestId: options.requestId || randomUUID(),
       ...(options.metadata === undefined ? {} : { metadata: options.metadata }),
     };
-    return this.client.call((s, m, o, cb) => s.leaderboards.Submit(request, m, o, cb),
-      { idempotent: (options.requestId ?? "") !== "" });
+    return this.client.call((s, m, o, cb) => s.leaderboards.Submit(request, m, o, cb), { idempotent: true });
   }
 
   /** The best entries, a page at a time. */
