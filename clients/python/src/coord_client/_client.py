@@ -20,10 +20,14 @@ from coord_client._core import (
     Decision,
     Endpoints,
     Granted,
+    Held,
     Lease,
+    LeadershipView,
     LockCalls,
+    LockView,
     Observed,
     PermitCalls,
+    PermitView,
     Positions,
     Tls,
     check_request,
@@ -234,11 +238,13 @@ class Client:
         return reply
 
 
-class _Hold:
+class _Hold(Held):
     """Something held under a lease that the client's KeepAlive stream
     renews: ``lost`` is set when it is gone and :meth:`check` raises
     :class:`errors.LockLostError` then. Check it between steps of the work,
     and pass the fencing token to what you write."""
+
+    lost: threading.Event
 
     def __init__(self, client: Client, calls: LockCalls | PermitCalls | CampaignCalls, wait: float) -> None:
         self._client, self._calls, self._wait = client, calls, wait
@@ -253,21 +259,12 @@ class _Hold:
         self.lost.set()
 
     def acquire(self: H) -> H:
-        reply = self._client._call(self._calls.service, self._calls.methods[0], self._calls.request, timeout=self._wait + self._client.timeout,
-                                   idempotent=self._calls.idempotent)
+        reply = self._client._call(self._calls.service, self._calls.methods[0], self._calls.request,
+                                   timeout=self._wait + self._client.timeout, idempotent=self._calls.idempotent)
         held = self._calls.granted(reply)
         self._held = held
         self._lease = self._client._keepalive.add(held.lease_id, held.ttl, self._on_lost)
         return self
-
-    @property
-    def lease_id(self) -> str:
-        return self._held.lease_id if self._held else ""
-
-    def check(self) -> None:
-        """Raises :class:`errors.LockLostError` if it is lost."""
-        if self.lost.is_set():
-            raise errors.LockLostError(self.name, self.lost_reason, self._calls.kind)
 
     def release(self) -> None:
         """Gives it back (nothing to do if it was lost)."""
@@ -287,42 +284,21 @@ class _Hold:
         self.release()
 
 
-class Lock(_Hold):
+class Lock(_Hold, LockView):
     """A held lock (see :meth:`Client.lock`)."""
 
-    @property
-    def fencing_token(self) -> int:
-        """Strictly increasing per lock name: orders holders."""
-        return self._held.token if self._held else 0
 
-
-class Permit(_Hold):
+class Permit(_Hold, PermitView):
     """Held semaphore permits (see :meth:`Client.semaphore`)."""
 
-    @property
-    def permit_id(self) -> int:
-        """The grant's id, strictly increasing per semaphore: its fencing token."""
-        return self._held.token if self._held else 0
 
-
-class Leadership(_Hold):
+class Leadership(_Hold, LeadershipView):
     """A held leadership (see :meth:`Client.campaign`)."""
-
-    _calls: CampaignCalls
-
-    @property
-    def term(self) -> int:
-        """Strictly increasing per election: the leader's fencing token."""
-        return self._held.token if self._held else 0
 
     def proclaim(self, value: bytes) -> None:
         """Sets the leader's value without a new election (observers see it);
         raises :class:`errors.FailedPrecondition` if no longer leader."""
-        if self._held is None:
-            raise RuntimeError("not elected")
-        request = election_pb2.ElectionServiceProclaimRequest(leadership=self._calls.leadership(self._held),
-                                                              value=value)
-        self._client._call("ElectionService", "Proclaim", request, idempotent=True)
+        self._client._call("ElectionService", "Proclaim", self._proclaim(value), idempotent=True)
 
 
 class Leaderboard:

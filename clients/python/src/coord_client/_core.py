@@ -4,7 +4,9 @@ requests each guard sends and how replies become results."""
 
 from __future__ import annotations
 
+import asyncio
 import random
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -270,6 +272,58 @@ class CampaignCalls:
 
     def release(self, held: Granted) -> election_pb2.ElectionServiceResignRequest:
         return election_pb2.ElectionServiceResignRequest(leadership=self.leadership(held))
+
+
+class Held:
+    """What a held lock, permit or leadership shows, whichever client
+    (threads or asyncio) holds it; ``lost`` is that client's Event."""
+
+    name: str
+    lost: threading.Event | asyncio.Event
+    lost_reason: str
+    _held: Granted | None
+    _calls: LockCalls | PermitCalls | CampaignCalls
+
+    @property
+    def lease_id(self) -> str:
+        return self._held.lease_id if self._held else ""
+
+    @property
+    def _token(self) -> int:
+        return self._held.token if self._held else 0
+
+    def check(self) -> None:
+        """Raises :class:`errors.LockLostError` if it is lost."""
+        if self.lost.is_set():
+            raise errors.LockLostError(self.name, self.lost_reason, self._calls.kind)
+
+
+class LockView(Held):
+    @property
+    def fencing_token(self) -> int:
+        """Strictly increasing per lock name: orders holders."""
+        return self._token
+
+
+class PermitView(Held):
+    @property
+    def permit_id(self) -> int:
+        """The grant's id, strictly increasing per semaphore: its fencing token."""
+        return self._token
+
+
+class LeadershipView(Held):
+    _calls: CampaignCalls
+
+    @property
+    def term(self) -> int:
+        """Strictly increasing per election: the leader's fencing token."""
+        return self._token
+
+    def _proclaim(self, value: bytes) -> election_pb2.ElectionServiceProclaimRequest:
+        if self._held is None:
+            raise RuntimeError("not elected")
+        return election_pb2.ElectionServiceProclaimRequest(leadership=self._calls.leadership(self._held), value=value)
 
 
 # --- rate limits ---

@@ -33,11 +33,15 @@ from coord_client._core import (
     Decision,
     Endpoints,
     Granted,
+    Held,
     Lease,
+    LeadershipView,
     Leases,
     LockCalls,
+    LockView,
     Observed,
     PermitCalls,
+    PermitView,
     Positions,
     Tls,
     check_request,
@@ -311,12 +315,13 @@ class _KeepAlive:
             await asyncio.sleep(0.05)
 
 
-class _Hold:
+class _Hold(Held):
     """Something held under a lease; see ``coord_client._client._Hold``.
     ``lost`` is an :class:`asyncio.Event`. In ``async with``, losing it
     cancels the task running the block, which then raises
     :class:`errors.LockLostError` (``cancel_on_loss=False``: only the event)."""
 
+    lost: asyncio.Event
     cancel_on_loss = True
 
     def __init__(self, client: Client, calls: LockCalls | PermitCalls | CampaignCalls, wait: float) -> None:
@@ -346,15 +351,6 @@ class _Hold:
         self._held = held
         self._lease = self._client._keepalive.add(held.lease_id, held.ttl, self._on_lost)
         return self
-
-    @property
-    def lease_id(self) -> str:
-        return self._held.lease_id if self._held else ""
-
-    def check(self) -> None:
-        """Raises :class:`errors.LockLostError` if it is lost."""
-        if self.lost.is_set():
-            raise errors.LockLostError(self.name, self.lost_reason, self._calls.kind)
 
     async def release(self) -> None:
         held, lease, self._lease = self._held, self._lease, None
@@ -392,37 +388,20 @@ class _Hold:
             raise errors.LockLostError(self.name, self.lost_reason, self._calls.kind) from None
 
 
-class Lock(_Hold):
+class Lock(_Hold, LockView):
     """A held lock (see :meth:`Client.lock`)."""
 
-    @property
-    def fencing_token(self) -> int:
-        return self._held.token if self._held else 0
 
-
-class Permit(_Hold):
+class Permit(_Hold, PermitView):
     """Held semaphore permits (see :meth:`Client.semaphore`)."""
 
-    @property
-    def permit_id(self) -> int:
-        return self._held.token if self._held else 0
 
-
-class Leadership(_Hold):
+class Leadership(_Hold, LeadershipView):
     """A held leadership (see :meth:`Client.campaign`)."""
 
-    _calls: CampaignCalls
-
-    @property
-    def term(self) -> int:
-        return self._held.token if self._held else 0
-
     async def proclaim(self, value: bytes) -> None:
-        if self._held is None:
-            raise RuntimeError("not elected")
-        request = election_pb2.ElectionServiceProclaimRequest(leadership=self._calls.leadership(self._held),
-                                                              value=value)
-        await self._client._call("ElectionService", "Proclaim", request, idempotent=True)
+        """See :meth:`coord_client.Leadership.proclaim`."""
+        await self._client._call("ElectionService", "Proclaim", self._proclaim(value), idempotent=True)
 
 
 class Leaderboard:
