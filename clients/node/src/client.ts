@@ -13,7 +13,7 @@ import type { ElectionState__Output } from "./generated/coord/v1/ElectionState";
 import type { Limit } from "./generated/coord/v1/Limit";
 import type { LimitStatus__Output } from "./generated/coord/v1/LimitStatus";
 import type { PublishResponse__Output } from "./generated/coord/v1/PublishResponse";
-import { Leadership, Lock, Permit } from "./holds";
+import { Hold, Leadership, Lock, Permit } from "./holds";
 import type { HoldOwner, LockModeName } from "./holds";
 import { KeepAlive } from "./keepalive";
 import type { Lease } from "./keepalive";
@@ -137,6 +137,16 @@ export interface CallOptions {
 /** A unary call on a set of stubs. @internal */
 export type Unary<T> = (s: Stubs, metadata: grpc.Metadata, options: grpc.CallOptions,
   callback: (error: grpc.ServiceError | null, value?: T) => void) => unknown;
+
+/** Runs `fn` with the hold once acquired, and gives the hold back afterwards whatever happens. */
+async function holding<H extends Hold, T>(acquired: Promise<H>, fn: (hold: H) => Promise<T> | T): Promise<T> {
+  const hold = await acquired;
+  try {
+    return await fn(hold);
+  } finally {
+    await hold.release();
+  }
+}
 
 /**
  * A connection to coord: channels to its instances (tried in turn when one
@@ -305,13 +315,8 @@ export class Client {
    * Runs `fn` holding the lock `name`, and releases it afterwards whatever
    * happens. `fn` gets the {@link Lock}: check its `signal` between steps.
    */
-  async withLock<T>(name: string, options: LockOptions, fn: (lock: Lock) => Promise<T> | T): Promise<T> {
-    const lock = await this.lock(name, options);
-    try {
-      return await fn(lock);
-    } finally {
-      await lock.release();
-    }
+  withLock<T>(name: string, options: LockOptions, fn: (lock: Lock) => Promise<T> | T): Promise<T> {
+    return holding(this.lock(name, options), fn);
   }
 
   // --- semaphores ---
@@ -344,13 +349,8 @@ export class Client {
   }
 
   /** Runs `fn` holding permits of the semaphore `name`, and releases them afterwards. */
-  async withSemaphore<T>(name: string, options: SemaphoreOptions, fn: (permit: Permit) => Promise<T> | T): Promise<T> {
-    const permit = await this.semaphore(name, options);
-    try {
-      return await fn(permit);
-    } finally {
-      await permit.release();
-    }
+  withSemaphore<T>(name: string, options: SemaphoreOptions, fn: (permit: Permit) => Promise<T> | T): Promise<T> {
+    return holding(this.semaphore(name, options), fn);
   }
 
   // --- elections ---
@@ -387,13 +387,8 @@ export class Client {
   }
 
   /** Runs `fn` as the leader of `election` (once elected), and resigns afterwards. */
-  async withLeadership<T>(election: string, options: CampaignOptions, fn: (leadership: Leadership) => Promise<T> | T): Promise<T> {
-    const leadership = await this.campaign(election, options);
-    try {
-      return await fn(leadership);
-    } finally {
-      await leadership.resign();
-    }
+  withLeadership<T>(election: string, options: CampaignOptions, fn: (leadership: Leadership) => Promise<T> | T): Promise<T> {
+    return holding(this.campaign(election, options), fn);
   }
 
   /** The current state of `election`: its leader, or `hasLeader: false`. */
