@@ -36,7 +36,9 @@ use coord::pb::{
     AcquireRequest, AcquireStatus, CheckRequest, DescribeRequest, FixedWindow, GetBackendStatusRequest, GrantRequest,
     Limit, ReleaseRequest, limit::Algorithm, lock_service_client::LockServiceClient,
 };
+use coord::ratelimit::MAX_PERIOD_MS;
 use support::{
+    inside_one_window,
     redis::RedisCluster,
     serving_with,
     subscriber::{Sub, channel, publish},
@@ -246,6 +248,8 @@ async fn a_manual_failover_under_load_loses_no_grant_and_no_charge() {
         .expect("the master's replica")
         .port();
 
+    // The charges below are counted in one fixed window: not across its end.
+    inside_one_window(Duration::from_millis(MAX_PERIOD_MS as u64), Duration::from_secs(120)).await;
     let stop = Instant::now() + Duration::from_secs(6);
     let mut tasks = Vec::new();
     for w in 0..4 {
@@ -290,7 +294,7 @@ async fn a_manual_failover_under_load_loses_no_grant_and_no_charge() {
             while Instant::now() < stop {
                 let limit = Limit {
                     name: "f".into(),
-                    algorithm: Some(Algorithm::FixedWindow(FixedWindow { limit: 300, window_ms: 3_600_000 })),
+                    algorithm: Some(Algorithm::FixedWindow(FixedWindow { limit: 300, window_ms: MAX_PERIOD_MS })),
                 };
                 let req =
                     CheckRequest { subject: "hot".into(), limits: vec![limit], cost: Some(1), ..Default::default() };
@@ -406,6 +410,8 @@ async fn subscriber_across_a_killed_master(sharded: bool) {
     config.redis.sharded_pubsub = sharded;
     let coord = serving_with(config).await;
     synced(&coord).await;
+    // The rate-limit charges below stay inside one fixed window.
+    inside_one_window(Duration::from_millis(MAX_PERIOD_MS as u64), Duration::from_secs(120)).await;
     let mut c = coord.pubsub();
 
     // A channel whose shard is the first seed's (where coord's classic
@@ -452,12 +458,13 @@ async fn subscriber_across_a_killed_master(sharded: bool) {
     };
     // Rate-limit checks on the same shard, charging through the kill: the
     // charges the promoted replica never got are what a failover can
-    // over-admit (asynchronous replication).
+    // over-admit (asynchronous replication). They are counted in one fixed
+    // window, so not across its end (a 1 h window once rolled over here).
     let subject = name.clone();
     let check = move |c: &mut coord::pb::rate_limit_service_client::RateLimitServiceClient<Channel>, mode: i32| {
         let limit = Limit {
             name: "f".into(),
-            algorithm: Some(Algorithm::FixedWindow(FixedWindow { limit: 1_000_000, window_ms: 3_600_000 })),
+            algorithm: Some(Algorithm::FixedWindow(FixedWindow { limit: 1_000_000, window_ms: MAX_PERIOD_MS })),
         };
         let req =
             CheckRequest { subject: subject.clone(), limits: vec![limit], cost: Some(1), mode, ..Default::default() };

@@ -253,6 +253,7 @@ async fn envoy_semantics_reproduce_envoyproxy_ratelimit_numbers() {
 async fn a_denied_hit_charges_nothing_with_coord_semantics() {
     let (_redis, coord, _dir) = start(Semantics::Coord, false).await;
     let mut c = client(&coord);
+    clear_of_minute_boundary(Duration::from_secs(5)).await; // and so of the hour
     let value = random();
     let hit = |n| request("another", vec![descriptor(&[("key3", &value)])], n);
     assert_eq!(ask(&mut c, hit(9)).await.overall_code(), Code::Ok);
@@ -288,6 +289,7 @@ async fn replaces_cancels_the_named_rule_as_envoyproxy_ratelimit_does() {
 async fn unlimited_shadow_and_quota_rules_answer_as_envoyproxy_ratelimit() {
     let (_redis, coord, _dir) = start(Semantics::Coord, false).await;
     let mut c = client(&coord);
+    clear_of_minute_boundary(Duration::from_secs(5)).await; // and so of the hour
     let v = random();
 
     // TestUnlimited: OK, no limit, remaining MaxUint32.
@@ -325,6 +327,7 @@ async fn unlimited_shadow_and_quota_rules_answer_as_envoyproxy_ratelimit() {
 async fn hits_addend_and_overrides_are_honoured_as_envoy_sends_them() {
     let (_redis, coord, _dir) = start(Semantics::Coord, true).await;
     let mut c = client(&coord);
+    clear_of_minute_boundary(Duration::from_secs(5)).await; // and so of the hour
     let v = random();
     let key3 = || descriptor(&[("key3", &v)]);
 

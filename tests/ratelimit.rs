@@ -5,7 +5,7 @@
 
 mod support;
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use coord::pb::{
     AcquireSlotRequest, CheckMode, CheckRequest, CheckResponse, FixedWindow, Gcra, Limit, RefundRequest,
@@ -13,6 +13,7 @@ use coord::pb::{
     rate_limit_service_client::RateLimitServiceClient,
 };
 use support::{
+    inside_one_window,
     redis::{RedisCluster, RedisServer},
     serving, serving_with,
 };
@@ -37,16 +38,6 @@ async fn check(c: &mut Client, subject: &str, limits: Vec<Limit>, cost: u64) -> 
         .await
         .expect("check")
         .into_inner()
-}
-
-/// Waits, if needed, so that the next `needed` fits inside one aligned
-/// window of `window` (fixed and sliding windows align to the epoch).
-async fn inside_one_window(window: Duration, needed: Duration) {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-    let into = Duration::from_nanos((now.as_nanos() % window.as_nanos()) as u64);
-    if window - into < needed {
-        tokio::time::sleep(window - into + Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -154,6 +145,8 @@ async fn denials_consume_nothing_and_oversized_costs_never_pass() {
     let redis = RedisServer::start();
     let coord = serving(&redis.url()).await;
     let mut c = coord.rate_limits();
+    // Counts of one hour-aligned window: not across its end.
+    inside_one_window(Duration::from_secs(3600), Duration::from_secs(20)).await;
     for (name, algorithm) in [
         ("bucket", bucket(10, 1, 3_600_000)),
         ("fixed", fixed(10, 3_600_000)),
@@ -212,6 +205,8 @@ async fn peek_changes_nothing_and_refund_gives_back() {
     let redis = RedisServer::start();
     let coord = serving(&redis.url()).await;
     let mut c = coord.rate_limits();
+    // Counts of one hour-aligned window: not across its end.
+    inside_one_window(Duration::from_secs(3600), Duration::from_secs(20)).await;
     for (name, algorithm) in [
         ("bucket", bucket(10, 1, 3_600_000)),
         ("fixed", fixed(10, 3_600_000)),
@@ -377,6 +372,8 @@ async fn rate_limit_scripts_run_on_a_local_cluster() {
     config.redis.cluster = cluster.urls();
     let coord = serving_with(config).await;
     let mut c = coord.rate_limits();
+    // Counts of one hour-aligned window: not across its end.
+    inside_one_window(Duration::from_secs(3600), Duration::from_secs(20)).await;
     for subject in ["a", "b", "c", "d", "e", "f"] {
         let limits = vec![
             limit("burst", bucket(3, 1, 3_600_000)),

@@ -220,12 +220,15 @@ async fn a_failing_request_between_requests_on_a_hot_subject_fails_alone() {
     assert_eq!(server.cli(&["HGET", key, "n"]), "2");
 }
 
+/// The longest window: the exact counts below almost never straddle its end.
+const MONTH_MS: i64 = coord::ratelimit::MAX_PERIOD_MS;
+
 async fn checks(c: &mut RateLimitServiceClient<tonic::transport::Channel>, subject: &str, n: usize) -> usize {
     let mut admitted = 0;
     for _ in 0..n {
         let limit = Limit {
             name: "f".into(),
-            algorithm: Some(Algorithm::FixedWindow(FixedWindow { limit: 100, window_ms: 3_600_000 })),
+            algorithm: Some(Algorithm::FixedWindow(FixedWindow { limit: 100, window_ms: MONTH_MS })),
         };
         let req = CheckRequest { subject: subject.into(), limits: vec![limit], cost: Some(1), ..Default::default() };
         if c.check(req).await.unwrap().into_inner().allowed {
@@ -266,11 +269,12 @@ async fn concurrent_checks_share_script_calls_and_admit_exactly_the_limit() {
     }
 }
 
+// A 30-day window (see MONTH_MS).
 const POLICIES: &str = r#"
 [policies.open]
 failure = "open"
 timeout = "100ms"
-limits = [{ name = "f", fixed_window = { limit = 100, window_ms = 3600000 } }]
+limits = [{ name = "f", fixed_window = { limit = 100, window_ms = 2592000000 } }]
 "#;
 
 /// While Redis is paused, Checks fail open after their 100 ms policy

@@ -67,6 +67,8 @@ async fn policies_apply_with_overrides_shadow_and_the_deny_cache() {
     write(&file, POLICIES);
     let coord = start(&redis, &file).await;
     let mut c = coord.rate_limits();
+    // The counts below are of one fixed minute.
+    support::inside_one_window(Duration::from_secs(60), Duration::from_secs(10)).await;
 
     for _ in 0..3 {
         assert!(check(&mut c, "api", "alice").await.allowed);

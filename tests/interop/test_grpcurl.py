@@ -59,7 +59,7 @@ def test_lock_acquire(coord):
 
 
 def test_ratelimit_check(coord):
-    request = {"subject": unique("grpcurl"), "limits": [{"name": "one", "fixedWindow": {"limit": 1, "windowMs": 60000}}]}
+    request = {"subject": unique("grpcurl"), "limits": [{"name": "one", "slidingLog": {"limit": 1, "windowMs": 60000}}]}
     assert call(coord, "RateLimitService/Check", request)["allowed"] is True
     assert call(coord, "RateLimitService/Check", request).get("allowed", False) is False
 

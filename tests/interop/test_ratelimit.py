@@ -10,7 +10,7 @@ from google.protobuf import json_format
 from harness import finish, node, unique
 
 LIMIT = 40
-MONTH_MS = 30 * 24 * 3600 * 1000  # windows this long cannot roll over mid-test
+MONTH_MS = 30 * 24 * 3600 * 1000  # windows this long almost never roll over mid-test
 
 # JSON (camelCase) forms shared by both languages.
 ALGORITHMS = {

@@ -36,7 +36,21 @@ use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus,
 /// fails on a CI machine says what coord saw. Worker threads of the test's
 /// runtime inherit its capture, so parallel tests' logs stay apart.
 pub fn capture_logs() {
-    let _ = tracing_subscriber::fmt().with_env_filter("coord=info,redis=warn").with_test_writer().try_init();
+    // RUST_LOG, when set, chooses what a failing test shows (e.g. coord=debug).
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "coord=info,redis=warn".to_owned());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+}
+
+/// Waits, if needed, so that the next `needed` fits inside one aligned
+/// window of `window`: fixed and sliding windows align to the epoch, so a
+/// test that counts charges across a window's end would see a fresh window.
+/// (Redis runs on this host, so its TIME is this clock.)
+pub async fn inside_one_window(window: Duration, needed: Duration) {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    let into = Duration::from_nanos((now.as_nanos() % window.as_nanos()) as u64);
+    if window - into < needed {
+        tokio::time::sleep(window - into + Duration::from_millis(20)).await;
+    }
 }
 
 /// A test configuration for a coord on `redis_url`: no metrics endpoint, a

@@ -7,7 +7,7 @@ import { Client, rateLimitMiddleware } from "@coord/client";
 import type { Limit } from "@coord/client";
 import { Cluster } from "./harness";
 
-const perMinute: Limit = { name: "api", fixedWindow: { limit: 2, windowMs: 60_000 } };
+const perMinute: Limit = { name: "api", slidingLog: { limit: 2, windowMs: 60_000 } };
 
 test("check: allowed, then denied with a retry-after", async () => {
   const cluster = await Cluster.start(1);

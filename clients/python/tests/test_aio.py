@@ -177,7 +177,7 @@ def test_an_ephemeral_subscription_says_when_messages_may_be_lost(coords: list[C
 
 def test_permits_leadership_and_the_decorator_work_on_asyncio(coords: list[Coord]) -> None:
     async def body() -> None:
-        per_minute = ratelimit_pb2.Limit(name="api", fixed_window=ratelimit_pb2.FixedWindow(limit=1, window_ms=60_000))
+        per_minute = ratelimit_pb2.Limit(name="api", sliding_log=ratelimit_pb2.SlidingLog(limit=1, window_ms=60_000))
         async with Client(coords[0].addr) as a, Client(coords[1].addr) as b:
             async with a.semaphore("pool", permits=2, size=2, ttl=5) as permit:
                 assert permit.permit_id > 0

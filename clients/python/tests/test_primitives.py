@@ -137,7 +137,7 @@ def test_leaderboard_wrappers_rank_members(coords: list[Coord]) -> None:
 
 
 def test_the_rate_limit_decorator_refuses_calls_over_the_limit(coords: list[Coord]) -> None:
-    per_minute = ratelimit_pb2.Limit(name="api", fixed_window=ratelimit_pb2.FixedWindow(limit=2, window_ms=60_000))
+    per_minute = ratelimit_pb2.Limit(name="api", sliding_log=ratelimit_pb2.SlidingLog(limit=2, window_ms=60_000))
     calls: list[str] = []
     with Client(coords[0].addr) as coord:
         @coord.rate_limited(lambda user: f"user:{user}", limits=[per_minute])
