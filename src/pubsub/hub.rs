@@ -48,7 +48,6 @@ use crate::{
         EventChannel,
         connect::ShardedPubSub,
         pubsub::Handler,
-        shards,
         slots::{self, SLOTS},
     },
 };
@@ -229,6 +228,10 @@ enum Link {
 
 /// Slot subscriptions in flight at once on a cluster.
 const SLOT_CONCURRENCY: usize = 64;
+
+/// Restore rounds in a row that the cluster connection fails on reachable
+/// shards before it is replaced by a fresh one.
+const STALLED_ROUNDS: u32 = 3;
 
 impl Link {
     async fn subscribe(&mut self, channels: Vec<String>) -> redis::RedisResult<()> {
@@ -525,6 +528,9 @@ impl Task {
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
         let mut retry_at = Instant::now();
         let mut link = Link::Sharded(conn.clone());
+        // Rounds in a row in which this connection failed a shard whose
+        // master answers directly.
+        let mut stalled = 0;
         loop {
             self.connected.store(pending.is_empty(), Ordering::Relaxed);
             let due = !pending.is_empty();
@@ -567,13 +573,26 @@ impl Task {
                 },
                 _ = tokio::time::sleep_until(retry_at), if due => {
                     let (began, before) = (Instant::now(), pending.len());
-                    self.restore(&conn, &mut pending).await;
+                    stalled = if self.restore(&conn, &mut pending).await { stalled + 1 } else { 0 };
                     tracing::info!(
                         subscribed = before - pending.len(),
                         waiting = pending.len(),
                         took_ms = began.elapsed().as_millis() as u64,
                         "sharded pub/sub: slots subscribed on their shards"
                     );
+                    // The cluster connection's recovery can wedge on a
+                    // killed node for good (seen after a master's SIGKILL:
+                    // every command timed out while the cluster had long
+                    // failed over). A fresh connection reads the topology
+                    // from the seeds again.
+                    if stalled >= STALLED_ROUNDS {
+                        tracing::warn!(
+                            rounds = stalled,
+                            "sharded pub/sub: the cluster connection keeps failing shards that answer directly; \
+                             starting afresh"
+                        );
+                        return false;
+                    }
                     retry_at = Instant::now() + if pending.is_empty() {
                         backoff.reset();
                         Duration::ZERO
@@ -586,15 +605,20 @@ impl Task {
     }
 
     /// Subscribes `pending` slots again on their shards, skipping shards
-    /// with no live master (a dead shard costs one CLUSTER SHARDS per
-    /// round, not a timeout per slot), and tells whoever must be told.
-    async fn restore(&mut self, conn: &ClusterConnection, pending: &mut BTreeMap<u16, bool>) {
-        let mut ask = conn.clone();
-        let shards = match redis::cmd("CLUSTER").arg("SHARDS").query_async::<Value>(&mut ask).await {
-            Ok(value) => shards::parse(value).unwrap_or_default(),
+    /// without a master that is online and answers a direct PING (a dead
+    /// shard costs one CLUSTER SHARDS per round, not a timeout per slot),
+    /// and tells whoever must be told. Returns true when the cluster
+    /// connection failed a shard whose master answered directly: the
+    /// connection, not the cluster, is what is wrong.
+    async fn restore(&mut self, conn: &ClusterConnection, pending: &mut BTreeMap<u16, bool>) -> bool {
+        // The cluster's view over direct connections: a cluster connection
+        // stuck on a dead node must not also hide the cluster from us.
+        let Upstream::Sharded(how) = &self.upstream else { return false };
+        let shards = match how.dialer.shards().await {
+            Ok(shards) => shards,
             Err(e) => {
                 tracing::debug!(error = %e, "CLUSTER SHARDS failed");
-                return;
+                return false;
             }
         };
         let mut groups: BTreeMap<u16, Vec<String>> = self
@@ -618,7 +642,7 @@ impl Task {
         }
         // Slots nobody wants any more need nothing.
         pending.retain(|slot, _| groups.contains_key(slot));
-        let rounds = shards.iter().filter(|shard| shard.has_live_master()).map(|shard| {
+        let rounds = shards.iter().filter(|shard| shard.has_reachable_master()).map(|shard| {
             let work: Vec<(u16, Vec<String>)> = groups
                 .iter()
                 .filter(|(slot, _)| shard.owns(**slot))
@@ -626,7 +650,7 @@ impl Task {
                 .collect();
             let conn = conn.clone();
             async move {
-                let mut done = Vec::new();
+                let (mut done, mut failed) = (Vec::new(), false);
                 let mut results = stream::iter(work)
                     .map(|(slot, channels)| {
                         let mut conn = conn.clone();
@@ -640,14 +664,17 @@ impl Task {
                         // ready; the next round tries again.
                         Err(e) => {
                             tracing::debug!(slot, error = %e, "resubscribing a shard's slots failed");
+                            failed = true;
                             break;
                         }
                     }
                 }
-                done
+                (done, failed)
             }
         });
-        let done: Vec<u16> = futures_util::future::join_all(rounds).await.into_iter().flatten().collect();
+        let results = futures_util::future::join_all(rounds).await;
+        let failed = results.iter().any(|(_, failed)| *failed);
+        let done: Vec<u16> = results.into_iter().flat_map(|(done, _)| done).collect();
         let mut told = BTreeSet::new();
         for slot in &done {
             if pending.remove(slot) == Some(true) {
@@ -673,6 +700,7 @@ impl Task {
                 }
             }
         }
+        failed
     }
 
     /// Slots of every channel coord subscribes to.

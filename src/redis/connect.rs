@@ -98,6 +98,9 @@ pub struct ShardedPubSub {
     seeds: Vec<redis::ConnectionInfo>,
     certs: Option<redis::TlsCertificates>,
     opts: ConnectOptions,
+    /// The cluster's shards over direct connections, independent of the
+    /// cluster connection (whose own view can be what is stuck).
+    pub dialer: super::shards::Dialer,
 }
 
 impl ShardedPubSub {
@@ -170,7 +173,12 @@ impl Redis {
             timeout: opts.connect_timeout + opts.command_timeout,
         };
         let sharded_pubsub = opts.sharded_pubsub.then(|| {
-            Arc::new(ShardedPubSub { seeds: infos.clone(), certs: tls_certificates(opts), opts: opts.clone() })
+            Arc::new(ShardedPubSub {
+                seeds: infos.clone(),
+                certs: tls_certificates(opts),
+                opts: opts.clone(),
+                dialer: dialer.clone(),
+            })
         });
         Ok(Redis {
             pool: Pool::Cluster(pool),

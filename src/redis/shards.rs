@@ -24,6 +24,12 @@ impl Shard {
         self.nodes.iter().any(|n| n.role == "master" && n.health == "online")
     }
 
+    /// Whether a master the cluster sees online also answered our PING (a
+    /// killed master is "online" until the cluster's node timeout passes).
+    pub fn has_reachable_master(&self) -> bool {
+        self.nodes.iter().any(|n| n.role == "master" && n.health == "online" && n.reachable)
+    }
+
     pub fn owns(&self, slot: u16) -> bool {
         self.slots.iter().any(|&(a, b)| (a..=b).contains(&slot))
     }
@@ -63,11 +69,9 @@ impl Dialer {
             match self.ask(seed.clone(), redis::cmd("CLUSTER").arg("SHARDS")).await {
                 Ok(value) => {
                     let mut shards = parse(value)?;
-                    for shard in &mut shards {
-                        for node in &mut shard.nodes {
-                            self.probe(node).await;
-                        }
-                    }
+                    // At once: a hung node costs one timeout, not one each.
+                    let probes = shards.iter_mut().flat_map(|s| s.nodes.iter_mut()).map(|node| self.probe(node));
+                    futures_util::future::join_all(probes).await;
                     shards.sort_by_key(|s| s.slots.first().copied());
                     return Ok(shards);
                 }
