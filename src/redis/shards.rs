@@ -19,11 +19,6 @@ pub struct Shard {
 }
 
 impl Shard {
-    /// Whether the cluster sees a master of this shard online.
-    pub fn has_live_master(&self) -> bool {
-        self.nodes.iter().any(|n| n.role == "master" && n.health == "online")
-    }
-
     /// Whether a master the cluster sees online also answered our PING (a
     /// killed master is "online" until the cluster's node timeout passes).
     pub fn has_reachable_master(&self) -> bool {
@@ -247,5 +242,23 @@ mod tests {
         );
         assert_eq!(b.replication_offset, 42);
         assert!(parse(Value::Int(1)).is_err());
+    }
+
+    #[test]
+    fn a_master_counts_only_when_the_cluster_sees_it_online_and_it_answers() {
+        let master = |health: &str, reachable| ShardNode {
+            role: "master".into(),
+            health: health.into(),
+            reachable,
+            ..Default::default()
+        };
+        let shard = |node| Shard { slots: vec![(0, 1)], nodes: vec![node] };
+        assert!(shard(master("online", true)).has_reachable_master());
+        // Killed, before the cluster's node timeout marks it failed.
+        assert!(!shard(master("online", false)).has_reachable_master());
+        assert!(!shard(master("failed", true)).has_reachable_master());
+        let replica =
+            ShardNode { role: "replica".into(), health: "online".into(), reachable: true, ..Default::default() };
+        assert!(!shard(replica).has_reachable_master());
     }
 }
